@@ -1,0 +1,34 @@
+# Every target installs what it needs into .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# torch is pinned here (a local CPU build); the package itself only asks for a range.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install test test-slow run lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check diffinfer tests benchmarks
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+run: $(STAMP)
+	$(VENV)/bin/diffinfer estimate
+
+lint: $(STAMP)
+	$(PY) -m ruff check diffinfer tests benchmarks
+	$(PY) -m ruff format --check diffinfer tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

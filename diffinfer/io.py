@@ -1,0 +1,31 @@
+"""Small file helpers: atomic writes and checked reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from diffinfer.errors import DataFileError
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:
+    """Read a JSON object, with a clear error for a missing or corrupted file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{what} not found: {path}")
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFileError(f"{what} {path} is not valid JSON ({exc}); it may be truncated") from exc
+    if not isinstance(obj, dict):
+        raise DataFileError(f"{what} {path} must hold a JSON object")
+    return obj

@@ -126,7 +126,13 @@ class LognormalSimulator:
 
     # --------------------------------------------------------------- simulation
     def simulate(
-        self, theta: np.ndarray | torch.Tensor, n: int = 1, seed: int = 0, *, chunk: int = 64
+        self,
+        theta: np.ndarray | torch.Tensor,
+        n: int = 1,
+        seed: int = 0,
+        *,
+        row_offset: int = 0,
+        chunk: int = 64,
     ) -> np.ndarray:
         """Draw density maps.
 
@@ -137,8 +143,11 @@ class LognormalSimulator:
         n
             Maps per parameter vector.
         seed
-            Seed; row b of ``theta`` uses child b of ``numpy.random.SeedSequence(seed)``,
-            so results are reproducible bit for bit and do not depend on batching.
+            Seed; row b of ``theta`` draws its noise from child ``row_offset + b`` of
+            ``numpy.random.SeedSequence(seed)``, so results are reproducible bit for bit
+            and do not depend on how a long list of parameters is split into calls.
+        row_offset
+            Index of the first row within that longer list.
         chunk
             Parameter vectors processed at once.
 
@@ -152,7 +161,9 @@ class LognormalSimulator:
         if int(n) != n or n < 1:
             raise InputError(f"n must be a positive integer, got {n}")
         n_pix = self.config.n_pix
-        children = np.random.SeedSequence(seed).spawn(theta.shape[0])
+        children = [
+            np.random.SeedSequence(seed, spawn_key=(row_offset + b,)) for b in range(theta.shape[0])
+        ]
         out = np.empty((theta.shape[0], n, n_pix, n_pix))
         for i in range(0, theta.shape[0], chunk):
             lam = self.eigenvalues(theta[i : i + chunk])
@@ -216,18 +227,18 @@ class LognormalSimulator:
                 f"{y.shape[0]} maps and {theta.shape[0]} parameter vectors: pass one map, "
                 "one theta, or as many theta as maps (paired row by row)"
             )
-        n_out = max(theta.shape[0], y.shape[0] if y.ndim == 3 else 1)
-        theta = theta.expand(n_out, 2)
         power = torch.fft.fft2(y).abs() ** 2 / n**2  # |Y_k|^2 / N^2, k = 0 included
         total = y.sum(dim=(-2, -1))
-        paired = y.ndim == 3
-        if not paired:
+        if y.ndim == 2:
             power, total = power[None], total[None]
+        # rows of theta and of the maps are paired; a single row is shared (broadcast)
+        n_out = max(theta.shape[0], power.shape[0])
+        shared = self.model_moments(theta) if theta.shape[0] == 1 else None
         parts = []
         for i in range(0, n_out, chunk):
-            mean, lam = self.model_moments(theta[i : i + chunk])
-            pw = power[i : i + chunk] if paired else power
-            tt = total[i : i + chunk] if paired else total
+            pw = power[i : i + chunk] if power.shape[0] > 1 else power
+            tt = total[i : i + chunk] if total.shape[0] > 1 else total
+            mean, lam = shared or self.model_moments(theta[i : i + chunk])
             quad = (pw / lam).sum(dim=(-2, -1))
             quad = quad + ((tt - n**2 * mean) ** 2 - tt**2) / (n**2 * lam[:, 0, 0])
             logdet = torch.log(lam).sum(dim=(-2, -1))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from diffinfer.errors import DiffinferError
-from diffinfer.parameters import DEFAULT_PRIOR, PARAM_NAMES
+from diffinfer.parameters import PARAM_NAMES
 
 
 def _add_geometry(p: argparse.ArgumentParser) -> None:
@@ -18,9 +18,7 @@ def _add_geometry(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--box-size", type=float, default=500.0, help="map side L in Mpc/h (default 500)"
     )
-    g.add_argument(
-        "--depth", type=float, default=50.0, help="slab depth d in Mpc/h (default 50)"
-    )
+    g.add_argument("--depth", type=float, default=50.0, help="slab depth d in Mpc/h (default 50)")
 
 
 def _config(args: argparse.Namespace):

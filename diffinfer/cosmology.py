@@ -181,7 +181,9 @@ def sigma_r(
 def _split_theta(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     theta = torch.as_tensor(theta, dtype=_DTYPE)
     if theta.ndim != 2 or theta.shape[-1] != 2:
-        raise InputError(f"theta must have shape (B, 2) = (Omega_m, sigma_8); got {tuple(theta.shape)}")
+        raise InputError(
+            f"theta must have shape (B, 2) = (Omega_m, sigma_8); got {tuple(theta.shape)}"
+        )
     if bool((theta[:, 0] <= OMEGA_B).any()) or bool((theta[:, 1] <= 0).any()):
         raise InputError(f"the spectrum needs Omega_m > Omega_b = {OMEGA_B} and sigma_8 > 0")
     return theta[:, 0], theta[:, 1]
@@ -295,7 +297,7 @@ class SlabProjection:
         self.depth = float(depth)
         self._matrix_t = torch.as_tensor(_lagrange_matrix(q, w, k.size).T.copy())
 
-    def __call__(self, theta: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:
+    def __call__(self, theta: torch.Tensor, *, chunk: int = 64) -> torch.Tensor:
         """P_2D in (Mpc/h)^2 for parameters ``theta`` (B, 2); shape (B, K), float64.
 
         When ``theta`` does not require gradients the work is done once per distinct

@@ -25,7 +25,9 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:
     try:
         obj = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DataFileError(f"{what} {path} is not valid JSON ({exc}); it may be truncated") from exc
+        raise DataFileError(
+            f"{what} {path} is not valid JSON ({exc}); it may be truncated"
+        ) from exc
     if not isinstance(obj, dict):
         raise DataFileError(f"{what} {path} must hold a JSON object")
     return obj

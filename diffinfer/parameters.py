@@ -38,7 +38,9 @@ class PriorBox:
         if len(self.low) != N_PARAMS or len(self.high) != N_PARAMS:
             raise InputError(f"a prior box needs {N_PARAMS} lows and highs, in order {PARAM_NAMES}")
         if not all(lo < hi for lo, hi in zip(self.low, self.high, strict=True)):
-            raise InputError(f"prior box edges must satisfy low < high, got {self.low}, {self.high}")
+            raise InputError(
+                f"prior box edges must satisfy low < high, got {self.low}, {self.high}"
+            )
 
     @property
     def width(self) -> np.ndarray:

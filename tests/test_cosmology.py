@@ -31,8 +31,14 @@ def test_linear_power_matches_colossus_eisenstein98(om, s8):
     cosmo = cosmology.setCosmology(
         "diffinfer-test",
         params=dict(
-            flat=True, H0=100 * HUBBLE, Om0=om, Ob0=OMEGA_B, sigma8=s8, ns=N_S,
-            Tcmb0=T_CMB, relspecies=False,
+            flat=True,
+            H0=100 * HUBBLE,
+            Om0=om,
+            Ob0=OMEGA_B,
+            sigma8=s8,
+            ns=N_S,
+            Tcmb0=T_CMB,
+            relspecies=False,
         ),
         persistence="",
         interpolation=False,  # colossus' interpolation tables are ~1 % off at low Omega_m
@@ -115,7 +121,9 @@ def test_grid_deduplication_matches_direct_evaluation():
     batched = proj(theta)
     single = torch.cat([proj(theta[i : i + 1].clone().requires_grad_(True)) for i in range(3)])
     assert torch.allclose(batched, single.detach(), rtol=1e-13)
-    assert torch.allclose(batched[0] / batched[1], torch.tensor((0.8 / 0.6) ** 2, dtype=torch.float64))
+    assert torch.allclose(
+        batched[0] / batched[1], torch.tensor((0.8 / 0.6) ** 2, dtype=torch.float64)
+    )
 
 
 def test_bad_parameters_raise():

@@ -31,7 +31,9 @@ def test_exact_log_prob_matches_dense_multivariate_normal(tiny_sim):
     for theta, value in zip(thetas, ours, strict=True):
         mean, lam = tiny_sim.model_moments(torch.tensor(theta[None]))
         cov = _dense_covariance(lam[0].numpy())
-        ref = multivariate_normal(mean=np.full(64, mean.item()), cov=cov).logpdf(y[0].numpy().ravel())
+        ref = multivariate_normal(mean=np.full(64, mean.item()), cov=cov).logpdf(
+            y[0].numpy().ravel()
+        )
         assert abs(value - ref) < 1e-8
 
 
@@ -53,7 +55,9 @@ def test_simulate_is_reproducible_and_independent_of_batching(sim):
     a = sim.simulate(theta, 2, seed=11)
     b = sim.simulate(theta, 2, seed=11)
     assert np.array_equal(a, b)
-    parts = np.concatenate([sim.simulate(theta[i : i + 1], 2, seed=11, row_offset=i) for i in range(3)])
+    parts = np.concatenate(
+        [sim.simulate(theta[i : i + 1], 2, seed=11, row_offset=i) for i in range(3)]
+    )
     assert np.array_equal(a, parts)
     assert np.array_equal(sim.simulate(theta[1], 2, seed=11, row_offset=1), a[1])
     assert not np.array_equal(a, sim.simulate(theta, 2, seed=12))

@@ -40,9 +40,11 @@ def block_downsample(maps: np.ndarray, n_out: int) -> np.ndarray:
     if n_out == n:
         return np.asarray(maps)
     if n_out <= 0 or n % n_out:
-        raise InputError(f"cannot downsample {n} x {n} maps to {n_out} x {n_out}: {n} % {n_out} != 0")
+        raise InputError(
+            f"cannot downsample {n} x {n} maps to {n_out} x {n_out}: {n} % {n_out} != 0"
+        )
     f = n // n_out
-    shape = maps.shape[:-2] + (n_out, f, n_out, f)
+    shape = (*maps.shape[:-2], n_out, f, n_out, f)
     return np.asarray(maps).reshape(shape).mean(axis=(-3, -1))
 
 
@@ -116,7 +118,9 @@ class CamelsMaps:
         names = params_filenames(suite, set_name)
         params_path = next((root / n for n in names if (root / n).is_file()), None)
         if params_path is None:
-            raise DataFileError(f"parameter file not found in {root}: expected {' or '.join(names)}")
+            raise DataFileError(
+                f"parameter file not found in {root}: expected {' or '.join(names)}"
+            )
         try:
             params = np.loadtxt(params_path, ndmin=2)
         except ValueError as exc:
@@ -179,7 +183,9 @@ class CamelsMaps:
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-            raise InputError(f"split fractions must be three non-negative numbers summing to 1: {fractions}")
+            raise InputError(
+                f"split fractions must be three non-negative numbers summing to 1: {fractions}"
+            )
         perm = np.random.default_rng(seed).permutation(self.n_cosmologies)
         n_train = round(fractions[0] * self.n_cosmologies)
         n_val = round(fractions[1] * self.n_cosmologies)
@@ -224,7 +230,9 @@ class CamelsMaps:
         """
         idx = np.arange(self.n_maps)[indices] if isinstance(indices, slice) else np.asarray(indices)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_maps):
-            raise InputError(f"map indices must lie in [0, {self.n_maps}); got {idx.min()}..{idx.max()}")
+            raise InputError(
+                f"map indices must lie in [0, {self.n_maps}); got {idx.min()}..{idx.max()}"
+            )
         maps = np.asarray(self.maps[idx], dtype=np.float64)
         if n_pix is not None:
             maps = block_downsample(maps, n_pix)

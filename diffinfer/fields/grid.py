@@ -41,7 +41,9 @@ class FieldConfig:
         if int(self.n_pix) != self.n_pix or self.n_pix < 2 or self.n_pix % 2:
             raise InputError(f"n_pix must be an even integer >= 2, got {self.n_pix}")
         if not (self.box_size > 0 and self.depth > 0):
-            raise InputError(f"box_size and depth must be positive, got {self.box_size}, {self.depth}")
+            raise InputError(
+                f"box_size and depth must be positive, got {self.box_size}, {self.depth}"
+            )
 
     @property
     def pixel_area(self) -> float:

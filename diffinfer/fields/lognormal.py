@@ -29,7 +29,7 @@ from diffinfer.cosmology import SlabProjection
 from diffinfer.errors import InputError
 from diffinfer.fields.grid import FieldConfig, as_maps, wavenumber_grid
 from diffinfer.fields.transform import Transform
-from diffinfer.parameters import PARAM_NAMES, as_theta
+from diffinfer.parameters import as_theta
 
 _OUTSIDE = ("raise", "-inf", "ignore")
 # Where the maximum-likelihood search may go: the spectrum is defined well beyond the prior.
@@ -186,7 +186,7 @@ class LognormalSimulator:
         theta: np.ndarray | torch.Tensor,
         *,
         outside: str = "raise",
-        chunk: int = 1024,
+        chunk: int = 256,
     ) -> torch.Tensor:
         """Exact log p(y | theta) of model-space maps, differentiable in theta.
 
@@ -270,9 +270,10 @@ class LognormalSimulator:
             dmean.append(d_mu)
         dl = torch.stack(dlog, dim=-1)  # (B, N^2, 2)
         dm = torch.stack(dmean, dim=-1)  # (B, 2)
-        return 0.5 * dl.transpose(1, 2) @ dl + n**2 * dm[:, :, None] * dm[:, None, :] / lam0[
-            :, None, None
-        ]
+        return (
+            0.5 * dl.transpose(1, 2) @ dl
+            + n**2 * dm[:, :, None] * dm[:, None, :] / lam0[:, None, None]
+        )
 
     def maximum_likelihood(
         self,
@@ -332,5 +333,5 @@ class LognormalSimulator:
         c = self.config
         return (
             f"LognormalSimulator(n_pix={c.n_pix}, box_size={c.box_size}, depth={c.depth}, "
-            f"prior={dict(zip(PARAM_NAMES, zip(c.prior.low, c.prior.high, strict=True), strict=True))})"
+            f"prior={c.prior.to_dict()})"
         )

@@ -72,7 +72,7 @@ def bin_modes(
     with np.errstate(invalid="ignore", divide="ignore"):
         power = sums / counts
         k = ksum / counts
-    power = power.reshape(values.shape[:-2] + (n_bins,))
+    power = power.reshape((*values.shape[:-2], n_bins))
     return PowerSpectrum(k=k, power=power, n_modes=counts.astype(np.int64), edges=edges)
 
 

@@ -71,7 +71,9 @@ class Transform:
     def from_dict(cls, d: dict) -> Transform:
         """Inverse of :meth:`to_dict`."""
         if d.get("kind", "log-standardise") != "log-standardise":
-            raise InputError(f"unknown transform kind {d.get('kind')!r}; expected 'log-standardise'")
+            raise InputError(
+                f"unknown transform kind {d.get('kind')!r}; expected 'log-standardise'"
+            )
         try:
             return cls(shift=float(d["shift"]), scale=float(d["scale"]))
         except KeyError as exc:
@@ -85,4 +87,3 @@ class Transform:
     def load(cls, path: str | os.PathLike) -> Transform:
         """Read constants written by :meth:`save`."""
         return cls.from_dict(read_json(path, what="transform file"))
-

@@ -28,8 +28,10 @@ def best_of(fn, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
+    )
     sim = LognormalSimulator()
     rng = np.random.default_rng(0)
     y = sim.transform.forward(sim.simulate(np.array([0.3, 0.8]), 1, seed=0)[0])

@@ -1,6 +1,6 @@
 """Largest relative difference between diffinfer's P_3D and colossus' eisenstein98.
 
-    .venv/bin/python scripts/compare_colossus.py
+.venv/bin/python scripts/compare_colossus.py
 """
 
 from __future__ import annotations
@@ -17,8 +17,16 @@ print("|---:|---:|---:|")
 for om, s8 in [(0.1, 0.6), (0.2, 0.95), (0.3, 0.8), (0.5, 1.0)]:
     cosmo = cosmology.setCosmology(
         "compare",
-        params=dict(flat=True, H0=100 * HUBBLE, Om0=om, Ob0=OMEGA_B, sigma8=s8, ns=N_S,
-                    Tcmb0=T_CMB, relspecies=False),
+        params=dict(
+            flat=True,
+            H0=100 * HUBBLE,
+            Om0=om,
+            Ob0=OMEGA_B,
+            sigma8=s8,
+            ns=N_S,
+            Tcmb0=T_CMB,
+            relspecies=False,
+        ),
         persistence="",
         interpolation=False,
     )

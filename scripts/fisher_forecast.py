@@ -12,8 +12,15 @@ import numpy as np
 
 from diffinfer.fields import FieldConfig, LognormalSimulator
 
-GEOMETRIES = [(25.0, 5.0), (100.0, 10.0), (250.0, 25.0), (500.0, 25.0), (500.0, 50.0),
-              (500.0, 100.0), (1000.0, 100.0)]
+GEOMETRIES = [
+    (25.0, 5.0),
+    (100.0, 10.0),
+    (250.0, 25.0),
+    (500.0, 25.0),
+    (500.0, 50.0),
+    (500.0, 100.0),
+    (1000.0, 100.0),
+]
 THETAS = [(0.3, 0.8), (0.15, 0.65), (0.45, 0.95)]
 
 
@@ -28,8 +35,10 @@ def main() -> None:
             std = np.sqrt(np.diag(cov))
             corr = cov[0, 1] / std.prod()
             sg = float(np.sqrt(sim.log_variance(t).item()))
-            print(f"| {box:g} | {depth:g} | ({theta[0]}, {theta[1]}) | {std[0]:.4f} | "
-                  f"{std[1]:.4f} | {corr:+.3f} | {sg:.3f} |")
+            print(
+                f"| {box:g} | {depth:g} | ({theta[0]}, {theta[1]}) | {std[0]:.4f} | "
+                f"{std[1]:.4f} | {corr:+.3f} | {sg:.3f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_fisher_matches_expected_hessian(tiny_sim):
     # Fisher information = -E[Hessian of log p]; brute force over many tiny maps
     theta = np.array([0.3, 0.8])
     y = tiny_sim.transform.forward(tiny_sim.simulate(theta, 4000, seed=3))
-    t = torch.tensor([theta], dtype=torch.float64)
+    t = torch.tensor(theta[None], dtype=torch.float64)
     hess = torch.autograd.functional.hessian(
         lambda th: tiny_sim.exact_log_prob(y, th.expand(1, 2)).mean(), t
     ).reshape(2, 2)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from diffinfer.errors import DiffinferError
+from diffinfer.errors import DataFileError, DiffinferError
 from diffinfer.parameters import PARAM_NAMES
 
 
@@ -50,7 +50,12 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     sim = LognormalSimulator(_config(args))
     truth = None
     if args.map is not None:
-        density = np.load(args.map, allow_pickle=False)
+        try:
+            density = np.load(args.map, allow_pickle=False)
+        except (ValueError, EOFError) as exc:
+            raise DataFileError(
+                f"cannot read map {args.map}: {exc}; expected an N x N .npy array"
+            ) from exc
         density = as_maps(density, n_pix=args.n_pix, positive=True, what=f"map {args.map}")
         source = f"map {args.map}"
     else:

@@ -54,6 +54,9 @@ def test_estimate_on_a_map_file_and_bad_files(tmp_path, capsys):
     assert main(["estimate", "--map", str(tmp_path / "neg.npy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "positive" in err[0]
+    (tmp_path / "junk.npy").write_bytes(b"not an array")
+    assert main(["estimate", "--map", str(tmp_path / "junk.npy")]) == 2
+    assert "cannot read map" in capsys.readouterr().err
     assert main(["estimate", "--omega-m", "0.9"]) == 2
     assert "outside the prior" in capsys.readouterr().err
 

@@ -20,34 +20,13 @@ from diffinfer.cosmology import (
     tophat_window,
 )
 from diffinfer.errors import InputError
-
-THETAS = [(0.1, 0.6), (0.2, 0.95), (0.3, 0.8), (0.5, 1.0)]
+from scripts.compare_colossus import THETAS, max_relative_difference
 
 
 @pytest.mark.parametrize(("om", "s8"), THETAS)
 def test_linear_power_matches_colossus_eisenstein98(om, s8):
-    from colossus.cosmology import cosmology
-
-    cosmo = cosmology.setCosmology(
-        "diffinfer-test",
-        params=dict(
-            flat=True,
-            H0=100 * HUBBLE,
-            Om0=om,
-            Ob0=OMEGA_B,
-            sigma8=s8,
-            ns=N_S,
-            Tcmb0=T_CMB,
-            relspecies=False,
-        ),
-        persistence="",
-        interpolation=False,  # colossus' interpolation tables are ~1 % off at low Omega_m
-    )
-    k = np.geomspace(1e-3, 10.0, 400)
-    ref = cosmo.matterPowerSpectrum(k, z=0.0, model="eisenstein98")
-    ours = linear_power(torch.as_tensor(k), torch.tensor([[om, s8]])).numpy()[0]
-    # the issue asks for 0.5 %; the measured agreement is ~2e-5
-    assert np.max(np.abs(ours / ref - 1)) < 1e-4
+    # the issue asks for 0.5 % over 1e-3 < k < 10 h/Mpc; the measured agreement is ~2e-5
+    assert max_relative_difference(om, s8) < 1e-4
 
 
 @pytest.mark.parametrize(("om", "s8"), THETAS)

@@ -1,11 +1,13 @@
 """diffinfer: cosmological inference with conditional diffusion models.
 
-The foundation in this release: a differentiable linear matter power spectrum, the
-log-normal reference simulator with an exact likelihood, map statistics, and data sets in
-the CAMELS Multifield Dataset format.
+In this release: a differentiable linear matter power spectrum, the log-normal reference
+simulator with an exact likelihood, map statistics, data sets in the CAMELS Multifield
+Dataset format, and conditional diffusion models (periodic U-Net with an optional spectral
+branch, training, DDPM/DDIM emulation, safetensors model directories with model cards).
 """
 
 from diffinfer.data import CamelsMaps, write_synthetic_dataset
+from diffinfer.diffusion import DiffusionModel, load_model, save_model
 from diffinfer.errors import DataFileError, DiffinferError, InputError, OutsidePriorError
 from diffinfer.fields import (
     FieldConfig,
@@ -25,13 +27,16 @@ __all__ = [
     "CamelsMaps",
     "DataFileError",
     "DiffinferError",
+    "DiffusionModel",
     "FieldConfig",
     "InputError",
     "LognormalSimulator",
     "OutsidePriorError",
     "PriorBox",
     "Transform",
+    "load_model",
     "one_point_pdf",
     "power_spectrum",
+    "save_model",
     "write_synthetic_dataset",
 ]

@@ -83,6 +83,80 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from diffinfer.train import load_config, parse_override, train
+
+    overrides = [parse_override(o) for o in args.set]
+    for key, value in (
+        ("out", args.out),
+        ("init_from", args.init_from),
+        ("train.steps", args.steps),
+        ("train.device", args.device),
+        ("train.precision", args.precision),
+        ("train.max_minutes", args.max_minutes),
+        ("data.root", args.data),
+    ):
+        if value is not None:
+            overrides.append(parse_override(f"{key}={value}"))
+    config = load_config(args.config, overrides)
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    state = "done"
+    if result["stopped_early"]:
+        state = "stopped at its time limit (resume with --resume)"
+    print(f"training {state} at step {result['step']}; EMA model in {result['model_dir']}")
+    return 0
+
+
+def _load_model(name: str, device: str = "cpu"):
+    from diffinfer.diffusion import DiffusionModel, load_model
+
+    if name == "oracle":
+        return DiffusionModel.oracle()
+    return load_model(name, device=device)
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffinfer.fields import LognormalSimulator
+    from diffinfer.plots import emulation_figure
+
+    model = _load_model(args.model, args.device)
+    theta = np.array([args.omega_m, args.sigma_8])
+    maps = model.sample(
+        theta,
+        args.n,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        precision=args.precision,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "maps.partial.npy"
+    np.save(tmp, maps.astype(np.float32))
+    tmp.replace(out / "maps.npy")
+    simulated = None
+    if model.is_oracle or model.card.get("data", {}).get("simulator") == "lognormal":
+        sim = LognormalSimulator(model.field, model.transform)
+        simulated = sim.simulate(theta, max(args.n, 64), seed=args.seed + 1)
+    steps = args.steps or (model.schedule.n_steps if args.sampler == "ddpm" else 50)
+    fig = emulation_figure(
+        maps,
+        theta,
+        model.field,
+        out / "emulate.png",
+        simulated=simulated,
+        title=(
+            f"{model.card.get('name', args.model)}: {args.sampler.upper()} {steps} steps, "
+            rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}"
+        ),
+    )
+    print(f"wrote {len(maps)} maps to {out / 'maps.npy'} and the figure {fig}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``diffinfer`` command."""
     parser = argparse.ArgumentParser(
@@ -127,6 +201,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated map (default 0)")
     _add_geometry(p)
     p.set_defaults(func=_cmd_estimate)
+
+    p = sub.add_parser(
+        "train",
+        help="train a conditional diffusion model (config file; resumable; DDP via torchrun)",
+        description=(
+            "Train a diffusion model as described by --config (YAML; see docs/training.md). "
+            "Options below override the file; --set section.key=value overrides any key. "
+            "For several processes: torchrun --nproc_per_node W -m diffinfer train ..."
+        ),
+    )
+    p.add_argument("--config", help="YAML configuration (default: built-in defaults)")
+    p.add_argument("--data", help="data directory (data.root)")
+    p.add_argument("--out", help="run directory (out)")
+    p.add_argument("--steps", type=int, help="total optimiser steps (train.steps)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (train.device)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="train.precision")
+    p.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this time")
+    p.add_argument("--init-from", help="model directory or name whose weights start the run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "emulate",
+        help="emulate maps at one cosmology with a trained model",
+        description=(
+            "Sample maps from a diffusion model at (--omega-m, --sigma-8); write OUT/maps.npy "
+            "(densities, float32) and OUT/emulate.png (maps and power spectra, against the "
+            "simulator's for log-normal models)."
+        ),
+    )
+    p.add_argument(
+        "--model", default="lognormal64", help="model name or directory; 'oracle' for the exact one"
+    )
+    p.add_argument("--omega-m", type=float, default=0.3, help="Omega_m (default 0.3)")
+    p.add_argument("--sigma-8", type=float, default=0.8, help="sigma_8 (default 0.8)")
+    p.add_argument("--n", type=int, default=16, help="maps to emulate (default 16)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    p.add_argument("--steps", type=int, help="denoiser calls (default: T for ddpm, 50 for ddim)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_emulate)
     return parser
 
 

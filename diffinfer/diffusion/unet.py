@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from diffinfer.diffusion.schedules import NoiseSchedule
+from diffinfer.diffusion.spectral import SpectralBranch
 from diffinfer.errors import InputError
 from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
 
@@ -41,6 +43,12 @@ class UNetConfig:
         Width of the time/theta embedding.
     groups
         Groups of the group normalisation.
+    spectral
+        Add the learned Fourier-space Wiener filter of
+        :class:`~diffinfer.diffusion.spectral.SpectralBranch` to the output, so that the
+        U-Net learns only the non-Gaussian rest (needs the noise schedule).
+    prior
+        Parameter box; theta is mapped to its unit square before it enters the network.
     """
 
     base_channels: int = 32
@@ -49,6 +57,7 @@ class UNetConfig:
     attention_levels: tuple[int, ...] = ()
     embed_dim: int = 128
     groups: int = 8
+    spectral: bool = False
     prior: PriorBox = field(default_factory=lambda: DEFAULT_PRIOR)
 
     def to_dict(self) -> dict:
@@ -123,11 +132,25 @@ class UNet(nn.Module):
     ``forward(x_t, t, theta)``: maps (B, 1, N, N), integer timesteps (B,), parameters (B, 2)
     in physical units -> predicted noise (B, 1, N, N). N must be divisible by
     2^(len(channel_mults) - 1).
+
+    Parameters
+    ----------
+    config
+        Architecture.
+    schedule
+        Noise schedule; needed only by the spectral branch (``config.spectral``).
     """
 
-    def __init__(self, config: UNetConfig | None = None) -> None:
+    def __init__(
+        self, config: UNetConfig | None = None, schedule: NoiseSchedule | None = None
+    ) -> None:
         super().__init__()
         self.config = cfg = config or UNetConfig()
+        self.spectral: SpectralBranch | None = None
+        if cfg.spectral:
+            if schedule is None:
+                raise InputError("a U-Net with a spectral branch needs the noise schedule")
+            self.spectral = SpectralBranch(schedule.alpha_bar)
         e = cfg.embed_dim
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.theta_mlp = nn.Sequential(nn.Linear(2, e), nn.SiLU(), nn.Linear(e, e))
@@ -195,4 +218,7 @@ class UNet(nn.Module):
                 h = layer(h, emb)
             else:
                 h = layer(h)
-        return self.out(h)
+        out = self.out(h)
+        if self.spectral is not None:
+            out = out + self.spectral(x_t, t, theta_unit)
+        return out

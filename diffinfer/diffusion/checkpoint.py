@@ -1,0 +1,210 @@
+"""Model directories: ``weights.safetensors`` plus a ``card.json`` model card.
+
+A card carries everything needed to use the weights: the architecture, the noise schedule,
+the transform constants, the map geometry and prior box, a description of the training
+data, the steps trained, validation metrics and the sha256 of the weights. Nothing here
+unpickles: weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from diffinfer.diffusion.model import DiffusionModel
+from diffinfer.diffusion.schedules import NoiseSchedule
+from diffinfer.diffusion.unet import UNet, UNetConfig
+from diffinfer.errors import DataFileError, InputError
+from diffinfer.fields.grid import FieldConfig
+from diffinfer.fields.transform import Transform
+from diffinfer.io import read_json, write_json_atomic
+
+CARD_FORMAT = "diffinfer-model/1"
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "card.json"
+MODELS_ENV = "DIFFINFER_MODEL_PATH"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_search_path() -> list[Path]:
+    """Where :func:`load_model` looks for a model given by name, in order.
+
+    The directories of the ``DIFFINFER_MODEL_PATH`` environment variable (``os.pathsep``
+    separated), then ``models/`` of the source tree, which holds the shipped models.
+    """
+    env = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    return [*env, Path(__file__).resolve().parents[2] / "models"]
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """The directory of a model given as a path or as the name of a shipped model."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if os.sep not in str(name_or_path):
+        for root in model_search_path():
+            if (root / str(name_or_path)).is_dir():
+                return root / str(name_or_path)
+    roots = ", ".join(str(r) for r in model_search_path())
+    raise DataFileError(
+        f"model {str(name_or_path)!r} not found: not a directory, nor a model name under {roots} "
+        f"(set {MODELS_ENV} to add directories)"
+    )
+
+
+def build_card(
+    model: DiffusionModel,
+    *,
+    name: str,
+    data: dict | None = None,
+    training: dict | None = None,
+    metrics: dict | None = None,
+) -> dict:
+    """The model card of a U-Net model (without the weights entry)."""
+    if not isinstance(model.denoiser, UNet):
+        raise InputError("only a U-Net model has weights to save; the oracle is exact code")
+    return {
+        "format": CARD_FORMAT,
+        "name": name,
+        "architecture": {"kind": "unet", **model.denoiser.config.to_dict()},
+        "schedule": {"kind": model.schedule.kind, "n_steps": model.schedule.n_steps},
+        "transform": model.transform.to_dict(),
+        "field": model.field.to_dict(),
+        "data": data or {},
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+
+
+def save_model(
+    model: DiffusionModel,
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    data: dict | None = None,
+    training: dict | None = None,
+    metrics: dict | None = None,
+) -> Path:
+    """Write a model directory (weights + card), replacing any model already there.
+
+    The directory is assembled beside ``path`` and renamed into place, so a reader sees the
+    old model or the new one, never a mixture.
+
+    Parameters
+    ----------
+    model
+        A U-Net model (the oracle has no weights).
+    path
+        The model directory.
+    name
+        Name in the card (default: the directory name).
+    data, training, metrics
+        Card sections: training data description, training run, validation metrics.
+    """
+    path = Path(path)
+    card = build_card(model, name=name or path.name, data=data, training=training, metrics=metrics)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.denoiser.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": CARD_FORMAT})
+        os.chmod(tmp / WEIGHTS_FILE, 0o644)
+        card["weights"] = {
+            "file": WEIGHTS_FILE,
+            "sha256": sha256_of(tmp / WEIGHTS_FILE),
+            "n_parameters": int(sum(v.numel() for v in state.values())),
+            "dtype": "float32",
+        }
+        write_json_atomic(tmp / CARD_FILE, card)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of a model directory, checked for the required sections."""
+    card = read_json(Path(path) / CARD_FILE, what="model card")
+    if card.get("format") != CARD_FORMAT:
+        raise DataFileError(
+            f"{Path(path) / CARD_FILE} is not a diffinfer model card "
+            f"(format {card.get('format')!r}, expected {CARD_FORMAT!r})"
+        )
+    missing = [
+        k for k in ("architecture", "schedule", "transform", "field", "weights") if k not in card
+    ]
+    if missing:
+        raise DataFileError(f"model card {Path(path) / CARD_FILE} lacks {missing}")
+    return card
+
+
+def load_model(
+    name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> DiffusionModel:
+    """Load a model directory, or a shipped model by name (e.g. ``"lognormal64"``).
+
+    Raises
+    ------
+    DataFileError
+        Missing directory, card or weights; weights whose sha256 differs from the card's;
+        tensors missing from or unexpected by the architecture the card describes, or of
+        the wrong shape.
+    """
+    path = resolve_model_dir(name_or_path)
+    card = read_card(path)
+    weights = path / card["weights"].get("file", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise DataFileError(f"weights file missing: {weights}")
+    digest = sha256_of(weights)
+    if digest != card["weights"].get("sha256"):
+        raise DataFileError(
+            f"{weights} has sha256 {digest[:16]}..., but the card expects "
+            f"{str(card['weights'].get('sha256'))[:16]}...: the file is corrupted or does not "
+            "belong to this card; restore it from the model's source"
+        )
+    try:
+        state = load_file(weights)
+        arch = dict(card["architecture"])
+        if arch.pop("kind", "unet") != "unet":
+            raise DataFileError(f"unknown architecture in {path / CARD_FILE}")
+        field = FieldConfig.from_dict(card["field"])
+        schedule = NoiseSchedule(card["schedule"]["kind"], int(card["schedule"]["n_steps"]))
+        transform = Transform.from_dict(card["transform"])
+        config = UNetConfig.from_dict(arch)
+    except (SafetensorError, KeyError, TypeError, ValueError, InputError) as exc:
+        raise DataFileError(f"cannot build the model in {path}: {exc}") from exc
+    model = DiffusionModel.from_config(config, schedule, transform, field, card)
+    expected = model.denoiser.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise DataFileError(
+            f"the weights in {weights} do not match the architecture in its card: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
+        )
+    model.denoiser.load_state_dict(state)
+    return model.to(device).eval()

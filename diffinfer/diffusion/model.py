@@ -1,0 +1,272 @@
+"""A conditional diffusion model of maps: denoiser, schedule, transform and geometry together.
+
+:class:`DiffusionModel` is what a user holds: it emulates maps for any theta
+(:meth:`DiffusionModel.sample`, DDPM ancestral sampling or DDIM), gives the training loss,
+and carries its model card. The denoiser is a trained :class:`~diffinfer.diffusion.UNet` or,
+for the log-normal simulator, the exact :class:`~diffinfer.diffusion.OracleDenoiser`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from diffinfer.diffusion.oracle import OracleDenoiser
+from diffinfer.diffusion.schedules import NoiseSchedule
+from diffinfer.diffusion.unet import UNet, UNetConfig
+from diffinfer.errors import InputError
+from diffinfer.fields.grid import FieldConfig, as_maps
+from diffinfer.fields.lognormal import LognormalSimulator
+from diffinfer.fields.transform import Transform
+from diffinfer.parameters import as_theta
+
+SAMPLERS = ("ddpm", "ddim")
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The autocast context of a precision name: ``"fp32"`` (off) or ``"bf16"``."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def map_generator(seed: int, row: int, index: int) -> torch.Generator:
+    """The torch generator of map ``index`` of parameter row ``row`` under ``seed``.
+
+    Derived from ``numpy.random.SeedSequence(seed, spawn_key=(row, index))``, so each map's
+    noise does not depend on how many maps are drawn at once.
+    """
+    state = np.random.SeedSequence(seed, spawn_key=(row, index)).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+class DiffusionModel(nn.Module):
+    """A conditional DDPM over model-space maps.
+
+    Parameters
+    ----------
+    denoiser
+        Module ``(x_t (B, 1, N, N), t (B,), theta (B, 2)) -> eps_hat``.
+    schedule
+        Noise schedule.
+    transform
+        Density to model space.
+    field
+        Map geometry (size, box, slab depth) and prior box the model was trained for.
+    card
+        The model card (metadata; see :func:`~diffinfer.diffusion.checkpoint.save_model`).
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        schedule: NoiseSchedule,
+        transform: Transform,
+        field: FieldConfig,
+        card: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.schedule = schedule
+        self.transform = transform
+        self.field = field
+        self.card = dict(card or {})
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_config(
+        cls,
+        unet: UNetConfig,
+        schedule: NoiseSchedule,
+        transform: Transform,
+        field: FieldConfig,
+        card: dict | None = None,
+    ) -> DiffusionModel:
+        """A new (untrained) U-Net model."""
+        if unet.prior != field.prior:
+            raise InputError(
+                f"the U-Net's prior box {unet.prior} differs from the field's {field.prior}"
+            )
+        return cls(UNet(unet, schedule), schedule, transform, field, card)
+
+    @classmethod
+    def oracle(
+        cls, simulator: LognormalSimulator | None = None, schedule: NoiseSchedule | None = None
+    ) -> DiffusionModel:
+        """The exact model of the log-normal simulator (default geometry and linear schedule)."""
+        simulator = simulator or LognormalSimulator()
+        schedule = schedule or NoiseSchedule()
+        card = {"name": "oracle", "architecture": {"kind": "oracle"}}
+        return cls(
+            OracleDenoiser(simulator, schedule),
+            schedule,
+            simulator.transform,
+            simulator.config,
+            card,
+        )
+
+    @property
+    def is_oracle(self) -> bool:
+        """Whether the denoiser is the closed-form oracle."""
+        return isinstance(self.denoiser, OracleDenoiser)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the denoiser's weights (CPU for the oracle)."""
+        p = next(self.denoiser.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    # ------------------------------------------------------------------- checks
+    def check_maps(self, y: np.ndarray | torch.Tensor, *, what: str = "model-space map"):
+        """Validate model-space maps against the card: (N, N) or (M, N, N), finite."""
+        return as_maps(y, n_pix=self.field.n_pix, what=what)
+
+    def to_model_space(self, density: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Density maps (data units of the card) to model space, checked against the card."""
+        as_maps(density, n_pix=self.field.n_pix, positive=True, what="density map")
+        return self.transform.forward(density)
+
+    # ----------------------------------------------------------------- denoiser
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Predicted noise eps_hat(x_t, t, theta), shape of ``x_t``."""
+        return self.denoiser(x_t, t, theta)
+
+    def loss(
+        self,
+        y: torch.Tensor,
+        theta: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        denoiser: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Per-map epsilon-MSE (mean over pixels), shape (B,).
+
+        Parameters
+        ----------
+        y
+            Clean model-space maps (B, 1, N, N).
+        theta
+            Parameters (B, 2), physical units.
+        t
+            Timesteps (B,) in 1 ... T.
+        noise
+            Standard normal noise, shape of ``y``.
+        denoiser
+            Use this module instead of ``self.denoiser`` (e.g. its DDP wrapper).
+        """
+        x_t = self.schedule.q_sample(y, t, noise)
+        eps = (denoiser or self.denoiser)(x_t, t, theta)
+        return (eps.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))
+
+    # --------------------------------------------------------------- emulation
+    @torch.no_grad()
+    def sample(
+        self,
+        theta: np.ndarray | torch.Tensor,
+        n: int = 1,
+        *,
+        steps: int | None = None,
+        sampler: str = "ddpm",
+        eta: float | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        precision: str = "fp32",
+        density: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Emulate maps.
+
+        Parameters
+        ----------
+        theta
+            One parameter vector (2,) or a batch (B, 2), inside the prior box.
+        n
+            Maps per parameter vector.
+        steps
+            Denoiser calls; default T for ``"ddpm"`` and 50 for ``"ddim"``.
+        sampler
+            ``"ddpm"``: ancestral sampling with the posterior variance of q(x_{t-1} | x_t, x_0)
+            (eta = 1); with fewer than T steps it is the respaced ancestral sampler.
+            ``"ddim"``: deterministic DDIM (eta = 0).
+        eta
+            Override the stochasticity of the generalised DDIM update (0 ... 1).
+        seed
+            Map j of parameter row b draws all its noise from
+            :func:`map_generator` ``(seed, b, j)``: results do not depend on ``batch_size``.
+        batch_size
+            Maps denoised together.
+        precision
+            ``"fp32"`` or ``"bf16"`` (autocast; faster on CPUs with bf16 units).
+        density
+            Return densities (data units); otherwise model-space maps.
+        progress
+            Show a progress bar over timesteps.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n, N, N) for one theta, (B, n, N, N) for a batch; float64.
+        """
+        if sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if int(n) != n or n < 1:
+            raise InputError(f"n must be a positive integer, got {n}")
+        single = np.ndim(theta) == 1
+        theta = as_theta(theta, self.field.prior)
+        T = self.schedule.n_steps
+        steps = steps if steps is not None else (T if sampler == "ddpm" else 50)
+        eta = float(eta if eta is not None else (1.0 if sampler == "ddpm" else 0.0))
+        if not 0.0 <= eta <= 1.0:
+            raise InputError(f"eta must lie in [0, 1], got {eta}")
+        ts = self.schedule.sampling_timesteps(steps)
+        rows = np.repeat(np.arange(theta.shape[0]), n)
+        index = np.tile(np.arange(n), theta.shape[0])
+        out = np.empty((rows.size, self.field.n_pix, self.field.n_pix))
+        for lo in range(0, rows.size, batch_size):
+            sl = slice(lo, lo + batch_size)
+            gens = [
+                map_generator(seed, int(r), int(j))
+                for r, j in zip(rows[sl], index[sl], strict=True)
+            ]
+            y = self._sample_batch(theta[rows[sl]], ts, eta, gens, precision, progress)
+            out[sl] = self.transform.inverse(y).numpy() if density else y.numpy()
+        out = out.reshape(theta.shape[0], n, self.field.n_pix, self.field.n_pix)
+        return out[0] if single else out
+
+    def _sample_batch(
+        self,
+        theta: torch.Tensor,
+        ts: np.ndarray,
+        eta: float,
+        gens: list[torch.Generator],
+        precision: str,
+        progress: bool,
+    ) -> torch.Tensor:
+        device, N = self.device, self.field.n_pix
+        ab = self.schedule.alpha_bar
+
+        def noise() -> torch.Tensor:
+            z = torch.stack([torch.randn(1, N, N, generator=g, dtype=torch.float64) for g in gens])
+            return z.to(device)
+
+        x = noise()
+        theta_d = theta.to(device=device, dtype=torch.float32)
+        for i, t in enumerate(tqdm(ts, disable=not progress, desc="sampling", leave=False)):
+            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else 0
+            a = float(ab[int(t)])
+            tt = torch.full((len(gens),), int(t), dtype=torch.int64, device=device)
+            with autocast(device, precision):
+                eps = self.denoiser(x.float(), tt, theta_d)
+            eps = eps.to(torch.float64)
+            x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+            c_x0, c_eps, sigma = self.schedule.ddim_coefficients(int(t), t_prev, eta)
+            x = c_x0 * x0 + c_eps * eps
+            if sigma > 0:
+                x = x + sigma * noise()
+        return x[:, 0].cpu()

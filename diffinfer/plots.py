@@ -1,0 +1,94 @@
+"""Figures: emulated maps and their statistics against the simulator's.
+
+matplotlib is imported inside each function with the non-interactive Agg backend, so the
+package imports without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from diffinfer.fields.grid import FieldConfig
+from diffinfer.fields.stats import power_spectrum
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def spectra(density: np.ndarray, box_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """k (bin centres) and the power spectra of delta = rho - 1 of each map, (M, n_bins)."""
+    ps = [power_spectrum(m - 1.0, box_size) for m in np.asarray(density)]
+    return ps[0].k, np.stack([p.power for p in ps])
+
+
+def emulation_figure(
+    emulated: np.ndarray,
+    theta: np.ndarray,
+    field: FieldConfig,
+    path: str | os.PathLike,
+    *,
+    simulated: np.ndarray | None = None,
+    title: str = "",
+    n_show: int = 4,
+) -> Path:
+    """A row of emulated maps and their power spectra against the simulator's.
+
+    Parameters
+    ----------
+    emulated
+        Emulated densities (M, N, N) at one theta.
+    theta
+        (Omega_m, sigma_8) of the maps.
+    field
+        Geometry (box size for the spectra).
+    path
+        Output image (PNG, PDF, ...), written atomically.
+    simulated
+        Simulated densities at the same theta, for the reference band.
+    title
+        Figure title.
+    n_show
+        Maps shown.
+    """
+    plt = _pyplot()
+    n_show = min(n_show, len(emulated))
+    fig = plt.figure(figsize=(3.0 * (n_show + 2), 3.4))
+    grid = fig.add_gridspec(1, n_show + 2)
+    vmin, vmax = np.percentile(np.log10(emulated[:n_show]), [1, 99])
+    for i in range(n_show):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(np.log10(emulated[i]), vmin=vmin, vmax=vmax, cmap="magma")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"emulated {i}", fontsize=9)
+    ax = fig.add_subplot(grid[0, n_show:])
+    k, p_em = spectra(emulated, field.box_size)
+    mean, err = p_em.mean(0), p_em.std(0, ddof=1) / np.sqrt(len(p_em))
+    ax.errorbar(k, mean, err, fmt="o", ms=3, label=f"emulated ({len(p_em)} maps)")
+    if simulated is not None:
+        _, p_sim = spectra(simulated, field.box_size)
+        m, s = p_sim.mean(0), p_sim.std(0, ddof=1) / np.sqrt(len(p_sim))
+        ax.fill_between(k, m - 2 * s, m + 2 * s, alpha=0.3, color="k", lw=0)
+        ax.plot(k, m, "k-", lw=1, label=f"simulated ({len(p_sim)} maps, ±2σ of mean)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$k$ [$h$/Mpc]")
+    ax.set_ylabel(r"$P(k)$ of $\delta$ [(Mpc/$h$)$^2$]")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

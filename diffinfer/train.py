@@ -362,7 +362,7 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, model: DiffusionModel, batch: int = 64) -> dict:
-        out: dict = {"loss": {}, "oracle": {}}
+        out: dict = {"loss": {}, "oracle": {}, "excess": {}, "excess_se": {}}
         device = model.device
         for name, t, noise in self.draws:
             losses, oracle = [], []
@@ -377,9 +377,14 @@ class Validator:
             out["loss"][name] = float(torch.cat(losses).mean())
             if oracle:
                 out["oracle"][name] = float(torch.cat(oracle).mean())
+                # paired per map: the excess over the oracle and its standard error
+                excess = torch.cat(losses).double() - torch.cat(oracle)
+                out["excess"][name] = float(excess.mean())
+                out["excess_se"][name] = float(excess.std() / math.sqrt(len(excess)))
         out["loss_mean"] = float(np.mean(list(out["loss"].values())))
-        if not out["oracle"]:
-            del out["oracle"]
+        for key in ("oracle", "excess", "excess_se"):
+            if not out[key]:
+                del out[key]
         return out
 
 

@@ -41,17 +41,24 @@ class OracleDenoiser(torch.nn.Module):
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def moments(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model-space mean (B,) and eigenvalues (B, N, N), reused while theta repeats.
+        """Model-space mean (B,) and eigenvalues (B, N, N) for the rows of theta.
 
-        A sampler calls the denoiser with the same theta at every step; the cache keeps the
-        spectra of the last call (not under autograd, where theta may require gradients).
+        Spectra are computed once per distinct row (a likelihood evaluates many timesteps
+        at one theta) and, outside autograd, reused while theta repeats from call to call
+        (a sampler calls the denoiser with the same theta at every step).
         """
         theta = as_theta(theta)
-        if theta.requires_grad or torch.is_grad_enabled():
-            return self.simulator.model_moments(theta)
-        if self._cache is None or not torch.equal(self._cache[0], theta):
-            self._cache = (theta.clone(), *self.simulator.model_moments(theta))
-        return self._cache[1], self._cache[2]
+        tracked = theta.requires_grad and torch.is_grad_enabled()
+        if not tracked and self._cache is not None and torch.equal(self._cache[0], theta):
+            return self._cache[1], self._cache[2]
+        unique, inverse = torch.unique(theta.detach(), dim=0, return_inverse=True)
+        first = torch.empty(len(unique), dtype=torch.int64)
+        first[inverse] = torch.arange(len(theta))
+        mean, lam = self.simulator.model_moments(theta[first])
+        mean, lam = mean[inverse], lam[inverse]
+        if not tracked:
+            self._cache = (theta.detach().clone(), mean, lam)
+        return mean, lam
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Predict the noise in ``x_t``.

@@ -187,6 +187,7 @@ class LognormalSimulator:
         *,
         outside: str = "raise",
         chunk: int = 256,
+        noise_sigma: float | torch.Tensor = 0.0,
     ) -> torch.Tensor:
         """Exact log p(y | theta) of model-space maps, differentiable in theta.
 
@@ -203,6 +204,10 @@ class LognormalSimulator:
         chunk
             Parameter vectors evaluated at once (bounds memory: one map against 10^4 theta
             needs chunk x N^2 x 8 bytes at a time).
+        noise_sigma
+            Standard deviation of Gaussian white noise added to the map in model space: every
+            covariance eigenvalue grows by noise_sigma^2 (exact for a noisy observation; a
+            tensor keeps its gradient, so the noise level can be a free parameter).
 
         Returns
         -------
@@ -239,6 +244,7 @@ class LognormalSimulator:
             pw = power[i : i + chunk] if power.shape[0] > 1 else power
             tt = total[i : i + chunk] if total.shape[0] > 1 else total
             mean, lam = shared or self.model_moments(theta[i : i + chunk])
+            lam = lam + torch.as_tensor(noise_sigma, dtype=lam.dtype) ** 2
             quad = (pw / lam).sum(dim=(-2, -1))
             quad = quad + ((tt - n**2 * mean) ** 2 - tt**2) / (n**2 * lam[:, 0, 0])
             logdet = torch.log(lam).sum(dim=(-2, -1))

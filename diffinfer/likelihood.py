@@ -1,0 +1,316 @@
+"""The diffusion likelihood: log L(theta) ~ log p(map | theta) from the terms of the VLB.
+
+For a model-space map y and x_t = sqrt(a_t) y + sqrt(1 - a_t) eps (a_t = alpha_bar_t), the
+negative variational lower bound of a DDPM is L_T + sum_{t=2}^T L_{t-1} + L_0 with
+
+    L_{t-1} = w_t E ||eps - eps_hat(x_t, t, theta)||^2,  w_t = beta_t / (2 alpha_t (1 - a_{t-1})),
+
+(the KL between q(x_{t-1} | x_t, y) and the reverse step with variance
+beta_t (1 - a_{t-1}) / (1 - a_t), whose constant cancels), and a continuous Gaussian decoder
+
+    L_0 = -log N(y; mu_hat(x_1, 1, theta), beta_1 I)
+        = ||eps - eps_hat(x_1, 1, theta)||^2 / (2 alpha_1) + const.
+
+L_T and every constant are independent of theta and drop out of any posterior, so
+
+    log L(theta) = - sum_{i in S} w_{i+1} mean_m ||eps_im - eps_hat(x_{i+1}^(m), i+1, theta)||^2
+
+for a set S of term indices (term i is L_i and uses timestep t = i + 1): ``"l0"`` = {0}, a list,
+or ``"vlb"`` = all T terms (or an unbiased, stratified importance-sampled estimate from
+``n_timesteps`` of them). The noise (and the sampled timesteps) are drawn once from ``seed``
+and shared by every theta (common random numbers), so log L is deterministic and smooth in
+theta, and differentiable through the denoiser.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffinfer.diffusion.model import DiffusionModel, autocast
+from diffinfer.errors import InputError
+from diffinfer.parameters import as_theta
+
+TERM_NAMES = ("l0", "vlb")
+
+
+def term_weights(model: DiffusionModel) -> torch.Tensor:
+    """w_t, t = 1 ... T (index t - 1): the factor of the summed squared epsilon error in L_{t-1}."""
+    s = model.schedule
+    beta, ab = s.betas.numpy(), s.alpha_bar.numpy()
+    alpha = 1.0 - beta
+    w = np.empty(s.n_steps)
+    w[0] = 1.0 / (2.0 * alpha[1])  # L_0, decoder variance beta_1
+    t = np.arange(2, s.n_steps + 1)
+    w[1:] = beta[t] / (2.0 * alpha[t] * (1.0 - ab[t - 1]))
+    return torch.as_tensor(w)
+
+
+@dataclass(frozen=True)
+class TermPlan:
+    """Timesteps and weights of one likelihood: log L = -sum_k weight_k mean_m err_{k,m}."""
+
+    timesteps: torch.Tensor  # (K,) int64 in 1 ... T
+    weights: torch.Tensor  # (K,) float64
+    description: str
+
+
+def plan_terms(
+    model: DiffusionModel,
+    terms: str | list[int] | tuple[int, ...],
+    *,
+    n_timesteps: int | None = None,
+    generator: torch.Generator | None = None,
+    first: int = 1,
+) -> TermPlan:
+    """Resolve a term specification into timesteps and weights.
+
+    Parameters
+    ----------
+    terms
+        ``"l0"``; ``"vlb"``; or a list of term indices i in 0 ... T - 1 (L_i, timestep i + 1).
+    n_timesteps
+        With ``"vlb"``: estimate the sum from this many timesteps, drawn by stratified
+        (systematic) sampling from q(t) proportional to w_t alpha_bar_t (the term size for
+        a unit white-noise map) and weighted by w_t / (K q(t)), which is unbiased. Default:
+        all T terms, exactly.
+    generator
+        Source of the stratification offset.
+    first
+        The lowest timestep available (above the noise level of a noisy map); ``"l0"`` then
+        means the single term at that timestep and ``"vlb"`` the terms from it to T.
+    """
+    T = model.schedule.n_steps
+    w = term_weights(model)
+    if isinstance(terms, str):
+        if terms == "l0":
+            name = "L_0" if first == 1 else f"first term above the noise (t = {first})"
+            return TermPlan(torch.tensor([first]), w[first - 1 : first].clone(), name)
+        if terms != "vlb":
+            raise InputError(
+                f"unknown likelihood terms {terms!r}: use 'l0', 'vlb' or a list of term "
+                f"indices in 0 ... {T - 1}"
+            )
+        n_terms = T - first + 1
+        if n_timesteps is None or n_timesteps >= n_terms:
+            return TermPlan(
+                torch.arange(first, T + 1), w[first - 1 :].clone(), f"full VLB, {n_terms} terms"
+            )
+        if int(n_timesteps) != n_timesteps or n_timesteps < 1:
+            raise InputError(f"n_timesteps must be a positive integer, got {n_timesteps}")
+        q = (w * model.schedule.alpha_bar[1:]).numpy()
+        q[: first - 1] = 0.0
+        q = q / q.sum()
+        u0 = torch.rand((), generator=generator, dtype=torch.float64).item()
+        cdf = np.cumsum(q)
+        u = (u0 + np.arange(n_timesteps)) / n_timesteps
+        idx = np.minimum(np.searchsorted(cdf, u, side="right"), T - 1)
+        weights = w.numpy()[idx] / (n_timesteps * q[idx])
+        return TermPlan(
+            torch.as_tensor(idx + 1),
+            torch.as_tensor(weights),
+            f"full VLB, importance-sampled from {n_timesteps} timesteps",
+        )
+    try:
+        idx = [int(i) for i in terms]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"terms must be 'l0', 'vlb' or a list of integers, got {terms!r}") from exc
+    if not idx or len(set(idx)) != len(idx) or min(idx) < first - 1 or max(idx) >= T:
+        raise InputError(
+            f"term indices must be distinct integers in {first - 1} ... {T - 1} (term i is "
+            f"L_i at timestep i + 1"
+            + (f"; a map with this noise level starts at term {first - 1}" if first > 1 else "")
+            + f"); got {terms!r}"
+        )
+    t = torch.as_tensor(idx) + 1
+    return TermPlan(t, w[t - 1].clone(), f"terms {sorted(idx)}")
+
+
+class DiffusionLikelihood:
+    """log L(theta) of one map under a diffusion model, batched over theta.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~diffinfer.diffusion.DiffusionModel` (or the oracle).
+    field
+        The map, (N, N): a density in the data units of the model card (``space="density"``)
+        or already in model space (``space="model"``).
+    terms
+        ``"l0"`` (default, the paper's choice), ``"vlb"`` or a list of term indices.
+    n_noise
+        Noise draws averaged per term.
+    seed
+        Seeds the noise and any sampled timesteps (common random numbers).
+    n_timesteps
+        With ``terms="vlb"``: an importance-sampled estimate from this many timesteps.
+    max_batch
+        Denoiser evaluations per network call (bounds memory).
+    precision
+        ``"fp32"`` or ``"bf16"`` autocast of the network.
+    space
+        ``"density"`` or ``"model"``.
+    noise_sigma
+        Standard deviation of Gaussian white noise added to the map in model space (an
+        observed map y + sigma_n n). Such a map is a diffusion state: sqrt(a*) (y + sigma_n n)
+        with a* = 1 / (1 + sigma_n^2). The likelihood starts at the first timestep t* whose
+        noise-to-signal ratio (1 - a_t*) / a_t* reaches sigma_n^2 (the small remainder of noise
+        is added from ``seed``) and sums the terms of the reverse chain above it, each the KL
+        between q(x_{t-1} | x_t, x_t*) and the model's reverse step; ``"l0"`` is the single
+        term at t* + 1.
+
+    Notes
+    -----
+    ``likelihood(theta)`` returns log L in nats up to a theta-independent constant: use
+    differences. Outside the model's prior box it returns -inf (never raises), so samplers
+    can call it anywhere.
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        field: np.ndarray | torch.Tensor,
+        *,
+        terms: str | list[int] = "l0",
+        n_noise: int = 1,
+        seed: int = 0,
+        n_timesteps: int | None = None,
+        max_batch: int = 256,
+        precision: str = "fp32",
+        space: str = "density",
+        noise_sigma: float | None = None,
+    ) -> None:
+        if space not in ("density", "model"):
+            raise InputError(f"space must be 'density' or 'model', got {space!r}")
+        if int(n_noise) != n_noise or n_noise < 1:
+            raise InputError(f"n_noise must be a positive integer, got {n_noise}")
+        if int(max_batch) != max_batch or max_batch < 1:
+            raise InputError(f"max_batch must be a positive integer, got {max_batch}")
+        autocast("cpu", precision)  # validates the name
+        self.model = model
+        if space == "density":
+            self.y = model.to_model_space(field)
+        else:
+            self.y = model.check_maps(field)
+        if self.y.ndim != 2:
+            raise InputError(f"one map at a time: got shape {tuple(self.y.shape)}")
+        self.terms, self.n_noise, self.seed = terms, int(n_noise), int(seed)
+        self.n_timesteps, self.max_batch, self.precision = n_timesteps, int(max_batch), precision
+        self.noise_sigma = noise_sigma
+        g = torch.Generator().manual_seed(int(seed))
+        schedule = model.schedule
+        first = 1 if not noise_sigma else self._first_timestep(float(noise_sigma)) + 1
+        self.plan = plan_terms(model, terms, n_timesteps=n_timesteps, generator=g, first=first)
+        K, n = len(self.plan.timesteps), self.y.shape[-1]
+        eps = torch.randn(K, self.n_noise, n, n, generator=g, dtype=torch.float64)
+        ab = schedule.alpha_bar[self.plan.timesteps].reshape(K, 1, 1, 1)
+        if not noise_sigma:
+            self.x_t = ab.sqrt() * self.y + (1 - ab).sqrt() * eps
+            self.target = eps  # the term is w_t ||eps_hat - eps||^2
+            return
+        # the noisy map as the diffusion state x_t* (topped up to the noise level of t*)
+        t_star = first - 1
+        a_star = schedule.alpha_bar[t_star]
+        extra = (1 - a_star) / a_star - float(noise_sigma) ** 2
+        top_up = torch.randn(n, n, generator=g, dtype=torch.float64)
+        x_star = a_star.sqrt() * (self.y + extra.clamp_min(0).sqrt() * top_up)
+        rel = ab / a_star  # q(x_t | x_t*) = N(sqrt(rel) x_t*, (1 - rel) I)
+        self.x_t = rel.sqrt() * x_star + (1 - rel).sqrt() * eps
+        # target of q(x_{t-1} | x_t, x_t*): the point x_t* for t = t* + 1, else its mean
+        t = self.plan.timesteps.reshape(K, 1, 1, 1)
+        beta = schedule.betas[t]
+        rel_prev = schedule.alpha_bar[t - 1] / a_star
+        mean = (rel_prev.sqrt() * beta / (1 - rel)) * x_star + (
+            (1 - beta).sqrt() * (1 - rel_prev) / (1 - rel)
+        ) * self.x_t
+        target_mean = torch.where(t == first, x_star.expand_as(mean), mean)
+        # the reverse mean c0 x0_hat + ct x_t equals target_mean - k (eps_hat - r): solve for r
+        c0, ct = (c[t] for c in schedule.posterior_mean_coefficients())
+        k = c0 * (1 - ab).sqrt() / ab.sqrt()
+        self.target = ((c0 / ab.sqrt() + ct) * self.x_t - target_mean) / k
+
+    def _first_timestep(self, sigma: float) -> int:
+        """t*: the first timestep whose noise-to-signal ratio reaches sigma^2."""
+        ab = self.model.schedule.alpha_bar.numpy()
+        ratio = (1 - ab[1:]) / ab[1:]
+        if not np.isfinite(sigma) or sigma < 0:
+            raise InputError(f"noise_sigma must be a finite number >= 0, got {sigma}")
+        above = np.nonzero(ratio >= sigma**2 * (1 - 1e-12))[0]
+        if above.size == 0 or above[0] + 1 >= self.model.schedule.n_steps:
+            raise InputError(
+                f"noise_sigma = {sigma} exceeds the noise level of the schedule's last steps"
+            )
+        return int(above[0]) + 1
+
+    @property
+    def n_evaluations_per_theta(self) -> int:
+        """Denoiser evaluations per theta: terms x noise draws."""
+        return self.target.shape[0] * self.target.shape[1]
+
+    def __call__(self, theta: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """log L at each row of theta (B, 2) or at one theta (2,) -> (B,) float64 tensor.
+
+        Differentiable when ``theta`` is a tensor that requires gradients.
+        """
+        theta = as_theta(theta)
+        prior = self.model.field.prior
+        inside = prior.contains(theta.detach())
+        out = torch.full((theta.shape[0],), -math.inf, dtype=torch.float64)
+        if not bool(inside.any()):
+            return out
+        th = theta[inside]
+        B, J = th.shape[0], self.n_evaluations_per_theta
+        n = self.y.shape[-1]
+        x_t = self.x_t.reshape(J, 1, n, n)
+        eps = self.target.reshape(J, 1, n, n)
+        t = self.plan.timesteps.repeat_interleave(self.n_noise)
+        device = self.model.device
+        # every (theta, term, draw) combination, in chunks of max_batch network evaluations
+        b_idx = torch.arange(B).repeat_interleave(J)
+        j_idx = torch.arange(J).repeat(B)
+        errors = []
+        net_dtype = torch.float64 if self.model.is_oracle else torch.float32
+        for lo in range(0, B * J, self.max_batch):
+            bi, ji = b_idx[lo : lo + self.max_batch], j_idx[lo : lo + self.max_batch]
+            with autocast(device, self.precision):
+                eps_hat = self.model(
+                    x_t[ji].to(device=device, dtype=net_dtype),
+                    t[ji].to(device),
+                    th[bi].to(device=device, dtype=net_dtype),
+                )
+            diff = eps_hat.to(torch.float64).cpu() - eps[ji]
+            errors.append(diff.pow(2).sum(dim=(1, 2, 3)))
+        err = torch.cat(errors).reshape(B, -1, self.n_noise).mean(dim=-1)  # (B, K)
+        log_l = -(err * self.plan.weights).sum(dim=-1)
+        return out.index_put((torch.nonzero(inside)[:, 0],), log_l)
+
+    def seed_spread(
+        self,
+        theta: np.ndarray | torch.Tensor,
+        *,
+        reference: np.ndarray | torch.Tensor | None = None,
+        n_seeds: int = 8,
+    ) -> np.ndarray:
+        """Monte Carlo noise of log L differences: their standard deviation across seeds.
+
+        For each of ``n_seeds`` seeds (``seed + 1``, ...), evaluates log L(theta) -
+        log L(reference) (reference: the first row of theta) and returns the standard deviation
+        over seeds per row of theta, in nats. If it is small against the log L differences
+        that matter (about 1 nat across a posterior), ``n_noise`` is enough.
+        """
+        theta = as_theta(theta)
+        ref = theta[:1] if reference is None else as_theta(reference)
+        diffs = []
+        for k in range(1, n_seeds + 1):
+            other = DiffusionLikelihood(
+                self.model, self.y, terms=self.terms, n_noise=self.n_noise, seed=self.seed + k,
+                n_timesteps=self.n_timesteps, max_batch=self.max_batch,
+                precision=self.precision, space="model", noise_sigma=self.noise_sigma,
+            )  # fmt: skip
+            with torch.no_grad():
+                values = other(torch.cat([ref, theta]))
+            diffs.append((values[1:] - values[0]).numpy())
+        return np.std(np.stack(diffs), axis=0, ddof=1)

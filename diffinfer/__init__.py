@@ -16,6 +16,7 @@ from diffinfer.fields import (
     one_point_pdf,
     power_spectrum,
 )
+from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "CamelsMaps",
     "DataFileError",
     "DiffinferError",
+    "DiffusionLikelihood",
     "DiffusionModel",
     "FieldConfig",
     "InputError",

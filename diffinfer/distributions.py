@@ -130,7 +130,7 @@ class DiffusionField(_FieldDistribution):
     """
 
     def __init__(self, theta, model: DiffusionModel, *, terms="vlb", n_noise: int = 1,
-                 n_timesteps: int | None = 64, seed: int = 0, max_batch: int = 256,
+                 n_timesteps: int | None = 64, seed: int = 0, max_batch: int | None = None,
                  precision: str = "fp32", noise_sigma: float | None = None,
                  validate_args=None) -> None:  # fmt: skip
         if torch.is_tensor(noise_sigma) and noise_sigma.requires_grad:

@@ -148,7 +148,8 @@ class DiffusionLikelihood:
     n_timesteps
         With ``terms="vlb"``: an importance-sampled estimate from this many timesteps.
     max_batch
-        Denoiser evaluations per network call (bounds memory).
+        Denoiser evaluations per call (bounds memory). Default 16 for a network (measured
+        fastest on a 2-core CPU: docs/performance.md) and 256 for the oracle.
     precision
         ``"fp32"`` or ``"bf16"`` autocast of the network.
     space
@@ -178,7 +179,7 @@ class DiffusionLikelihood:
         n_noise: int = 1,
         seed: int = 0,
         n_timesteps: int | None = None,
-        max_batch: int = 256,
+        max_batch: int | None = None,
         precision: str = "fp32",
         space: str = "density",
         noise_sigma: float | None = None,
@@ -187,6 +188,8 @@ class DiffusionLikelihood:
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
         if int(n_noise) != n_noise or n_noise < 1:
             raise InputError(f"n_noise must be a positive integer, got {n_noise}")
+        if max_batch is None:
+            max_batch = 256 if model.is_oracle else 16
         if int(max_batch) != max_batch or max_batch < 1:
             raise InputError(f"max_batch must be a positive integer, got {max_batch}")
         autocast("cpu", precision)  # validates the name

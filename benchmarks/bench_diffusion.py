@@ -12,12 +12,10 @@ line names the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
 import numpy as np
 import torch
+from _timing import best_of, machine
 
 from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig
 from diffinfer.diffusion.model import autocast
@@ -27,15 +25,6 @@ ARCHITECTURES = {
     "U-Net 16 + spectral (default)": UNetConfig(base_channels=16, spectral=True),
     "U-Net 32 + spectral": UNetConfig(base_channels=32, spectral=True),
 }
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def make_model(config: UNetConfig) -> DiffusionModel:
@@ -75,10 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (rough numbers)")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
-    )
+    print(machine())
     steps = 3 if args.quick else 10
     print("| architecture | parameters | training fp32 (samples/s) | training bf16 | speed-up |")
     print("|---|---|---|---|---|")

@@ -12,35 +12,21 @@ log L and its gradient at one theta. Best of three; the first line names the mac
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
 import numpy as np
 import torch
+from _timing import best_of, machine
 
 from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig, load_model
 from diffinfer.fields import FieldConfig, LognormalSimulator
 from diffinfer.likelihood import DiffusionLikelihood
 
 
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="trained model (default: fresh default architecture)")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
-    )
+    print(machine())
     if args.model:
         net = load_model(args.model)
     else:

@@ -8,30 +8,15 @@ thread count, so that numbers from different machines are not confused.
 
 from __future__ import annotations
 
-import os
-import platform
-import time
-
 import numpy as np
 import torch
+from _timing import best_of, machine
 
 from diffinfer.fields import LognormalSimulator
 
 
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
-    )
+    print(machine())
     sim = LognormalSimulator()
     rng = np.random.default_rng(0)
     y = sim.transform.forward(sim.simulate(np.array([0.3, 0.8]), 1, seed=0)[0])

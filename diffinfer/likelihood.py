@@ -162,6 +162,9 @@ class DiffusionLikelihood:
         is added from ``seed``) and sums the terms of the reverse chain above it, each the KL
         between q(x_{t-1} | x_t, x_t*) and the model's reverse step; ``"l0"`` is the single
         term at t* + 1.
+    box_size
+        Side of the map in Mpc/h, if known: checked against the model card (a map of another
+        physical size has another spectrum, whatever its pixel count).
 
     Notes
     -----
@@ -183,11 +186,17 @@ class DiffusionLikelihood:
         precision: str = "fp32",
         space: str = "density",
         noise_sigma: float | None = None,
+        box_size: float | None = None,
     ) -> None:
         if space not in ("density", "model"):
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
         if int(n_noise) != n_noise or n_noise < 1:
             raise InputError(f"n_noise must be a positive integer, got {n_noise}")
+        if box_size is not None and not math.isclose(box_size, model.field.box_size, rel_tol=1e-6):
+            raise InputError(
+                f"the map covers {box_size:g} Mpc/h but the model was trained on "
+                f"{model.field.box_size:g} Mpc/h maps; use a model trained for this box"
+            )
         if max_batch is None:
             max_batch = 256 if model.is_oracle else 16
         if int(max_batch) != max_batch or max_batch < 1:

@@ -200,3 +200,16 @@ def test_model_directory_errors(tmp_path):
 def test_unet_with_spectral_branch_needs_the_schedule():
     with pytest.raises(InputError, match="schedule"):
         UNet(UNetConfig(spectral=True))
+
+
+@pytest.mark.slow
+def test_oracle_ddpm_spectrum_with_many_maps(sim):
+    """256 ancestral-sampled maps: the sampler's predicted spectrum holds at 4x the precision."""
+    model = DiffusionModel.oracle(sim)
+    y = model.sample(THETA, 256, sampler="ddpm", seed=21, density=False)
+    power = _binned_power(y, 64, 500.0)
+    _, lam = sim.model_moments(torch.as_tensor(THETA)[None])
+    lam = lam[0].numpy()
+    binned = bin_modes(lam * sampler_variance_ratio(lam, model.schedule, 1000, 1.0), 500.0)
+    z = (power.mean(0) - binned.power) / (binned.power / np.sqrt(256 * binned.n_modes / 2))
+    assert stats.chi2.sf(np.sum(z**2), df=len(z)) > 1e-3, z.round(2)

@@ -82,7 +82,7 @@ def _binned_power(y: np.ndarray, n_pix: int, box: float) -> np.ndarray:
     return bin_modes(p, box, default_bins(n_pix, box)).power
 
 
-@pytest.mark.parametrize(("sampler", "steps", "n_maps"), [("ddpm", 1000, 48), ("ddim", 20, 32)])
+@pytest.mark.parametrize(("sampler", "steps", "n_maps"), [("ddpm", 1000, 32), ("ddim", 20, 32)])
 def test_oracle_emulation_reproduces_the_spectrum_the_sampler_should(sim, sampler, steps, n_maps):
     """Emulated spectra against the closed-form prediction for this sampler (chi^2 test)."""
     model = DiffusionModel.oracle(sim)

@@ -1,0 +1,319 @@
+"""``diffinfer.posterior(field)``: the posterior of (Omega_m, sigma_8) given one map.
+
+Every sampler sees one batched function, theta (B, 2) -> log posterior (B,), built from a
+likelihood (the diffusion likelihood of a model, or the exact log-normal one) and a prior.
+Methods: ``grid`` (adaptive grid marginaliser), ``emcee`` (affine-invariant ensemble,
+vectorised, run until the chain is 50 autocorrelation times long), ``nuts`` (Pyro NUTS in the
+unconstrained space, several chains).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from diffinfer.diffusion.model import DiffusionModel
+from diffinfer.errors import InputError
+from diffinfer.fields.grid import as_maps
+from diffinfer.fields.lognormal import LognormalSimulator
+from diffinfer.grid import GridPosterior, grid_posterior
+from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.parameters import PARAM_NAMES, as_theta
+from diffinfer.prior import Prior
+from diffinfer.samples import Samples
+
+METHODS = ("grid", "emcee", "nuts")
+_LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
+                       "box_size")  # fmt: skip
+_SAMPLER_OPTIONS = {
+    "grid": ("n_coarse", "n_fine", "tol", "max_passes"),
+    "emcee": ("n_walkers", "max_steps", "min_tau_multiple"),
+    "nuts": ("num_chains", "warmup_steps", "max_tree_depth"),
+}
+
+
+class Posterior:
+    """A posterior over theta: log density, samples, summary, diagnostics.
+
+    Build it with :func:`posterior`.
+    """
+
+    def __init__(
+        self,
+        log_likelihood: Callable[[torch.Tensor], torch.Tensor],
+        prior: Prior,
+        *,
+        method: str,
+        seed: int,
+        sampler_options: dict,
+        info: dict,
+    ) -> None:
+        self.log_likelihood = log_likelihood
+        self.prior = prior
+        self.method = method
+        self.seed = seed
+        self.options = sampler_options
+        self.info = info
+        self._grid: GridPosterior | None = None
+        self._samples: Samples | None = None
+        self.n_evaluations = 0
+
+    def log_prob(self, theta: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Unnormalised log posterior at each row of theta (B, 2); -inf outside the prior."""
+        theta = as_theta(theta)
+        lp = self.prior.log_prob(theta)
+        out = torch.full_like(lp, -math.inf)
+        ok = torch.isfinite(lp)
+        if bool(ok.any()):
+            idx = torch.nonzero(ok)[:, 0]
+            self.n_evaluations += len(idx)
+            out = out.index_put((idx,), lp[idx] + self.log_likelihood(theta[idx]))
+        return out
+
+    # ---------------------------------------------------------------- methods
+    def grid(self) -> GridPosterior:
+        """The adaptive grid posterior (computed once)."""
+        if self._grid is None:
+            opts = {k: v for k, v in self.options.items() if k in _SAMPLER_OPTIONS["grid"]}
+            self._grid = grid_posterior(self.log_prob, self.prior.box, **opts)
+        return self._grid
+
+    def sample(self, n: int = 4000) -> Samples:
+        """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`."""
+        if self.method == "grid":
+            g = self.grid()
+            theta = g.sample(n, seed=self.seed)
+            diag = {"n_evaluations": g.n_evaluations, "passes": g.passes,
+                    "edge_mass": g.edge_mass}  # fmt: skip
+            samples = Samples(theta, "grid", info={**self.info, "diagnostics": diag})
+        elif self.method == "emcee":
+            samples = self._emcee(n)
+        else:
+            samples = self._nuts(n)
+        self._samples = samples
+        return samples
+
+    def map(self) -> np.ndarray:
+        """Maximum a posteriori theta (2,): grid mode refined by a local optimiser."""
+        from scipy.optimize import minimize
+
+        start = (
+            self.grid().mode()
+            if self.method == "grid" or self._samples is None
+            else (self._samples.flat[np.argmax(self._samples.stats["lp"].reshape(-1))])
+        )
+
+        def f(x: np.ndarray) -> float:
+            with torch.no_grad():
+                v = self.log_prob(torch.as_tensor(x[None])).item()
+            return -v if math.isfinite(v) else 1e300
+
+        res = minimize(f, start, method="Nelder-Mead",
+                       options={"xatol": 1e-6, "fatol": 1e-6, "maxiter": 400})  # fmt: skip
+        return res.x if res.fun <= f(start) else start
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean, std, median and 68/95 % equal-tailed intervals per parameter."""
+        if self.method == "grid":
+            g = self.grid()
+            mean, std = g.mean(), np.sqrt(np.diag(g.cov()))
+            out = {}
+            for j, name in enumerate(PARAM_NAMES):
+                q = g.quantiles(j, [0.025, 0.16, 0.5, 0.84, 0.975])
+                out[name] = {"mean": float(mean[j]), "std": float(std[j]), "q2.5": q[0],
+                             "q16": q[1], "median": q[2], "q84": q[3], "q97.5": q[4]}  # fmt: skip
+            return out
+        return (self._samples or self.sample()).summary()
+
+    def diagnostics(self) -> dict:
+        """Evaluations and the method's convergence checks."""
+        if self.method == "grid":
+            g = self.grid()
+            return {"n_evaluations": g.n_evaluations, "passes": g.passes, "edge_mass": g.edge_mass}
+        return (self._samples or self.sample()).info["diagnostics"]
+
+    # ---------------------------------------------------------------- samplers
+    def _emcee(self, n: int) -> Samples:
+        import emcee
+
+        opts = self.options
+        walkers = int(opts.get("n_walkers", 16))
+        max_steps = int(opts.get("max_steps", 20000))
+        multiple = float(opts.get("min_tau_multiple", 50))
+        rng = np.random.default_rng(self.seed)
+        # start from a quick grid when there is one, else from the prior
+        start = self.prior.sample(walkers, seed=self.seed)
+        if self._grid is not None:
+            start = self._grid.sample(walkers, seed=self.seed)
+
+        def log_prob(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return self.log_prob(torch.as_tensor(x)).numpy()
+
+        sampler = emcee.EnsembleSampler(walkers, 2, log_prob, vectorize=True)
+        sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
+        state, tau, converged = start, np.inf, False
+        while sampler.iteration < max_steps:
+            state = sampler.run_mcmc(state, 500, progress=False)
+            tau = float(np.max(sampler.get_autocorr_time(tol=0)))
+            if sampler.iteration >= multiple * tau:
+                converged = True
+                break
+        if not converged:
+            warnings.warn(
+                f"emcee stopped at its budget of {max_steps} steps with a chain "
+                f"{sampler.iteration / tau:.0f} autocorrelation times long (target {multiple:g})",
+                stacklevel=3,
+            )
+        burn = int(min(2 * tau, sampler.iteration // 2))
+        thin = max(1, int(tau / 2))
+        chain = sampler.get_chain(discard=burn, thin=thin)  # (draws, walkers, 2)
+        lp = sampler.get_log_prob(discard=burn, thin=thin)
+        keep = max(1, min(chain.shape[0], math.ceil(n / walkers)))
+        chain, lp = chain[-keep:], lp[-keep:]
+        diag = {"n_evaluations": int(sampler.iteration * walkers), "steps": sampler.iteration,
+                "autocorrelation_time": tau, "converged": converged,
+                "acceptance_fraction": float(np.mean(sampler.acceptance_fraction)),
+                "burn_in": burn, "thin": thin}  # fmt: skip
+        return Samples(np.swapaxes(chain, 0, 1), "emcee", {"lp": lp.T},
+                       {**self.info, "diagnostics": diag})  # fmt: skip
+
+    def _nuts(self, n: int) -> Samples:
+        from pyro.infer import MCMC, NUTS
+
+        opts = self.options
+        chains = int(opts.get("num_chains", 4))
+        warmup = int(opts.get("warmup_steps", 500))
+        per_chain = max(1, math.ceil(n / chains))
+        prior = self.prior
+
+        def potential(params: dict) -> torch.Tensor:
+            z = params["z"]
+            theta = prior.from_unconstrained(z[None])
+            lp = self.log_prob(theta)[0] + prior.log_abs_det_jacobian(z[None])[0]
+            return -lp
+
+        draws, lps, divergent, accept = [], [], [], []
+        start = self.prior.sample(chains, seed=self.seed)
+        if self._grid is not None:
+            start = self._grid.sample(chains, seed=self.seed)
+        for c in range(chains):  # sequential chains: no process pool needed on any machine
+            torch.manual_seed(self.seed * 1000 + c)
+            kernel = NUTS(potential_fn=potential,
+                          max_tree_depth=int(opts.get("max_tree_depth", 8)))  # fmt: skip
+            z0 = prior.to_unconstrained(torch.as_tensor(start[c : c + 1]))[0]
+            mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=warmup,
+                        initial_params={"z": z0}, disable_progbar=True)  # fmt: skip
+            mcmc.run()
+            z = mcmc.get_samples()["z"]
+            theta = prior.from_unconstrained(z)
+            draws.append(theta.numpy())
+            with torch.no_grad():
+                lps.append(self.log_prob(theta).numpy())
+            report = mcmc.diagnostics()
+            div = np.zeros(per_chain, bool)
+            div[np.asarray(report.get("divergences", {}).get("chain 0", []), int)] = True
+            divergent.append(div)
+            accept.append(float(report.get("acceptance rate", {}).get("chain 0", np.nan)))
+        theta = np.stack(draws)
+        diag = {"n_evaluations": int(self.n_evaluations), "divergences": int(np.sum(divergent)),
+                "chains": chains, "warmup_steps": warmup,
+                "acceptance_rate": [float(a) for a in accept]}  # fmt: skip
+        samples = Samples(theta, "nuts", {"lp": np.stack(lps), "diverging": np.stack(divergent)},
+                          {**self.info, "diagnostics": diag})  # fmt: skip
+        try:
+            import arviz as az
+
+            idata = samples.to_arviz()
+            diag["rhat"] = {k: float(v) for k, v in az.rhat(idata).items()}
+            diag["ess_bulk"] = {k: float(v) for k, v in az.ess(idata, method="bulk").items()}
+        except ImportError:  # ArviZ is optional for NUTS itself
+            pass
+        return samples
+
+
+def posterior(
+    field: np.ndarray | torch.Tensor,
+    model: str | DiffusionModel | None = "lognormal64",
+    likelihood: str | list[int] = "l0",
+    method: str = "grid",
+    prior: Prior | None = None,
+    seed: int = 0,
+    **options,
+) -> Posterior:
+    """The posterior of (Omega_m, sigma_8) given one map.
+
+    Parameters
+    ----------
+    field
+        The map (N, N) in the data units of the model card (density).
+    model
+        A model name or directory, a :class:`DiffusionModel` (e.g. the oracle); with
+        ``likelihood="exact"`` it only sets the geometry and transform (None: the default
+        log-normal configuration).
+    likelihood
+        ``"l0"``, ``"vlb"``, a list of term indices (diffusion likelihood), or ``"exact"``
+        (log-normal maps only: the closed-form likelihood, the reference).
+    method
+        ``"grid"``, ``"emcee"`` or ``"nuts"``.
+    prior
+        A :class:`Prior` (default: uniform on the model's box).
+    seed
+        Seeds the likelihood's noise and the sampler.
+    **options
+        Likelihood options (n_noise, n_timesteps, max_batch, precision, noise_sigma,
+        box_size) and sampler options (grid: n_coarse, n_fine, tol, max_passes; emcee:
+        n_walkers, max_steps, min_tau_multiple; nuts: num_chains, warmup_steps,
+        max_tree_depth).
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    unknown = set(options) - set(_LIKELIHOOD_OPTIONS) - set(_SAMPLER_OPTIONS[method])
+    if unknown:
+        raise InputError(
+            f"unknown options {sorted(unknown)} for method {method!r}; likelihood options: "
+            f"{list(_LIKELIHOOD_OPTIONS)}, sampler options: {list(_SAMPLER_OPTIONS[method])}"
+        )
+    like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
+    sampler_opts = {k: v for k, v in options.items() if k in _SAMPLER_OPTIONS[method]}
+    if isinstance(model, str):
+        from diffinfer.diffusion.checkpoint import load_model
+
+        model = load_model(model)
+    if likelihood == "exact":
+        if model is None:
+            sim = LognormalSimulator()
+        else:
+            sim = LognormalSimulator(model.field, model.transform)
+        as_maps(field, n_pix=sim.config.n_pix, positive=True, what="density map")
+        y = sim.transform.forward(field)
+        sigma = like_opts.get("noise_sigma") or 0.0
+
+        def log_like(theta: torch.Tensor) -> torch.Tensor:
+            return sim.exact_log_prob(y, theta, outside="-inf", noise_sigma=sigma)
+
+        box = sim.config.prior
+        description = "exact log-normal likelihood"
+    else:
+        if model is None:
+            raise InputError("the diffusion likelihood needs a model")
+        like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, **like_opts)
+        log_like = like
+        box = model.field.prior
+        description = f"diffusion likelihood ({like.plan.description}, {like.n_noise} noise draws)"
+    prior = prior or Prior(box)
+    info = {
+        "likelihood": description,
+        "model": None if model is None else model.card.get("name", "unnamed"),
+        "prior": prior.name,
+        "prior_box": prior.box.to_dict(),
+        "method": method,
+        "seed": seed,
+        "label": f"{method}, {description}",
+    }
+    return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
+                     info=info)  # fmt: skip

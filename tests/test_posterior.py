@@ -1,0 +1,94 @@
+"""The posterior API on the exact likelihood: grid, emcee and NUTS agree; samples convert."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffinfer.diffusion import DiffusionModel
+from diffinfer.errors import InputError
+from diffinfer.posterior import posterior
+from diffinfer.samples import Samples
+
+TRUTH = np.array([0.3, 0.8])
+
+
+@pytest.fixture(scope="module")
+def density(sim) -> np.ndarray:
+    return sim.simulate(TRUTH, 1, seed=4)[0]
+
+
+@pytest.fixture(scope="module")
+def reference(density):
+    """The grid posterior of the exact likelihood (checked against a dense grid elsewhere)."""
+    return posterior(density, model=None, likelihood="exact", method="grid").summary()
+
+
+def test_grid_summary_map_and_samples(density, reference, tmp_path):
+    import arviz as az
+
+    post = posterior(density, model=None, likelihood="exact", method="grid")
+    samples = post.sample(4000)
+    for name, ref in reference.items():
+        s = samples.summary()[name]
+        assert abs(s["mean"] - ref["mean"]) < 0.05 * ref["std"]
+        assert s["std"] == pytest.approx(ref["std"], rel=0.05)
+        assert ref["q16"] < ref["median"] < ref["q84"]
+    theta_map = post.map()
+    assert np.all(np.abs(theta_map - post.grid().mode()) < post.grid().steps)
+    assert post.diagnostics()["n_evaluations"] < 5000
+    assert az.summary(samples.to_arviz()).shape[0] == 2
+    assert samples.to_getdist().getParamNames().list() == ["Omega_m", "sigma_8"]
+    path = samples.save(tmp_path / "s.npz")
+    back = Samples.load(path)
+    np.testing.assert_array_equal(back.theta, samples.theta)
+    assert back.info["likelihood"] == "exact log-normal likelihood"
+
+
+def test_emcee_agrees_with_the_grid(density, reference):
+    post = posterior(density, model=None, likelihood="exact", method="emcee", seed=1)
+    samples = post.sample(4000)
+    diag = samples.info["diagnostics"]
+    assert diag["converged"] and diag["steps"] >= 50 * diag["autocorrelation_time"]
+    for name, ref in reference.items():
+        s = samples.summary()[name]
+        assert abs(s["mean"] - ref["mean"]) < 0.1 * ref["std"]
+        assert s["std"] == pytest.approx(ref["std"], rel=0.1)
+
+
+@pytest.mark.slow
+def test_nuts_agrees_with_the_grid_and_converts_to_arviz_and_getdist(density, reference):
+    import arviz as az
+
+    post = posterior(density, model=None, likelihood="exact", method="nuts", seed=2,
+                     num_chains=2, warmup_steps=150)  # fmt: skip
+    samples = post.sample(600)
+    assert samples.theta.shape == (2, 300, 2)
+    idata = samples.to_arviz()
+    rhat = az.rhat(idata)
+    assert all(float(rhat[n]) < 1.05 for n in ("Omega_m", "sigma_8"))
+    for name, ref in reference.items():
+        s = samples.summary()[name]
+        assert abs(s["mean"] - ref["mean"]) < 0.25 * ref["std"]
+        assert s["std"] == pytest.approx(ref["std"], rel=0.2)
+    mc = samples.to_getdist()
+    assert mc.getParamNames().list() == ["Omega_m", "sigma_8"]
+    assert mc.mean("Omega_m") == pytest.approx(samples.summary()["Omega_m"]["mean"])
+
+
+def test_posterior_with_the_oracle_diffusion_likelihood(density, reference):
+    post = posterior(density, model=DiffusionModel.oracle(), likelihood="vlb",
+                     method="grid", n_timesteps=64, n_coarse=12, n_fine=16)  # fmt: skip
+    s = post.summary()
+    for name, ref in reference.items():
+        assert abs(s[name]["mean"] - ref["mean"]) < 0.6 * ref["std"]
+        assert s[name]["std"] == pytest.approx(ref["std"], rel=0.25)
+
+
+def test_posterior_bad_input(density):
+    with pytest.raises(InputError, match="method"):
+        posterior(density, model=None, likelihood="exact", method="hmc")
+    with pytest.raises(InputError, match="unknown options"):
+        posterior(density, model=None, likelihood="exact", method="grid", n_walkers=8)
+    with pytest.raises(InputError, match="NaN"):
+        posterior(np.full((64, 64), np.nan), model=None, likelihood="exact")

@@ -267,7 +267,7 @@ class DiffusionLikelihood:
 
         Differentiable when ``theta`` is a tensor that requires gradients.
         """
-        theta = as_theta(theta)
+        theta = as_theta(theta).cpu()  # bookkeeping on the CPU; the network runs on its device
         prior = self.model.field.prior
         inside = prior.contains(theta.detach())
         out = torch.full((theta.shape[0],), -math.inf, dtype=torch.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,7 @@ class Samples:
                     info=json.loads(str(f["info"])),
                     weights=f["weights"] if "weights" in f.files else None,
                 )  # fmt: skip
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise DataFileError(f"cannot read samples from {path}: {exc}") from exc
 
 

@@ -348,8 +348,12 @@ class Validator:
         self.theta = data.val_theta[pick]
         self.edges = [int(e) for e in v["bands"]]
         T = model.schedule.n_steps
-        if self.edges[0] < 1 or self.edges[-1] > T or sorted(self.edges) != self.edges:
-            raise InputError(f"validation.bands must increase within 1 ... {T}: {self.edges}")
+        increasing = all(a < b for a, b in zip(self.edges, self.edges[1:], strict=False))
+        if len(self.edges) < 2 or self.edges[0] < 1 or self.edges[-1] > T or not increasing:
+            raise InputError(
+                f"validation.bands must be at least two strictly increasing timesteps within "
+                f"1 ... {T}: {self.edges}"
+            )
         self.draws = []
         for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True):
             hi = hi + 1 if hi == self.edges[-1] else hi
@@ -422,6 +426,9 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     if tr["threads"]:
         torch.set_num_threads(int(tr["threads"]))
     rank, world = _ddp_setup(device)
+    if world > 1 and device.startswith("cuda"):  # one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        torch.cuda.set_device(device)
     if tr["batch_size"] % world:
         raise InputError(f"train.batch_size {tr['batch_size']} must divide by {world} processes")
     out = Path(config["out"])
@@ -454,6 +461,7 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
         model.denoiser.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"]
     )
     step, elapsed_before = 0, 0.0
+    resumed_validation = None
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
         _check_resumable(json.loads(state["config"]), config)
@@ -461,9 +469,12 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
         ema.denoiser.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        resumed_validation = json.loads(state.get("validation", "null"))
     net = model.denoiser
     if world > 1:
-        net = DistributedDataParallel(model.denoiser)
+        net = DistributedDataParallel(
+            model.denoiser, device_ids=[device] if device.startswith("cuda") else None
+        )
     validator = Validator(data, model, config) if rank == 0 else None
     log_path = out / LOG_FILE
     if rank == 0:
@@ -481,6 +492,7 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
                 "step": torch.tensor(step),
                 "elapsed": torch.tensor(elapsed_before + time.perf_counter() - t_start),
                 "config": json.dumps(config),
+                "validation": json.dumps(validation),
             },
             state_path,
         )
@@ -508,7 +520,7 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     ck = config["checkpoint"]
     t_start = time.perf_counter()
     last_ckpt = t_start
-    last_validation = None
+    last_validation = resumed_validation
     bar = tqdm(total=tr["steps"], initial=step, disable=not progress or rank != 0, desc="training")
     window_t, window_n = time.perf_counter(), 0
     stopped_early = False
@@ -555,7 +567,11 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
         due = (now - last_ckpt) / 60 >= ck["every_minutes"] or (
             ck["every_steps"] and step % ck["every_steps"] == 0
         )
-        over_time = tr["max_minutes"] and (now - t_start) / 60 >= tr["max_minutes"]
+        over_time = bool(tr["max_minutes"]) and (now - t_start) / 60 >= tr["max_minutes"]
+        if world > 1 and tr["max_minutes"]:  # every process stops at the same step
+            flag = torch.tensor(int(over_time), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over_time = bool(flag.item())
         if due or over_time or step == tr["steps"]:
             checkpoint(last_validation)
             last_ckpt, saved_step = now, step

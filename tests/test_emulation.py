@@ -213,3 +213,19 @@ def test_oracle_ddpm_spectrum_with_many_maps(sim):
     binned = bin_modes(lam * sampler_variance_ratio(lam, model.schedule, 1000, 1.0), 500.0)
     z = (power.mean(0) - binned.power) / (binned.power / np.sqrt(256 * binned.n_modes / 2))
     assert stats.chi2.sf(np.sum(z**2), df=len(z)) > 1e-3, z.round(2)
+
+
+def test_sampling_timesteps_start_at_t():
+    sched = NoiseSchedule(n_steps=100)
+    assert list(sched.sampling_timesteps(1)) == [100]
+    ts = sched.sampling_timesteps(10)
+    assert ts[0] == 100 and ts[-1] == 1 and np.all(np.diff(ts) < 0)
+
+
+def test_a_card_whose_priors_disagree_is_a_data_error(tmp_path):
+    path = save_model(_tiny_model(), tmp_path / "m")
+    card = json.loads((path / CARD_FILE).read_text())
+    card["field"]["prior"] = {"Omega_m": [0.2, 0.4], "sigma_8": [0.7, 0.9]}
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(DataFileError, match="prior box"):
+        load_model(path)

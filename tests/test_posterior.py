@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.errors import InputError
+from diffinfer.errors import DataFileError, InputError
 from diffinfer.posterior import posterior
 from diffinfer.samples import Samples
 
@@ -43,6 +43,9 @@ def test_grid_summary_map_and_samples(density, reference, tmp_path):
     back = Samples.load(path)
     np.testing.assert_array_equal(back.theta, samples.theta)
     assert back.info["likelihood"] == "exact log-normal likelihood"
+    (tmp_path / "broken.npz").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataFileError, match="cannot read samples"):
+        Samples.load(tmp_path / "broken.npz")
 
 
 def test_emcee_agrees_with_the_grid(density, reference):

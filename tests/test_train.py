@@ -93,6 +93,9 @@ def test_time_limit_stop_then_resume_equals_an_uninterrupted_run(data_dir, tmp_p
     assert int(_state(tmp_path / "part")["step"]) == 1
     resumed = train(tiny_config(data_dir, tmp_path / "part"), resume=True, progress=False)
     assert resumed["step"] == full["step"] == 6
+    again = train(tiny_config(data_dir, tmp_path / "part"), resume=True, progress=False)
+    assert again["validation"] == resumed["validation"]  # a finished run keeps its metrics
+    assert load_model(again["model_dir"]).card["metrics"]["validation"]["step"] == 6
     _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "part"))
 
 
@@ -190,6 +193,10 @@ def test_configuration_errors(data_dir, tmp_path):
     train(tiny_config(data_dir, tmp_path / "run", steps=2), progress=False)
     with pytest.raises(InputError, match="--resume"):
         train(tiny_config(data_dir, tmp_path / "run", steps=2), progress=False)
+    bad = tiny_config(data_dir, tmp_path / "bands")
+    bad["validation"]["bands"] = [1, 10, 10, 100]
+    with pytest.raises(InputError, match="strictly increasing"):
+        train(bad, progress=False)
     with pytest.raises(InputError, match=r"train\.lr"):
         train(tiny_config(data_dir, tmp_path / "run", steps=4, lr=0.5), resume=True)
 

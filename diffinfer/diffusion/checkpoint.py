@@ -136,7 +136,12 @@ def save_model(
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # put the previous model back
+                os.replace(old, path)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -158,6 +163,8 @@ def read_card(path: str | os.PathLike) -> dict:
     ]
     if missing:
         raise DataFileError(f"model card {Path(path) / CARD_FILE} lacks {missing}")
+    if not isinstance(card["weights"], dict):
+        raise DataFileError(f"model card {Path(path) / CARD_FILE}: 'weights' must be a mapping")
     return card
 
 
@@ -194,9 +201,9 @@ def load_model(
         schedule = NoiseSchedule(card["schedule"]["kind"], int(card["schedule"]["n_steps"]))
         transform = Transform.from_dict(card["transform"])
         config = UNetConfig.from_dict(arch)
+        model = DiffusionModel.from_config(config, schedule, transform, field, card)
     except (SafetensorError, KeyError, TypeError, ValueError, InputError) as exc:
         raise DataFileError(f"cannot build the model in {path}: {exc}") from exc
-    model = DiffusionModel.from_config(config, schedule, transform, field, card)
     expected = model.denoiser.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

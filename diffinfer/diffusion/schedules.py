@@ -109,8 +109,8 @@ class NoiseSchedule:
         """Decreasing timesteps T ... 1 that a sampler with ``steps`` denoiser calls visits."""
         if int(steps) != steps or not 1 <= steps <= self.n_steps:
             raise InputError(f"steps must be an integer in 1 ... {self.n_steps}, got {steps}")
-        grid = np.round(np.linspace(1, self.n_steps, int(steps))).astype(np.int64)
-        return np.unique(grid)[::-1].copy()
+        grid = np.round(np.linspace(self.n_steps, 1, int(steps))).astype(np.int64)
+        return np.unique(grid)[::-1].copy()  # starts at T (steps = 1: T alone)
 
     def ddim_coefficients(self, t: int, t_prev: int, eta: float) -> tuple[float, float, float]:
         """Coefficients of the generalised DDIM update from t to t_prev < t.
@@ -127,5 +127,6 @@ class NoiseSchedule:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (t broadcast per map)."""
         t = self.check_timesteps(t)
-        ab = self.alpha_bar.to(x0.dtype)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+        ab = self.alpha_bar.to(device=x0.device, dtype=x0.dtype)[t.to(x0.device)]
+        ab = ab.reshape(-1, *([1] * (x0.ndim - 1)))
         return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise

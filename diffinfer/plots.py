@@ -92,3 +92,45 @@ def emulation_figure(
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def triangle(
+    samples: list,
+    path: str | os.PathLike,
+    *,
+    labels: list[str] | None = None,
+    truth: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """GetDist triangle plot comparing posteriors, with the true theta marked.
+
+    Parameters
+    ----------
+    samples
+        :class:`~diffinfer.samples.Samples` objects (e.g. diffusion vs exact).
+    path
+        Output image, written atomically.
+    labels
+        Legend labels (default: each sample's ``info["label"]``).
+    truth
+        (Omega_m, sigma_8) to mark.
+    title
+        Figure title.
+    """
+    _pyplot()
+    from getdist import plots as gdplots
+
+    from diffinfer.parameters import PARAM_NAMES
+
+    labels = labels or [s.info.get("label", s.method) for s in samples]
+    roots = [s.to_getdist(label) for s, label in zip(samples, labels, strict=True)]
+    g = gdplots.get_subplot_plotter(width_inch=6)
+    markers = None if truth is None else dict(zip(PARAM_NAMES, map(float, truth), strict=True))
+    g.triangle_plot(roots, list(PARAM_NAMES), filled=True, legend_labels=labels, markers=markers)
+    if title:
+        g.fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    g.export(str(tmp))
+    os.replace(tmp, path)
+    return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import zipfile
@@ -93,9 +95,10 @@ class Samples:
         box = self.box
         ranges = {n: (lo, hi) for n, lo, hi in zip(PARAM_NAMES, box.low, box.high, strict=True)}
         weights = None if self.weights is None else self.weights.reshape(-1)
-        return MCSamples(samples=self.flat, weights=weights, names=list(PARAM_NAMES),
-                         labels=list(PARAM_LABELS), ranges=ranges,
-                         label=label or self.info.get("label", self.method))  # fmt: skip
+        with contextlib.redirect_stdout(io.StringIO()):  # GetDist reports burn-in on stdout
+            return MCSamples(samples=self.flat, weights=weights, names=list(PARAM_NAMES),
+                             labels=list(PARAM_LABELS), ranges=ranges,
+                             label=label or self.info.get("label", self.method))  # fmt: skip
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a ``.npz`` (arrays, and the info as a JSON string), atomically."""

@@ -95,3 +95,30 @@ def test_posterior_bad_input(density):
         posterior(density, model=None, likelihood="exact", method="grid", n_walkers=8)
     with pytest.raises(InputError, match="NaN"):
         posterior(np.full((64, 64), np.nan), model=None, likelihood="exact")
+
+
+def test_infer_command_writes_samples_summary_and_triangle(density, tmp_path, capsys):
+    import json
+
+    from diffinfer.cli import main
+    from diffinfer.plots import triangle
+
+    np.save(tmp_path / "map.npy", density)
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "map.npy"), "--model", "none", "--likelihood", "exact",
+            "--truth", "0.3", "0.8", "--out", str(out)]  # fmt: skip
+    assert main(["infer", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "Omega_m" in printed and "truth" in printed
+    report = json.loads((out / "summary.json").read_text())
+    assert report["truth"] == {"Omega_m": 0.3, "sigma_8": 0.8}
+    assert abs(report["summary"]["Omega_m"]["mean"] - 0.3) < 4 * report["summary"]["Omega_m"]["std"]
+    assert Samples.load(out / "samples.npz").flat.shape == (4000, 2)
+    assert (out / "triangle.png").stat().st_size > 10_000
+    a = Samples.load(out / "samples.npz")
+    b = posterior(density, model=DiffusionModel.oracle(), likelihood="vlb", n_timesteps=32,
+                  n_coarse=12, n_fine=12).sample(2000)  # fmt: skip
+    path = triangle([a, b], tmp_path / "both.png", labels=["exact", "diffusion (oracle)"],
+                    truth=TRUTH)  # fmt: skip
+    assert path.stat().st_size > 10_000
+    assert main(["infer", str(tmp_path / "absent.npy"), "--model", "none", "--out", "x"]) == 2

@@ -138,6 +138,8 @@ class Posterior:
 
     # ---------------------------------------------------------------- samplers
     def _emcee(self, n: int) -> Samples:
+        """Run until the chain is ``min_tau_multiple`` autocorrelation times long and holds
+        about n draws after a 2 tau burn-in and thinning by tau / 2."""
         import emcee
 
         opts = self.options
@@ -160,7 +162,8 @@ class Posterior:
         while sampler.iteration < max_steps:
             state = sampler.run_mcmc(state, 500, progress=False)
             tau = float(np.max(sampler.get_autocorr_time(tol=0)))
-            if sampler.iteration >= multiple * tau:
+            kept = (sampler.iteration - 2 * tau) / max(1, int(tau / 2)) * walkers
+            if sampler.iteration >= multiple * tau and kept >= n:
                 converged = True
                 break
         if not converged:

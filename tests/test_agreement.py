@@ -26,15 +26,15 @@ def test_two_sample_accuracy_detects_shifts_and_passes_equal_samples():
     assert two_sample_accuracy(a, b * [1.5, 1.0]) > 0.55
 
 
-def _dense_reference(log_like, seed: int = 0, n: int = 4000):
-    """Samples and moments from a dense 241^2 grid over the posterior's region."""
+def _dense_reference(log_like, seed: int = 0, n: int = 4000, cells: int = 241):
+    """Samples and moments from a dense grid (cells^2) over the posterior's region."""
     coarse = np.stack(np.meshgrid(np.linspace(0.1, 0.5, 81), np.linspace(0.6, 1.0, 81),
                                   indexing="ij"), -1).reshape(-1, 2)  # fmt: skip
     with torch.no_grad():
         lp = log_like(torch.as_tensor(coarse)).numpy()
     near = coarse[lp > lp.max() - 15]
     lo, hi = near.min(0) - 0.01, near.max(0) + 0.01
-    axes = [np.linspace(lo[j], hi[j], 241) for j in range(2)]
+    axes = [np.linspace(lo[j], hi[j], cells) for j in range(2)]
     theta = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
     with torch.no_grad():
         lp = log_like(torch.as_tensor(theta)).numpy()
@@ -85,13 +85,13 @@ def test_nuts_at_default_settings(exact_case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["grid", "emcee", "nuts"])
+@pytest.mark.parametrize("method", ["grid", "emcee"])
 def test_methods_agree_on_the_oracle_diffusion_likelihood(sim, method):
     density = sim.simulate(TRUTH, 1, seed=5)[0]
     oracle = DiffusionModel.oracle(sim)
     options = {"terms": "vlb", "n_timesteps": 64, "seed": 0}
     like = DiffusionLikelihood(oracle, density, **options)
-    reference = _dense_reference(like)
+    reference = _dense_reference(like, cells=121)
     samples = posterior(density, model=oracle, likelihood="vlb", method=method, seed=0,
                         n_timesteps=64).sample()  # fmt: skip
     _check(samples, reference)

@@ -158,9 +158,9 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
+    from diffinfer.io import write_json_atomic, write_text_atomic
     from diffinfer.plots import triangle
     from diffinfer.posterior import posterior
 
@@ -197,12 +197,14 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         line = f"  {name:<10} {s['mean']:8.4f} {s['std']:8.4f} {s['q16']:8.4f} {s['q84']:8.4f}"
         lines.append(line + (f" {args.truth[j]:8.4f}" if args.truth else ""))
     text = "\n".join(lines) + "\n"
-    (out / "summary.txt").write_text(text)
-    (out / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(out / "summary.txt", text)
+    write_json_atomic(out / "summary.json", report)
     if args.method != "grid":
         import arviz as az
 
-        (out / "diagnostics.txt").write_text(az.summary(samples.to_arviz()).to_string() + "\n")
+        write_text_atomic(
+            out / "diagnostics.txt", az.summary(samples.to_arviz()).to_string() + "\n"
+        )
     triangle([samples], out / "triangle.png",
              truth=None if not args.truth else np.array(args.truth))  # fmt: skip
     print(text, end="")

@@ -9,12 +9,17 @@ from pathlib import Path
 from diffinfer.errors import DataFileError
 
 
-def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    """Write JSON atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:

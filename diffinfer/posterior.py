@@ -24,7 +24,7 @@ from diffinfer.grid import GridPosterior, grid_posterior
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
-from diffinfer.samples import Samples
+from diffinfer.samples import SUMMARY_LEVELS, Samples, summary_entry
 
 METHODS = ("grid", "emcee", "nuts")
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
@@ -121,12 +121,8 @@ class Posterior:
         if self.method == "grid":
             g = self.grid()
             mean, std = g.mean(), np.sqrt(np.diag(g.cov()))
-            out = {}
-            for j, name in enumerate(PARAM_NAMES):
-                q = g.quantiles(j, [0.025, 0.16, 0.5, 0.84, 0.975])
-                out[name] = {"mean": float(mean[j]), "std": float(std[j]), "q2.5": q[0],
-                             "q16": q[1], "median": q[2], "q84": q[3], "q97.5": q[4]}  # fmt: skip
-            return out
+            return {name: summary_entry(mean[j], std[j], g.quantiles(j, SUMMARY_LEVELS))
+                    for j, name in enumerate(PARAM_NAMES)}  # fmt: skip
         return (self._samples or self.sample()).summary()
 
     def diagnostics(self) -> dict:

@@ -15,6 +15,15 @@ import numpy as np
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
 
+SUMMARY_LEVELS = (0.025, 0.16, 0.5, 0.84, 0.975)
+
+
+def summary_entry(mean: float, std: float, quantiles) -> dict[str, float]:
+    """One parameter's summary: mean, std and the quantiles at :data:`SUMMARY_LEVELS`."""
+    q = [float(v) for v in quantiles]
+    return {"mean": float(mean), "std": float(std), "q2.5": q[0], "q16": q[1], "median": q[2],
+            "q84": q[3], "q97.5": q[4]}  # fmt: skip
+
 
 @dataclass
 class Samples:
@@ -70,9 +79,7 @@ class Samples:
             x = self.flat[:, j]
             mean = float(np.average(x, weights=w))
             std = float(np.sqrt(np.average((x - mean) ** 2, weights=w)))
-            q = _weighted_quantiles(x, [0.025, 0.16, 0.5, 0.84, 0.975], w)
-            out[name] = {"mean": mean, "std": std, "q2.5": q[0], "q16": q[1], "median": q[2],
-                         "q84": q[3], "q97.5": q[4]}  # fmt: skip
+            out[name] = summary_entry(mean, std, _weighted_quantiles(x, SUMMARY_LEVELS, w))
         return out
 
     def to_arviz(self):

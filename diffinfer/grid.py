@@ -99,6 +99,45 @@ class GridPosterior:
         idx = np.minimum(np.searchsorted(cdf, np.asarray(probabilities)), len(w) - 1)
         return self.log_density.ravel()[order][idx]
 
+    def log_pdf(self, theta: np.ndarray) -> np.ndarray:
+        """Normalised log density at points theta (B, 2) (or (2,)), bilinear in the log
+        density between cell centres; -inf outside the tabulated grid."""
+        from scipy.interpolate import RegularGridInterpolator
+
+        theta = np.atleast_2d(np.asarray(theta, float))
+        w = self.weights
+        with np.errstate(divide="ignore"):
+            log_pdf = np.log(w) - np.log(np.prod(self.steps))
+        # clamp -inf to a finite floor so interpolation stays finite next to empty cells
+        floor = np.where(np.isfinite(log_pdf), log_pdf, np.nan)
+        floor = np.where(np.isnan(floor), np.nanmin(floor) - 50.0, floor)
+        interp = RegularGridInterpolator(self.axes, floor, bounds_error=False, fill_value=None)
+        half = self.steps / 2
+        inside = np.all(
+            (theta >= np.array([a[0] for a in self.axes]) - half)
+            & (theta <= np.array([a[-1] for a in self.axes]) + half),
+            axis=-1,
+        )
+        out = np.full(len(theta), -np.inf)
+        if inside.any():
+            out[inside] = interp(theta[inside])
+        return out
+
+    def credibility(self, theta: np.ndarray) -> np.ndarray:
+        """Credibility level of the smallest highest-density region that contains each
+        point of theta (B, 2): the posterior mass where the density exceeds the density at
+        the point (1 outside the grid). Calibrated posteriors give levels uniform on [0, 1]."""
+        lp = self.log_pdf(theta)
+        w = self.weights.ravel()
+        with np.errstate(divide="ignore"):
+            cell_lp = np.log(w) - np.log(np.prod(self.steps))
+        order = np.argsort(cell_lp)
+        sorted_lp, tail = cell_lp[order], np.cumsum(w[order][::-1])[::-1]
+        # mass of the cells denser than each point
+        idx = np.searchsorted(sorted_lp, lp, side="right")
+        mass = np.where(idx < len(w), tail[np.minimum(idx, len(w) - 1)], 0.0)
+        return np.where(np.isfinite(lp), mass, 1.0)
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """n draws (n, 2): cells chosen by mass, positions uniform within the cell."""
         rng = np.random.default_rng(seed)

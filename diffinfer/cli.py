@@ -107,21 +107,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(name: str, device: str = "cpu"):
-    from diffinfer.diffusion import DiffusionModel, load_model
-
-    if name == "oracle":
-        return DiffusionModel.oracle()
-    return load_model(name, device=device)
-
-
 def _cmd_emulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from diffinfer.diffusion import load_model
     from diffinfer.fields import LognormalSimulator
     from diffinfer.plots import emulation_figure
 
-    model = _load_model(args.model, args.device)
+    model = load_model(args.model, device=args.device)
     theta = np.array([args.omega_m, args.sigma_8])
     maps = model.sample(
         theta,
@@ -168,9 +161,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         density = np.load(args.map, allow_pickle=False)
     except (ValueError, EOFError) as exc:
         raise DataFileError(f"cannot read map {args.map}: {exc}; expected an N x N .npy") from exc
-    model = None if args.model == "none" else _load_model(args.model, args.device)
+    from diffinfer.diffusion import load_model
+
+    model = None if args.model == "none" else load_model(args.model, device=args.device)
     likelihood = args.likelihood
-    if likelihood not in ("l0", "vlb", "exact"):
+    if likelihood not in ("l0", "vlb", "exact", "power"):
         likelihood = [int(i) for i in likelihood.split(",")]
     options = {}
     if args.n_timesteps is not None:

@@ -28,8 +28,8 @@ from diffinfer.samples import SUMMARY_LEVELS, Samples, summary_entry
 
 METHODS = ("grid", "emcee", "nuts")
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
-                       "box_size")  # fmt: skip
-_SAMPLER_OPTIONS = {
+                       "box_size", "temperature", "spectrum")  # fmt: skip
+SAMPLER_OPTIONS = {
     "grid": ("n_coarse", "n_fine", "tol", "max_passes"),
     "emcee": ("n_walkers", "max_steps", "min_tau_multiple"),
     "nuts": ("num_chains", "warmup_steps", "max_tree_depth"),
@@ -78,7 +78,7 @@ class Posterior:
     def grid(self) -> GridPosterior:
         """The adaptive grid posterior (computed once)."""
         if self._grid is None:
-            opts = {k: v for k, v in self.options.items() if k in _SAMPLER_OPTIONS["grid"]}
+            opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
             self._grid = grid_posterior(self.log_prob, self.prior.box, **opts)
         return self._grid
 
@@ -255,8 +255,10 @@ def posterior(
         ``likelihood="exact"`` it only sets the geometry and transform (None: the default
         log-normal configuration).
     likelihood
-        ``"l0"``, ``"vlb"``, a list of term indices (diffusion likelihood), or ``"exact"``
-        (log-normal maps only: the closed-form likelihood, the reference).
+        ``"l0"``, ``"vlb"``, a list of term indices (diffusion likelihood); ``"exact"``
+        (log-normal maps only: the closed-form likelihood, the reference); ``"power"`` (the
+        Gaussian likelihood of the binned power spectrum, fitted to simulations:
+        :class:`~diffinfer.spectrum_likelihood.PowerSpectrumLikelihood`).
     method
         ``"grid"``, ``"emcee"`` or ``"nuts"``.
     prior
@@ -265,38 +267,50 @@ def posterior(
         Seeds the likelihood's noise and the sampler.
     **options
         Likelihood options (n_noise, n_timesteps, max_batch, precision, noise_sigma,
-        box_size) and sampler options (grid: n_coarse, n_fine, tol, max_passes; emcee:
-        n_walkers, max_steps, min_tau_multiple; nuts: num_chains, warmup_steps,
-        max_tree_depth).
+        box_size; ``temperature``: the posterior uses L^(1/temperature), default the value
+        the model card records for this term set (see :mod:`diffinfer.calibration`), else 1,
+        and 1 opts out; ``spectrum``: a fitted power-spectrum likelihood or its file, default
+        fitted to the log-normal simulator) and sampler options (grid: n_coarse, n_fine,
+        tol, max_passes; emcee: n_walkers, max_steps, min_tau_multiple; nuts: num_chains,
+        warmup_steps, max_tree_depth).
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    unknown = set(options) - set(_LIKELIHOOD_OPTIONS) - set(_SAMPLER_OPTIONS[method])
+    unknown = set(options) - set(_LIKELIHOOD_OPTIONS) - set(SAMPLER_OPTIONS[method])
     if unknown:
         raise InputError(
             f"unknown options {sorted(unknown)} for method {method!r}; likelihood options: "
-            f"{list(_LIKELIHOOD_OPTIONS)}, sampler options: {list(_SAMPLER_OPTIONS[method])}"
+            f"{list(_LIKELIHOOD_OPTIONS)}, sampler options: {list(SAMPLER_OPTIONS[method])}"
         )
     like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
-    sampler_opts = {k: v for k, v in options.items() if k in _SAMPLER_OPTIONS[method]}
+    temperature = like_opts.pop("temperature", None)
+    spectrum = like_opts.pop("spectrum", None)
+    sampler_opts = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[method]}
     if isinstance(model, str):
         from diffinfer.diffusion.checkpoint import load_model
 
         model = load_model(model)
-    if likelihood == "exact":
+    if likelihood in ("exact", "power"):
         if model is None:
             sim = LognormalSimulator()
         else:
             sim = LognormalSimulator(model.field, model.transform)
         as_maps(field, n_pix=sim.config.n_pix, positive=True, what="density map")
-        y = sim.transform.forward(field)
-        sigma = like_opts.get("noise_sigma") or 0.0
-
-        def log_like(theta: torch.Tensor) -> torch.Tensor:
-            return sim.exact_log_prob(y, theta, outside="-inf", noise_sigma=sigma)
-
         box = sim.config.prior
-        description = "exact log-normal likelihood"
+        if likelihood == "exact":
+            y = sim.transform.forward(field)
+            sigma = like_opts.get("noise_sigma") or 0.0
+
+            def log_like(theta: torch.Tensor) -> torch.Tensor:
+                return sim.exact_log_prob(y, theta, outside="-inf", noise_sigma=sigma)
+
+            description = "exact log-normal likelihood"
+        else:
+            spec = _spectrum_likelihood(spectrum, sim, like_opts.get("noise_sigma") or 0.0)
+            log_like = spec.for_map(field)
+            box = spec.field.prior
+            description = f"power-spectrum likelihood ({spec.n_bins} bins, {spec.correction})"
+        calibration = None
     else:
         if model is None:
             raise InputError("the diffusion likelihood needs a model")
@@ -304,6 +318,19 @@ def posterior(
         log_like = like
         box = model.field.prior
         description = f"diffusion likelihood ({like.plan.description}, {like.n_noise} noise draws)"
+        calibration = _card_temperature(model, like)
+    if temperature is None:
+        temperature = calibration if calibration is not None else 1.0
+    temperature = float(temperature)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise InputError(f"temperature must be a positive number, got {temperature}")
+    if temperature != 1.0:
+        untempered = log_like
+
+        def log_like(theta: torch.Tensor) -> torch.Tensor:
+            return untempered(theta) / temperature
+
+        description += f", tempered by {temperature:.3g}"
     prior = prior or Prior(box)
     info = {
         "likelihood": description,
@@ -313,6 +340,33 @@ def posterior(
         "method": method,
         "seed": seed,
         "label": f"{method}, {description}",
+        "temperature": temperature,
     }
     return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info)  # fmt: skip
+
+
+def _card_temperature(model: DiffusionModel, like: DiffusionLikelihood) -> float | None:
+    """The likelihood temperature fitted for this model and term set (model card), if any."""
+    entry = model.card.get("calibration") or {}
+    if entry.get("likelihood") == like.plan.description and entry.get("n_noise") == like.n_noise:
+        return float(entry["temperature"])
+    return None
+
+
+_SPECTRUM_CACHE: dict[tuple, object] = {}
+
+
+def _spectrum_likelihood(spectrum, sim: LognormalSimulator, noise_sigma: float):
+    """The power-spectrum likelihood: given, read from a file, or fitted once per process to
+    the log-normal simulator (200 cosmologies x 10 maps, seeded)."""
+    from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
+
+    if isinstance(spectrum, PowerSpectrumLikelihood):
+        return spectrum
+    if spectrum is not None:
+        return PowerSpectrumLikelihood.load(spectrum)
+    key = (repr(sim.config), repr(sim.transform), float(noise_sigma))
+    if key not in _SPECTRUM_CACHE:
+        _SPECTRUM_CACHE[key] = PowerSpectrumLikelihood.from_simulator(sim, noise_sigma=noise_sigma)
+    return _SPECTRUM_CACHE[key]

@@ -173,6 +173,9 @@ def load_model(
 ) -> DiffusionModel:
     """Load a model directory, or a shipped model by name (e.g. ``"lognormal64"``).
 
+    The name ``"oracle"`` gives the closed-form denoiser of the log-normal simulator
+    (:meth:`DiffusionModel.oracle`): the exact model that trained networks approximate.
+
     Raises
     ------
     DataFileError
@@ -180,6 +183,8 @@ def load_model(
         tensors missing from or unexpected by the architecture the card describes, or of
         the wrong shape.
     """
+    if str(name_or_path) == "oracle":
+        return DiffusionModel.oracle()
     path = resolve_model_dir(name_or_path)
     card = read_card(path)
     weights = path / card["weights"].get("file", WEIGHTS_FILE)

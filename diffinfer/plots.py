@@ -133,4 +133,5 @@ def triangle(
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     g.export(str(tmp))
     os.replace(tmp, path)
+    _pyplot().close(g.fig)
     return path

@@ -206,13 +206,15 @@ def hpd_credibility(draws: np.ndarray, truths: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- TARP
 def tarp_statistics(draws: np.ndarray, truths: np.ndarray, low: np.ndarray, high: np.ndarray,
-                    seed: int = 0) -> np.ndarray:  # fmt: skip
+                    seed: int = 0, jitter: bool = True) -> np.ndarray:  # fmt: skip
     """TARP's per-map statistic (Lemos et al. 2023).
 
     Parameters are scaled to the unit box [low, high]; each map gets one reference point
     uniform in that box; the statistic is the fraction of draws closer (Euclidean) to the
     reference than the truth is. Uniform on [0, 1] for a calibrated posterior, so
-    :func:`uniformity_check` of these values is TARP's expected coverage curve.
+    :func:`uniformity_check` of these values is TARP's expected coverage curve. With
+    ``jitter`` the count c of closer draws out of L becomes (c + U) / (L + 1), exactly
+    uniform (as for ranks); without it, c / L as the ``tarp`` package computes it.
     """
     draws, truths = _draws_and_truths(draws, truths)
     low, high = np.asarray(low, float), np.asarray(high, float)
@@ -222,7 +224,10 @@ def tarp_statistics(draws: np.ndarray, truths: np.ndarray, low: np.ndarray, high
     ref = rng.random(truths.shape)
     d_sample = np.linalg.norm(d_unit - ref[:, None, :], axis=-1)
     d_truth = np.linalg.norm(t_unit - ref, axis=-1)
-    return np.mean(d_sample < d_truth[:, None], axis=1)
+    closer = np.sum(d_sample < d_truth[:, None], axis=1)
+    if not jitter:
+        return closer / draws.shape[1]
+    return (closer + rng.random(len(closer))) / (draws.shape[1] + 1)
 
 
 def tarp_bootstrap(values: np.ndarray, *, n_bootstrap: int = 200, seed: int = 0,

@@ -53,6 +53,8 @@ class StudyConfig:
         Posterior draws kept per map (ranks, TARP, triangles).
     temperature
         Likelihood temperature of the diffusion analysis (None: the model card's).
+        ``options={"temperature": t}`` tempers every analysis (e.g. to check that a
+        deliberately overconfident posterior is detected).
     noise_sigma
         Gaussian pixel noise (model space) added to every test map and assumed by the
         likelihoods.
@@ -139,7 +141,7 @@ def _posterior_kwargs(config: StudyConfig, analysis: str) -> dict:
     # references take only the options they understand
     from diffinfer.posterior import SAMPLER_OPTIONS
 
-    keep = {"noise_sigma", "spectrum", *SAMPLER_OPTIONS[config.method]}
+    keep = {"noise_sigma", "spectrum", "temperature", *SAMPLER_OPTIONS[config.method]}
     return {"likelihood": analysis, **{k: v for k, v in kwargs.items() if k in keep}}
 
 

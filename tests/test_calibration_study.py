@@ -1,0 +1,126 @@
+"""Coverage studies: resumable per-map results, executors (local and Dask), calibration of the
+exact posterior, detection of a tempered (overconfident) one, and temperature fitting."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffinfer.calibration.study import (
+    StudyConfig,
+    fit_temperature,
+    load_results,
+    result_path,
+    run_study,
+    store_temperature,
+)
+from diffinfer.errors import InputError
+
+CHEAP = {"n_coarse": 16, "n_fine": 24}
+
+
+def test_study_writes_resumes_and_refuses_a_different_study(tmp_path):
+    cfg = StudyConfig(model="oracle", analyses=["exact", "power"], n_maps=4, n_draws=200,
+                      options=CHEAP)
+    report = run_study(cfg, tmp_path, progress=False)
+    assert set(report["analyses"]) == {"exact", "power"}
+    assert (tmp_path / "report.json").is_file()
+    assert (tmp_path / "figures" / "coverage.png").is_file()
+    assert (tmp_path / "figures" / "triangle_00000.png").is_file()
+    first = load_results(tmp_path, "exact")
+    assert [r["index"] for r in first] == [0, 1, 2, 3]
+    # a killed run: one result lost, one left half-written
+    result_path(tmp_path, "exact", 2).unlink()
+    result_path(tmp_path, "power", 1).write_bytes(b"truncated")
+    done = []
+    run_study(cfg, tmp_path, progress=False, on_result=done.append)
+    assert sorted(done) == sorted([str(result_path(tmp_path, "exact", 2)),
+                                   str(result_path(tmp_path, "power", 1))])
+    again = load_results(tmp_path, "exact")
+    np.testing.assert_array_equal(again[2]["draws"], first[2]["draws"])
+    # growing the study is a resume; changing it is refused
+    grown = StudyConfig(**{**cfg.__dict__, "n_maps": 5})
+    done.clear()
+    run_study(grown, tmp_path, progress=False, on_result=done.append)
+    assert len(done) == 2
+    with pytest.raises(InputError, match="different study"):
+        run_study(StudyConfig(**{**cfg.__dict__, "seed": 1}), tmp_path, progress=False)
+
+
+def test_dask_local_cluster_gives_the_serial_results(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    cfg = StudyConfig(model="oracle", analyses=["exact"], n_maps=4, n_draws=100, options=CHEAP)
+    run_study(cfg, tmp_path / "serial", progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            run_study(cfg, tmp_path / "dask", executor=client.get_executor(), progress=False)
+    a, b = load_results(tmp_path / "serial", "exact"), load_results(tmp_path / "dask", "exact")
+    assert len(a) == len(b) == 4
+    for r, s in zip(a, b, strict=True):
+        np.testing.assert_allclose(r["draws"], s["draws"])
+        assert float(r["credibility"]) == pytest.approx(float(s["credibility"]))
+
+
+@pytest.fixture(scope="module")
+def exact_studies(tmp_path_factory):
+    """100 maps: the exact posterior, and the exact likelihood squared (tempered by 0.5)."""
+    root = tmp_path_factory.mktemp("coverage")
+    base = {"model": "oracle", "analyses": ["exact"], "n_maps": 100, "n_draws": 400,
+            "options": CHEAP}
+    calibrated = run_study(StudyConfig(**base), root / "exact", progress=False, workers=2)
+    # the exact analysis takes no temperature option; temper it through the likelihood
+    over = StudyConfig(**{**base, "options": {**CHEAP, "temperature": 0.5}})
+    overconfident = run_study(over, root / "tempered", progress=False, workers=2)
+    return root, calibrated["analyses"]["exact"], overconfident["analyses"]["exact"]
+
+
+def test_exact_posterior_is_calibrated(exact_studies):
+    _, rep, _ = exact_studies
+    assert rep["calibrated"], json.dumps({k: rep[k] for k in ("ranks", "z_score")})
+    assert rep["hpd_coverage"]["max_deviation"] < 0.15
+    assert rep["max_edge_mass"] < 1e-3
+
+
+def test_tempered_likelihood_is_detected_as_overconfident(exact_studies):
+    _, _, rep = exact_studies
+    assert not rep["calibrated"]
+    assert not rep["hpd_coverage"]["inside_band"]
+    assert rep["hpd_coverage"]["signed_area"] < -0.05
+    assert all(z["std"] > 1.2 for z in rep["z_score"].values())
+
+
+def test_temperature_fit_recovers_the_tempering(exact_studies, tmp_path):
+    root, _, _ = exact_studies
+    calibrated = fit_temperature(load_results(root / "exact", "exact"))
+    tempered = fit_temperature(load_results(root / "tempered", "exact"))
+    # the exact posterior needs none; the squared likelihood needs tau = 2
+    assert abs(calibrated["temperature"] - 1) < 3 * calibrated["se"]
+    assert abs(tempered["temperature"] - 2) < 3 * tempered["se"]
+    with pytest.raises(InputError, match="at least 5"):
+        fit_temperature(load_results(root / "exact", "exact")[:3])
+
+
+def test_stored_temperature_is_applied_by_default(tmp_path):
+    from diffinfer.diffusion import load_model, save_model
+    from diffinfer.fields import LognormalSimulator
+    from diffinfer.likelihood import DiffusionLikelihood
+    from diffinfer.posterior import posterior
+    from tests.test_emulation import _tiny_model
+
+    path = save_model(_tiny_model(), tmp_path / "m")
+    model = load_model(path)
+    field = LognormalSimulator(model.field, model.transform).simulate([0.3, 0.8], 1, seed=0)[0]
+    plan = DiffusionLikelihood(model, field, terms="l0").plan.description
+    store_temperature(path, {"temperature": 1.7, "se": 0.1, "n_maps": 50}, plan, n_noise=1)
+    model = load_model(path)  # the weights' checksum still holds
+    theta = np.array([[0.3, 0.8]])
+    plain = posterior(field, model=model, likelihood="l0", temperature=1.0)
+    tempered = posterior(field, model=model, likelihood="l0")
+    assert tempered.info["temperature"] == pytest.approx(1.7)
+    np.testing.assert_allclose(tempered.log_likelihood(theta).detach().numpy(),
+                               plain.log_likelihood(theta).detach().numpy() / 1.7, rtol=1e-6)
+    # another term set is not covered by the fit
+    assert posterior(field, model=model, likelihood=[0, 1]).info["temperature"] == 1.0
+    with pytest.raises(InputError, match="temperature"):
+        posterior(field, model=model, likelihood="l0", temperature=-1)

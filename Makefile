@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check diffinfer tests benchmarks scripts
+	$(PY) -m ruff check diffinfer tests benchmarks scripts calibration
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
@@ -27,8 +27,8 @@ run: $(STAMP)
 	$(VENV)/bin/diffinfer estimate
 
 lint: $(STAMP)
-	$(PY) -m ruff check diffinfer tests benchmarks scripts
-	$(PY) -m ruff format --check diffinfer tests benchmarks scripts
+	$(PY) -m ruff check diffinfer tests benchmarks scripts calibration
+	$(PY) -m ruff format --check diffinfer tests benchmarks scripts calibration
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -164,12 +164,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from diffinfer.diffusion import load_model
 
     model = None if args.model == "none" else load_model(args.model, device=args.device)
-    likelihood = args.likelihood
-    if likelihood not in ("l0", "vlb", "exact", "power"):
-        likelihood = [int(i) for i in likelihood.split(",")]
+    likelihood = _parse_likelihood(args.likelihood)
     options = {}
     if args.n_timesteps is not None:
-        options["n_timesteps"] = args.n_timesteps
+        options["n_timesteps"] = args.n_timesteps or None
     post = posterior(density, model=model, likelihood=likelihood, method=args.method,
                      seed=args.seed, **options)  # fmt: skip
     samples = post.sample(args.n_samples)
@@ -204,6 +202,70 @@ def _cmd_infer(args: argparse.Namespace) -> int:
              truth=None if not args.truth else np.array(args.truth))  # fmt: skip
     print(text, end="")
     print(f"  wrote samples.npz, summary.txt/json, triangle.png in {out}")
+    return 0
+
+
+def _parse_likelihood(text: str) -> str | list[int]:
+    if text in ("l0", "vlb", "exact", "power"):
+        return text
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError as exc:
+        raise DiffinferError(
+            f"--likelihood must be l0, vlb, exact, power or term indices like 0,1,2; got {text!r}"
+        ) from exc
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from diffinfer.calibration.study import StudyConfig, run_study
+    from diffinfer.train import parse_override
+
+    options = {}
+    for item in args.set or []:
+        options.update(parse_override(item))
+    if args.n_timesteps is not None:
+        options["n_timesteps"] = args.n_timesteps or None
+    config = StudyConfig(
+        model=args.model, likelihood=_parse_likelihood(args.likelihood),
+        analyses=args.analyses.split(","), n_maps=args.n_maps, method=args.method,
+        data=args.data, split=args.split, seed=args.seed, n_draws=args.n_draws,
+        temperature=args.temperature, noise_sigma=args.noise_sigma, options=options,
+    )  # fmt: skip
+    report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
+                       threads=args.threads, progress=not args.no_progress)  # fmt: skip
+    print(_report_table(report))
+    print(f"  report.json and figures/ in {args.out}")
+    return 0
+
+
+def _report_table(report: dict) -> str:
+    lines = [
+        f"  {'analysis':<10} {'maps':>5} {'HPD dev':>8} {'TARP dev':>9} "
+        f"{'z mean Om':>9} {'z sd Om':>8} {'z mean s8':>9} {'z sd s8':>8} calibrated"
+    ]
+    for a, r in report["analyses"].items():
+        z = list(r["z_score"].values())
+        lines.append(
+            f"  {a:<10} {r['n_maps']:5d} {r['hpd_coverage']['max_deviation']:8.3f} "
+            f"{r['tarp']['max_deviation']:9.3f} {z[0]['mean']:9.2f} {z[0]['std']:8.2f} "
+            f"{z[1]['mean']:9.2f} {z[1]['std']:8.2f} {'yes' if r['calibrated'] else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_recalibrate(args: argparse.Namespace) -> int:
+    from diffinfer.calibration.study import fit_temperature, load_results, store_temperature
+    from diffinfer.io import read_json
+
+    study = read_json(f"{args.study}/study.json")
+    results = load_results(args.study, "diffusion")
+    fit = fit_temperature(results)
+    print(f"likelihood temperature {fit['temperature']:.3f} +- {fit['se']:.3f} "
+          f"from {fit['n_maps']} maps of {args.study}")  # fmt: skip
+    if args.store:
+        first = results[0]
+        path = store_temperature(study["model"], fit, str(first["terms"]), int(first["n_noise"]))
+        print(f"stored in {path}; posterior() applies it to this term set by default")
     return 0
 
 
@@ -317,10 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--likelihood",
-        default="l0",
-        help="l0, vlb, exact, or comma-separated term indices (default l0)",
+        default="vlb",
+        help="vlb (default), l0, comma-separated term indices, exact, or power",
     )
-    p.add_argument("--n-timesteps", type=int, help="importance-sampled timesteps for vlb")
+    p.add_argument("--n-timesteps", type=int,
+                   help="sampled timesteps for vlb (default 64; 0: every term)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
     p.add_argument("--n-samples", type=int, default=4000, help="posterior draws (default 4000)")
     p.add_argument(
@@ -330,6 +393,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="coverage study: posteriors of many test maps, calibration metrics and figures",
+        description=(
+            "Compute the posterior of --n-maps test maps under the diffusion likelihood and "
+            "the references (exact, power spectrum); write one result per map as it "
+            "finishes (a killed run resumes), then report.json and figures/ in --out. "
+            "See docs/calibration.md."
+        ),
+    )
+    p.add_argument("--model", default="lognormal64", help="model name or directory, or 'oracle'")
+    p.add_argument("--likelihood", default="vlb", help="diffusion terms: vlb, l0 or 0,1,2")
+    p.add_argument("--n-timesteps", type=int,
+                   help="sampled timesteps for vlb (default 64; 0: every term)")  # fmt: skip
+    p.add_argument("--analyses", default="diffusion,exact,power",
+                   help="comma-separated: diffusion, exact, power (default all)")  # fmt: skip
+    p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
+    p.add_argument("--n-maps", type=int, default=200, help="test maps (default 200)")
+    p.add_argument("--data", help="CAMELS-format data directory (default: simulate maps)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="held-out split of --data (validation: a calibration split)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seeds cosmologies, maps and posteriors")
+    p.add_argument("--n-draws", type=int, default=1000, help="posterior draws kept per map")
+    p.add_argument("--temperature", type=float,
+                   help="diffusion likelihood temperature (default: the card's)")  # fmt: skip
+    p.add_argument("--noise-sigma", type=float, default=0.0,
+                   help="Gaussian pixel noise (model space) added and modelled")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="OPTION=VALUE",
+                   help="posterior option, e.g. n_coarse=16 (repeatable)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per task (default 1)")
+    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.1:8786")
+    p.add_argument("--out", required=True, help="study directory (resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser(
+        "recalibrate",
+        help="fit a likelihood temperature on a calibration study; optionally store it",
+        description=(
+            "Fit the likelihood temperature that makes the diffusion posteriors of STUDY "
+            "calibrated (mean squared Mahalanobis distance of the truth over the number of "
+            "parameters); with --store, record it in the study's model card, where "
+            "posterior() applies it to the same term set by default."
+        ),
+    )
+    p.add_argument("study", help="a study directory written by `diffinfer calibrate`")
+    p.add_argument("--store", action="store_true", help="write the temperature to the model card")
+    p.set_defaults(func=_cmd_recalibrate)
     return parser
 
 

@@ -27,6 +27,9 @@ from diffinfer.prior import Prior
 from diffinfer.samples import SUMMARY_LEVELS, Samples, summary_entry
 
 METHODS = ("grid", "emcee", "nuts")
+DEFAULT_VLB_TIMESTEPS = 64
+"""Importance-sampled timesteps of the default ``likelihood="vlb"`` (``n_timesteps=None``:
+every term). docs/likelihood.md measures the accuracy against the cost."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                        "box_size", "temperature", "spectrum")  # fmt: skip
 SAMPLER_OPTIONS = {
@@ -238,7 +241,7 @@ class Posterior:
 def posterior(
     field: np.ndarray | torch.Tensor,
     model: str | DiffusionModel | None = "lognormal64",
-    likelihood: str | list[int] = "l0",
+    likelihood: str | list[int] = "vlb",
     method: str = "grid",
     prior: Prior | None = None,
     seed: int = 0,
@@ -255,7 +258,9 @@ def posterior(
         ``likelihood="exact"`` it only sets the geometry and transform (None: the default
         log-normal configuration).
     likelihood
-        ``"l0"``, ``"vlb"``, a list of term indices (diffusion likelihood); ``"exact"``
+        ``"vlb"`` (default: the variational bound, estimated from
+        :data:`DEFAULT_VLB_TIMESTEPS` importance-sampled timesteps unless ``n_timesteps`` is
+        given), ``"l0"``, a list of term indices (diffusion likelihood); ``"exact"``
         (log-normal maps only: the closed-form likelihood, the reference); ``"power"`` (the
         Gaussian likelihood of the binned power spectrum, fitted to simulations:
         :class:`~diffinfer.spectrum_likelihood.PowerSpectrumLikelihood`).
@@ -283,6 +288,8 @@ def posterior(
             f"{list(_LIKELIHOOD_OPTIONS)}, sampler options: {list(SAMPLER_OPTIONS[method])}"
         )
     like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
+    if likelihood == "vlb":
+        like_opts.setdefault("n_timesteps", DEFAULT_VLB_TIMESTEPS)
     temperature = like_opts.pop("temperature", None)
     spectrum = like_opts.pop("spectrum", None)
     sampler_opts = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[method]}
@@ -310,7 +317,7 @@ def posterior(
             log_like = spec.for_map(field)
             box = spec.field.prior
             description = f"power-spectrum likelihood ({spec.n_bins} bins, {spec.correction})"
-        calibration = None
+        calibration, terms_info = None, {}
     else:
         if model is None:
             raise InputError("the diffusion likelihood needs a model")
@@ -319,6 +326,7 @@ def posterior(
         box = model.field.prior
         description = f"diffusion likelihood ({like.plan.description}, {like.n_noise} noise draws)"
         calibration = _card_temperature(model, like)
+        terms_info = {"terms": like.plan.description, "n_noise": like.n_noise}
     if temperature is None:
         temperature = calibration if calibration is not None else 1.0
     temperature = float(temperature)
@@ -341,6 +349,7 @@ def posterior(
         "seed": seed,
         "label": f"{method}, {description}",
         "temperature": temperature,
+        **terms_info,
     }
     return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info)  # fmt: skip

@@ -46,7 +46,9 @@ class StudyConfig:
         Posterior method (``"grid"`` gives exact HPD levels; MCMC draws are thinned).
     data
         ``None``: maps from the log-normal simulator at cosmologies uniform in the prior;
-        else a CAMELS-format directory whose ``test`` split supplies maps and true parameters.
+        else a CAMELS-format directory whose ``split`` supplies maps and true parameters.
+    split
+        ``"test"`` or ``"validation"`` (e.g. the calibration split for a temperature fit).
     seed
         Seeds the cosmologies, the maps and every posterior.
     n_draws
@@ -68,6 +70,7 @@ class StudyConfig:
     n_maps: int = 200
     method: str = "grid"
     data: str | None = None
+    split: str = "test"
     seed: int = 0
     n_draws: int = 1000
     temperature: float | None = None
@@ -112,13 +115,23 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         from diffinfer.data.camels import CamelsMaps
 
-        maps = CamelsMaps.open(config.data)
-        test = maps.split_maps("test")
+        # the model's own data description: file names and the split it was trained with
+        d = model.card.get("training", {}).get("config", {}).get("data", {})
+        maps = CamelsMaps.open(
+            config.data,
+            field=d.get("field", "Mtot"),
+            suite=d.get("suite", "IllustrisTNG"),
+            set_name=d.get("set", "LH"),
+        )
+        test = maps.split_maps(config.split, tuple(d.get("fractions", (0.7, 0.15, 0.15))),
+                               seed=int(d.get("split_seed", 0)))  # fmt: skip
         # one map per test cosmology first, then the next map of each, ...
         per = maps.maps_per_cosmology
         order = test.reshape(-1, per).T.ravel()
         if index >= len(order):
-            raise InputError(f"the test split has {len(order)} maps; asked for map {index}")
+            raise InputError(
+                f"the {config.split} split has {len(order)} maps; asked for map {index}"
+            )
         density, theta = maps.load(order[index : index + 1], n_pix=model.field.n_pix)
         density, theta = density[0], theta[0]
     if config.noise_sigma > 0:
@@ -193,6 +206,7 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
              log_pdf_truth=log_pdf, n_evaluations=n_eval, edge_mass=edge,
              seconds=time.perf_counter() - start,
              temperature=post.info.get("temperature", 1.0),
+             terms=np.array(post.info.get("terms", "")), n_noise=post.info.get("n_noise", 0),
              label=np.array(post.info["label"]))  # fmt: skip
     os.replace(tmp, path)
     return str(path)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The standard coverage studies whose reports and figures are committed here
+# (docs/calibration.md reads them). Each study resumes where it stopped; per-map results
+# (calibration/*/results/) are not committed. Run from the repository root:
+#   bash calibration/run_studies.sh [oracle|network|noise|all]
+set -euo pipefail
+DI=${DI:-.venv/bin/diffinfer}
+WHAT=${1:-all}
+COMMON=(--workers 2 --n-draws 500 --no-progress)
+
+if [[ $WHAT == oracle || $WHAT == all ]]; then
+  # the exact denoiser with the VLB estimated from 256 importance-sampled timesteps,
+  # against the exact and the power-spectrum posteriors, 200 simulated maps
+  $DI calibrate --model oracle --likelihood vlb --n-timesteps 256 --n-maps 200 \
+    "${COMMON[@]}" --out calibration/oracle-vlb256
+  # the same likelihood squared (temperature 0.5): the study must flag it overconfident
+  $DI calibrate --model oracle --likelihood vlb --n-timesteps 256 --n-maps 100 \
+    --analyses diffusion --temperature 0.5 "${COMMON[@]}" --out calibration/oracle-vlb256-tempered
+fi
+
+if [[ $WHAT == network || $WHAT == all ]]; then
+  NET=(--model lognormal64 --data data/lognormal64 --likelihood vlb --n-timesteps 64
+       --set precision=bf16)
+  # calibration split (validation cosmologies): fit the temperature, store it in the card
+  $DI calibrate "${NET[@]}" --split validation --n-maps 50 --analyses diffusion \
+    --temperature 1 "${COMMON[@]}" --out calibration/lognormal64-calibration
+  $DI recalibrate calibration/lognormal64-calibration --store
+  # test split, before (temperature 1) and after (the card's temperature)
+  $DI calibrate "${NET[@]}" --n-maps 60 --temperature 1 "${COMMON[@]}" \
+    --out calibration/lognormal64-test
+  $DI calibrate "${NET[@]}" --n-maps 60 --analyses diffusion "${COMMON[@]}" \
+    --out calibration/lognormal64-test-recalibrated
+  # L_0 alone
+  $DI calibrate --model lognormal64 --data data/lognormal64 --likelihood l0 --n-maps 60 \
+    --analyses diffusion --temperature 1 "${COMMON[@]}" --out calibration/lognormal64-l0
+fi
+
+if [[ $WHAT == noise || $WHAT == all ]]; then
+  .venv/bin/python calibration/noise_study.py
+fi

@@ -151,6 +151,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from diffinfer.io import write_json_atomic, write_text_atomic
@@ -164,44 +165,58 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from diffinfer.diffusion import load_model
 
     model = None if args.model == "none" else load_model(args.model, device=args.device)
-    likelihood = _parse_likelihood(args.likelihood)
     options = {}
     if args.n_timesteps is not None:
         options["n_timesteps"] = args.n_timesteps or None
-    post = posterior(density, model=model, likelihood=likelihood, method=args.method,
-                     seed=args.seed, **options)  # fmt: skip
-    samples = post.sample(args.n_samples)
-    summary = post.summary()
+    runs = [(_parse_likelihood(args.likelihood), options)]
+    if args.reference != "none":
+        runs.append((args.reference, {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    samples.save(out / "samples.npz")
-    theta_map = dict(zip(PARAM_NAMES, map(float, post.map()), strict=True))
-    report = {"map": str(args.map), **samples.info, "summary": summary, "map_estimate": theta_map}
+    header = f"  {'parameter':<10} {'mean':>8} {'std':>8} {'16%':>8} {'84%':>8}"
+    lines = [f"diffinfer infer: {args.map}"]
+    all_samples, reports = [], []
+    for k, (likelihood, opts) in enumerate(runs):
+        start = time.perf_counter()
+        post = posterior(density, model=model, likelihood=likelihood, method=args.method,
+                         seed=args.seed, **opts)  # fmt: skip
+        samples = post.sample(args.n_samples)
+        summary = post.summary()
+        seconds = time.perf_counter() - start
+        name = "samples.npz" if k == 0 else f"samples_{likelihood}.npz"
+        samples.save(out / name)
+        theta_map = dict(zip(PARAM_NAMES, map(float, post.map()), strict=True))
+        reports.append({**samples.info, "summary": summary, "map_estimate": theta_map,
+                        "seconds": seconds})  # fmt: skip
+        all_samples.append(samples)
+        lines += [
+            f"  {samples.info['likelihood']}; method {args.method}; prior "
+            f"{samples.info['prior']}; {seconds:.1f} s",
+            header + (f" {'truth':>8}" if args.truth else ""),
+        ]
+        for j, pname in enumerate(PARAM_NAMES):
+            e = summary[pname]
+            line = f"  {pname:<10} {e['mean']:8.4f} {e['std']:8.4f} {e['q16']:8.4f} {e['q84']:8.4f}"
+            lines.append(line + (f" {args.truth[j]:8.4f}" if args.truth else ""))
+    text = "\n".join(lines) + "\n"
+    report = {"map": str(args.map), **reports[0]}
+    if len(reports) > 1:
+        report["reference"] = reports[1]
     if args.truth:
         report["truth"] = dict(zip(PARAM_NAMES, args.truth, strict=True))
-    header = f"  {'parameter':<10} {'mean':>8} {'std':>8} {'16%':>8} {'84%':>8}"
-    lines = [
-        f"diffinfer infer: {args.map}",
-        f"  {samples.info['likelihood']}; method {args.method}; prior {samples.info['prior']}",
-        header + (f" {'truth':>8}" if args.truth else ""),
-    ]
-    for j, name in enumerate(PARAM_NAMES):
-        s = summary[name]
-        line = f"  {name:<10} {s['mean']:8.4f} {s['std']:8.4f} {s['q16']:8.4f} {s['q84']:8.4f}"
-        lines.append(line + (f" {args.truth[j]:8.4f}" if args.truth else ""))
-    text = "\n".join(lines) + "\n"
     write_text_atomic(out / "summary.txt", text)
     write_json_atomic(out / "summary.json", report)
     if args.method != "grid":
         import arviz as az
 
         write_text_atomic(
-            out / "diagnostics.txt", az.summary(samples.to_arviz()).to_string() + "\n"
+            out / "diagnostics.txt", az.summary(all_samples[0].to_arviz()).to_string() + "\n"
         )
-    triangle([samples], out / "triangle.png",
+    labels = [s.info["likelihood"].split(" (")[0] for s in all_samples]
+    triangle(all_samples, out / "triangle.png", labels=labels,
              truth=None if not args.truth else np.array(args.truth))  # fmt: skip
     print(text, end="")
-    print(f"  wrote samples.npz, summary.txt/json, triangle.png in {out}")
+    print(f"  wrote samples, summary.txt/json, triangle.png in {out}")
     return 0
 
 
@@ -385,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-timesteps", type=int,
                    help="sampled timesteps for vlb (default 64; 0: every term)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
+    p.add_argument("--reference", choices=("none", "exact", "power"), default="none",
+                   help="also compute this reference posterior and show it alongside")  # fmt: skip
     p.add_argument("--n-samples", type=int, default=4000, help="posterior draws (default 4000)")
     p.add_argument(
         "--truth", type=float, nargs=2, metavar=("OMEGA_M", "SIGMA_8"), help="mark a known theta"

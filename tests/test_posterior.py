@@ -121,4 +121,15 @@ def test_infer_command_writes_samples_summary_and_triangle(density, tmp_path, ca
     path = triangle([a, b], tmp_path / "both.png", labels=["exact", "diffusion (oracle)"],
                     truth=TRUTH)  # fmt: skip
     assert path.stat().st_size > 10_000
+    # the power-spectrum posterior beside the exact one, as the README's main job shows them
+    argv = [str(tmp_path / "map.npy"), "--model", "none", "--likelihood", "power",
+            "--reference", "exact", "--out", str(tmp_path / "two")]  # fmt: skip
+    assert main(["infer", *argv]) == 0
+    report = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert report["likelihood"].startswith("power-spectrum")
+    assert report["reference"]["likelihood"] == "exact log-normal likelihood"
+    # the power spectrum is a compression of the map: never more precise than the exact
+    exact = report["reference"]["summary"]
+    assert report["summary"]["sigma_8"]["std"] > 0.9 * exact["sigma_8"]["std"]
+    assert (tmp_path / "two" / "samples_exact.npz").is_file()
     assert main(["infer", str(tmp_path / "absent.npy"), "--model", "none", "--out", "x"]) == 2

@@ -162,12 +162,14 @@ def uniformity_check(values: np.ndarray, *, alpha: float = 0.05, seed: int = 0) 
         ``level`` (z), ``coverage`` (ECDF), ``band_lower``/``band_upper`` (simultaneous
         1 - alpha band), ``max_deviation`` (max |coverage - z|), ``signed_area``
         (integral of coverage - z: > 0 conservative, < 0 overconfident for credibility
-        levels), ``inside_band`` (the whole curve lies in the band), ``ks_pvalue``.
+        levels), ``inside_band`` (the whole curve lies in the band), ``inside_band_99``
+        (in the 99 % band), ``ks_pvalue``.
     """
     values = np.asarray(values, float).ravel()
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise InputError("uniformity_check needs finite values")
     z, lo, hi = ecdf_band(len(values), alpha=alpha, seed=seed)
+    _, lo99, hi99 = ecdf_band(len(values), alpha=0.01, seed=seed)
     cov = ecdf(values, z)
     d = cov - z
     return {
@@ -178,6 +180,7 @@ def uniformity_check(values: np.ndarray, *, alpha: float = 0.05, seed: int = 0) 
         "max_deviation": float(np.max(np.abs(cov - z))),
         "signed_area": float(np.sum(0.5 * (d[1:] + d[:-1]) * np.diff(z))),
         "inside_band": bool(np.all((cov >= lo - 1e-12) & (cov <= hi + 1e-12))),
+        "inside_band_99": bool(np.all((cov >= lo99 - 1e-12) & (cov <= hi99 + 1e-12))),
         "ks_pvalue": float(stats.kstest(values, "uniform").pvalue),
         "n": len(values),
     }

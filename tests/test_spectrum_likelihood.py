@@ -1,0 +1,72 @@
+"""The power-spectrum reference likelihood: fitting, files, bad input. Its calibration over
+100 maps is checked with the coverage study (tests/test_calibration_study.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffinfer.errors import DataFileError, InputError
+from diffinfer.fields import LognormalSimulator
+from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood, spectrum_bins
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return PowerSpectrumLikelihood.from_simulator(LognormalSimulator(), n_cosmologies=60,
+                                                  maps_per_cosmology=5)  # fmt: skip
+
+
+def test_bins_cover_every_mode_once():
+    edges = spectrum_bins(64, 500.0)
+    kf = 2 * np.pi / 500.0
+    assert edges[0] == pytest.approx(0.5 * kf) and edges[-1] == pytest.approx(32.5 * kf)
+    assert np.all(np.diff(edges) >= kf * (1 - 1e-12))
+
+
+def test_mean_tracks_the_simulations_and_sigma8_raises_the_power(fitted):
+    sim = LognormalSimulator()
+    maps = sim.simulate(np.array([0.3, 0.8]), 64, seed=99)
+    s = fitted.summary(maps)
+    m = fitted.mean(np.array([[0.3, 0.8]]))[0].numpy()
+    sd = fitted.std(np.array([[0.3, 0.8]]))[0].numpy()
+    # mean of 64 maps against the fitted mean, in units of its standard error
+    assert np.all(np.abs(s.mean(0) - m) < 4 * sd / np.sqrt(64) + 0.01)
+    # the fitted per-bin scatter matches the scatter of these maps to 25 %
+    np.testing.assert_allclose(s.std(0, ddof=1), sd, rtol=0.25)
+    higher = fitted.mean(np.array([[0.3, 0.9]]))[0].numpy()
+    assert np.all(higher > m)
+
+
+def test_save_load_round_trip_and_corrupted_file(fitted, tmp_path):
+    path = fitted.save(tmp_path / "ps.npz")
+    again = PowerSpectrumLikelihood.load(path)
+    rho = LognormalSimulator().simulate(np.array([0.3, 0.8]), 1, seed=3)[0]
+    theta = torch.tensor([[0.3, 0.8], [0.25, 0.85]], dtype=torch.float64)
+    np.testing.assert_allclose(again.for_map(rho)(theta).numpy(),
+                               fitted.for_map(rho)(theta).numpy())  # fmt: skip
+    (tmp_path / "bad.npz").write_bytes(b"not a file")
+    with pytest.raises(DataFileError, match="refit"):
+        PowerSpectrumLikelihood.load(tmp_path / "bad.npz")
+
+
+def test_corrections_and_bad_input(fitted):
+    rho = LognormalSimulator().simulate(np.array([0.3, 0.8]), 1, seed=3)[0]
+    theta = torch.tensor([[0.3, 0.8], [0.2, 0.9]], dtype=torch.float64)
+    vals = {}
+    for c in ("hartlap", "sellentin-heavens", "none"):
+        other = PowerSpectrumLikelihood(fitted.field, fitted.edges, fitted.mean_coef,
+                                        fitted.log_std_coef, fitted.correlation, fitted.n_sims,
+                                        correction=c)  # fmt: skip
+        v = other.for_map(rho)(theta)
+        vals[c] = float(v[0] - v[1])
+    # Hartlap scales chi^2 down (n - p - 2) / (n - 1) < 1: smaller likelihood ratios
+    assert 0 < vals["hartlap"] < vals["none"]
+    assert 0 < vals["sellentin-heavens"] < vals["none"]
+    with pytest.raises(InputError, match="correction"):
+        PowerSpectrumLikelihood(fitted.field, fitted.edges, fitted.mean_coef,
+                                fitted.log_std_coef, fitted.correlation, fitted.n_sims,
+                                correction="bayes")  # fmt: skip
+    with pytest.raises(InputError):
+        fitted.for_map(np.ones((32, 32)))
+    with pytest.raises(InputError):
+        fitted.for_map(np.full((64, 64), np.nan))

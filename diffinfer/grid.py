@@ -99,31 +99,36 @@ class GridPosterior:
         idx = np.minimum(np.searchsorted(cdf, np.asarray(probabilities)), len(w) - 1)
         return self.log_density.ravel()[order][idx]
 
-    def log_pdf(self, theta: np.ndarray) -> np.ndarray:
-        """Normalised log density at points theta (B, 2) (or (2,)), bilinear in the log
-        density between cell centres; -inf outside the tabulated grid."""
+    def _log_pdf_interpolator(self):
+        """Cubic interpolator of the normalised log density between cell centres (empty
+        cells clamped to a finite floor so interpolation stays finite next to them)."""
         from scipy.interpolate import RegularGridInterpolator
 
-        theta = np.atleast_2d(np.asarray(theta, float))
-        w = self.weights
         with np.errstate(divide="ignore"):
-            log_pdf = np.log(w) - np.log(np.prod(self.steps))
-        # clamp -inf to a finite floor so interpolation stays finite next to empty cells
-        floor = np.where(np.isfinite(log_pdf), log_pdf, np.nan)
+            cell_lp = np.log(self.weights) - np.log(np.prod(self.steps))
+        floor = np.where(np.isfinite(cell_lp), cell_lp, np.nan)
         floor = np.where(np.isnan(floor), np.nanmin(floor) - 50.0, floor)
-        interp = RegularGridInterpolator(self.axes, floor, bounds_error=False, fill_value=None)
+        method = "cubic" if min(floor.shape) >= 4 else "linear"
+        return RegularGridInterpolator(self.axes, floor, method=method, bounds_error=False,
+                                       fill_value=None)  # fmt: skip
+
+    def _inside(self, theta: np.ndarray) -> np.ndarray:
         half = self.steps / 2
-        inside = np.all(
-            (theta >= np.array([a[0] for a in self.axes]) - half)
-            & (theta <= np.array([a[-1] for a in self.axes]) + half),
-            axis=-1,
-        )
+        low = np.array([a[0] for a in self.axes]) - half
+        high = np.array([a[-1] for a in self.axes]) + half
+        return np.all((theta >= low) & (theta <= high), axis=-1)
+
+    def log_pdf(self, theta: np.ndarray) -> np.ndarray:
+        """Normalised log density at points theta (B, 2) (or (2,)), interpolated (cubic)
+        between cell centres; -inf outside the tabulated grid."""
+        theta = np.atleast_2d(np.asarray(theta, float))
+        inside = self._inside(theta)
         out = np.full(len(theta), -np.inf)
         if inside.any():
-            out[inside] = interp(theta[inside])
+            out[inside] = self._log_pdf_interpolator()(theta[inside])
         return out
 
-    def credibility(self, theta: np.ndarray, upsample: int = 4) -> np.ndarray:
+    def credibility(self, theta: np.ndarray, upsample: int = 8) -> np.ndarray:
         """Credibility level of the smallest highest-density region that contains each
         point of theta (B, 2): the posterior mass where the density exceeds the density at
         the point (1 outside the grid). Calibrated posteriors give levels uniform on [0, 1].
@@ -131,17 +136,8 @@ class GridPosterior:
         The log density is interpolated (cubic) onto a grid ``upsample`` times finer, so the
         level does not jump from cell to cell.
         """
-        from scipy.interpolate import RegularGridInterpolator
-
         theta = np.atleast_2d(np.asarray(theta, float))
-        w = self.weights
-        with np.errstate(divide="ignore"):
-            cell_lp = np.log(w) - np.log(np.prod(self.steps))
-        floor = np.where(np.isfinite(cell_lp), cell_lp, np.nan)
-        floor = np.where(np.isnan(floor), np.nanmin(floor) - 50.0, floor)
-        method = "cubic" if min(floor.shape) >= 4 else "linear"
-        interp = RegularGridInterpolator(self.axes, floor, method=method, bounds_error=False,
-                                         fill_value=None)  # fmt: skip
+        interp = self._log_pdf_interpolator()
         fine_axes = []
         for a, h in zip(self.axes, self.steps, strict=True):
             edges = np.linspace(a[0] - h / 2, a[-1] + h / 2, len(a) * upsample + 1)
@@ -152,7 +148,7 @@ class GridPosterior:
         fine_w /= fine_w.sum()
         order = np.argsort(fine_lp)
         sorted_lp, tail = fine_lp[order], np.cumsum(fine_w[order][::-1])[::-1]
-        inside = np.isfinite(self.log_pdf(theta))
+        inside = self._inside(theta)
         lp = np.where(inside, interp(theta), np.inf)
         idx = np.searchsorted(sorted_lp, lp, side="right")
         mass = np.where(idx < len(sorted_lp), tail[np.minimum(idx, len(sorted_lp) - 1)], 0.0)

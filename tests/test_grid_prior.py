@@ -90,3 +90,19 @@ def test_priors_and_the_unconstrained_map():
     assert gauss.log_prob(theta)[0] > gauss.log_prob(torch.tensor([[0.4, 0.9]]))[0]
     box = PriorBox((0.2, 0.7), (0.4, 0.9))
     assert Prior(box).sample(100, seed=1).min() >= 0.2
+
+
+def test_grid_density_and_credibility_match_a_gaussian():
+    mean = np.array([0.31, 0.79])
+    cov = np.array([[0.02**2, -0.8 * 0.02 * 0.012], [-0.8 * 0.02 * 0.012, 0.012**2]])
+    dist = stats.multivariate_normal(mean, cov)
+    g = grid_posterior(_gaussian(mean, cov), DEFAULT_PRIOR)
+    rng = np.random.default_rng(0)
+    pts = rng.multivariate_normal(mean, cov, size=50)
+    # normalised density: within 2 % where the posterior lives
+    np.testing.assert_allclose(g.log_pdf(pts), dist.logpdf(pts), atol=0.02)
+    # HPD level of a point at Mahalanobis distance d: chi2_2 cdf(d^2) = 1 - exp(-d^2 / 2)
+    d2 = np.einsum("ij,jk,ik->i", pts - mean, np.linalg.inv(cov), pts - mean)
+    np.testing.assert_allclose(g.credibility(pts), 1 - np.exp(-d2 / 2), atol=0.006)
+    far = np.array([[0.12, 0.62]])
+    assert g.log_pdf(far)[0] == -np.inf and g.credibility(far)[0] == 1.0

@@ -165,7 +165,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from diffinfer.diffusion import load_model
 
     model = None if args.model == "none" else load_model(args.model, device=args.device)
-    options = {}
+    options = {} if args.precision == "fp32" else {"precision": args.precision}
     if args.n_timesteps is not None:
         options["n_timesteps"] = args.n_timesteps or None
     runs = [(_parse_likelihood(args.likelihood), options)]
@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-timesteps", type=int,
                    help="sampled timesteps for vlb (default 64; 0: every term)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="network precision of the diffusion likelihood")  # fmt: skip
     p.add_argument("--reference", choices=("none", "exact", "power"), default="none",
                    help="also compute this reference posterior and show it alongside")  # fmt: skip
     p.add_argument("--n-samples", type=int, default=4000, help="posterior draws (default 4000)")

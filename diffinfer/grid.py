@@ -128,30 +128,36 @@ class GridPosterior:
             out[inside] = self._log_pdf_interpolator()(theta[inside])
         return out
 
-    def credibility(self, theta: np.ndarray, upsample: int = 8) -> np.ndarray:
-        """Credibility level of the smallest highest-density region that contains each
-        point of theta (B, 2): the posterior mass where the density exceeds the density at
-        the point (1 outside the grid). Calibrated posteriors give levels uniform on [0, 1].
-
-        The log density is interpolated (cubic) onto a grid ``upsample`` times finer, so the
-        level does not jump from cell to cell.
-        """
-        theta = np.atleast_2d(np.asarray(theta, float))
+    def upsampled(self, factor: int) -> GridPosterior:
+        """The same posterior on cells ``factor`` times smaller per axis, its log density
+        interpolated (cubic) from the evaluated cells: moments, quantiles, HPD levels and
+        draws then no longer carry the cell size of the evaluations."""
+        if factor <= 1:
+            return self
         interp = self._log_pdf_interpolator()
-        fine_axes = []
+        axes = []
         for a, h in zip(self.axes, self.steps, strict=True):
-            edges = np.linspace(a[0] - h / 2, a[-1] + h / 2, len(a) * upsample + 1)
-            fine_axes.append(0.5 * (edges[1:] + edges[:-1]))
-        pts = np.stack(np.meshgrid(*fine_axes, indexing="ij"), -1).reshape(-1, 2)
-        fine_lp = interp(pts)
-        fine_w = np.exp(fine_lp - fine_lp.max())
-        fine_w /= fine_w.sum()
-        order = np.argsort(fine_lp)
-        sorted_lp, tail = fine_lp[order], np.cumsum(fine_w[order][::-1])[::-1]
+            edges = np.linspace(a[0] - h / 2, a[-1] + h / 2, len(a) * factor + 1)
+            axes.append(0.5 * (edges[1:] + edges[:-1]))
+        pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+        log_density = interp(pts).reshape(len(axes[0]), len(axes[1]))
+        return GridPosterior((axes[0], axes[1]), log_density, self.n_evaluations,
+                             list(self.passes), self.edge_mass)  # fmt: skip
+
+    def credibility(self, theta: np.ndarray) -> np.ndarray:
+        """Credibility level of the smallest highest-density region that contains each
+        point of theta (B, 2): the posterior mass of the cells denser than the point (1
+        outside the grid). Calibrated posteriors give levels uniform on [0, 1]."""
+        theta = np.atleast_2d(np.asarray(theta, float))
         inside = self._inside(theta)
-        lp = np.where(inside, interp(theta), np.inf)
+        lp = np.where(inside, self._log_pdf_interpolator()(theta), np.inf)
+        w = self.weights.ravel()
+        with np.errstate(divide="ignore"):
+            cell_lp = np.log(w) - np.log(np.prod(self.steps))
+        order = np.argsort(cell_lp)
+        sorted_lp, tail = cell_lp[order], np.cumsum(w[order][::-1])[::-1]
         idx = np.searchsorted(sorted_lp, lp, side="right")
-        mass = np.where(idx < len(sorted_lp), tail[np.minimum(idx, len(sorted_lp) - 1)], 0.0)
+        mass = np.where(idx < len(w), tail[np.minimum(idx, len(w) - 1)], 0.0)
         return np.where(inside, mass, 1.0)
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
@@ -173,11 +179,12 @@ def grid_posterior(
     log_density: Callable[[torch.Tensor], torch.Tensor],
     box: PriorBox,
     *,
-    n_coarse: int = 16,
-    n_fine: int = 24,
+    n_coarse: int = 8,
+    n_fine: int = 12,
     tol: float = 1e-4,
     max_passes: int = 5,
     batch: int = 4096,
+    upsample: int = 8,
 ) -> GridPosterior:
     """Tabulate a posterior adaptively.
 
@@ -195,6 +202,9 @@ def grid_posterior(
         Refinements at most.
     batch
         theta points per call of ``log_density``.
+    upsample
+        The result is tabulated on cells this many times smaller per axis, the log density
+        interpolated (cubic) between the evaluated cells (:meth:`GridPosterior.upsampled`).
     """
     if n_coarse < 4 or n_fine < 4:
         raise InputError("grids need at least 4 cells per axis")
@@ -246,4 +256,4 @@ def grid_posterior(
     result.n_evaluations = total
     result.passes = passes
     result.edge_mass = float(w[ring].sum())
-    return result
+    return result.upsampled(upsample)

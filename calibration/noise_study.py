@@ -7,7 +7,9 @@ state at the timestep whose noise matches), the exact noisy likelihood, and the 
 spectrum fitted to equally noisy simulations. Reports the bias (mean of posterior mean -
 truth, in units of the posterior std) and the mean posterior width per parameter.
 
-    python calibration/noise_study.py [--model lognormal64] [--n-maps 20]
+    python calibration/noise_study.py [--model oracle] [--n-maps 20]
+    python calibration/noise_study.py --model lognormal64 --data data/lognormal64 \
+        --out calibration/noise-lognormal64
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ LEVELS = (0.0, 0.1, 0.3, 1.0)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="lognormal64")
-    parser.add_argument("--data", default="data/lognormal64")
+    parser.add_argument("--model", default="oracle")
+    parser.add_argument("--data", default=None, help="held-out maps (default: simulate)")
     parser.add_argument("--n-maps", type=int, default=20)
-    parser.add_argument("--n-timesteps", type=int, default=32)
+    parser.add_argument("--n-timesteps", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="calibration/noise")
     args = parser.parse_args()

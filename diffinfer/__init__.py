@@ -1,9 +1,14 @@
 """diffinfer: cosmological inference with conditional diffusion models.
 
-In this release: a differentiable linear matter power spectrum, the log-normal reference
-simulator with an exact likelihood, map statistics, data sets in the CAMELS Multifield
-Dataset format, and conditional diffusion models (periodic U-Net with an optional spectral
-branch, training, DDPM/DDIM emulation, safetensors model directories with model cards).
+A differentiable linear matter power spectrum, the log-normal reference simulator with an
+exact likelihood, map statistics, data sets in the CAMELS Multifield Dataset format,
+conditional diffusion models (periodic U-Net with a spectral branch, training, DDPM/DDIM
+emulation, safetensors model directories with model cards), the diffusion likelihood,
+posteriors (``diffinfer.posterior(field).sample()``) and calibration studies
+(:mod:`diffinfer.calibration`).
+
+``diffinfer.posterior`` is the function; its module stays importable as
+``from diffinfer.posterior import Posterior``.
 """
 
 from diffinfer.data import CamelsMaps, write_synthetic_dataset
@@ -18,6 +23,10 @@ from diffinfer.fields import (
 )
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
+from diffinfer.posterior import Posterior, posterior
+from diffinfer.prior import Prior
+from diffinfer.samples import Samples
+from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
 
 __version__ = "0.1.0"
 
@@ -34,10 +43,15 @@ __all__ = [
     "InputError",
     "LognormalSimulator",
     "OutsidePriorError",
+    "Posterior",
+    "PowerSpectrumLikelihood",
+    "Prior",
     "PriorBox",
+    "Samples",
     "Transform",
     "load_model",
     "one_point_pdf",
+    "posterior",
     "power_spectrum",
     "save_model",
     "write_synthetic_dataset",

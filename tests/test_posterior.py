@@ -133,3 +133,10 @@ def test_infer_command_writes_samples_summary_and_triangle(density, tmp_path, ca
     assert report["summary"]["sigma_8"]["std"] > 0.9 * exact["sigma_8"]["std"]
     assert (tmp_path / "two" / "samples_exact.npz").is_file()
     assert main(["infer", str(tmp_path / "absent.npy"), "--model", "none", "--out", "x"]) == 2
+
+
+def test_top_level_call(density):
+    import diffinfer
+
+    samples = diffinfer.posterior(density, model=None, likelihood="exact").sample(500)
+    assert isinstance(samples, diffinfer.Samples) and samples.flat.shape == (500, 2)

@@ -101,19 +101,27 @@ class Posterior:
         return samples
 
     def map(self) -> np.ndarray:
-        """Maximum a posteriori theta (2,): grid mode refined by a local optimiser."""
+        """Maximum a posteriori theta (2,).
+
+        Grid: the maximum of the interpolated grid density (no further likelihood calls).
+        MCMC: the best draw, refined by a local optimiser on the log posterior.
+        """
         from scipy.optimize import minimize
 
-        start = (
-            self.grid().mode()
-            if self.method == "grid" or self._samples is None
-            else (self._samples.flat[np.argmax(self._samples.stats["lp"].reshape(-1))])
-        )
+        if self.method == "grid" or self._samples is None:
+            g = self.grid()
+            start = g.mode()
 
-        def f(x: np.ndarray) -> float:
-            with torch.no_grad():
-                v = self.log_prob(torch.as_tensor(x[None])).item()
-            return -v if math.isfinite(v) else 1e300
+            def f(x: np.ndarray) -> float:
+                v = g.log_pdf(x[None])[0]
+                return -v if math.isfinite(v) else 1e300
+        else:
+            start = self._samples.flat[np.argmax(self._samples.stats["lp"].reshape(-1))]
+
+            def f(x: np.ndarray) -> float:
+                with torch.no_grad():
+                    v = self.log_prob(torch.as_tensor(x[None])).item()
+                return -v if math.isfinite(v) else 1e300
 
         res = minimize(f, start, method="Nelder-Mead",
                        options={"xatol": 1e-6, "fatol": 1e-6, "maxiter": 400})  # fmt: skip

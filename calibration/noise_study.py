@@ -32,14 +32,14 @@ def main() -> None:
     parser.add_argument("--model", default="oracle")
     parser.add_argument("--data", default=None, help="held-out maps (default: simulate)")
     parser.add_argument("--n-maps", type=int, default=20)
-    parser.add_argument("--n-timesteps", type=int, default=64)
+    parser.add_argument("--n-timesteps", type=int, default=64, help="0: every term")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="calibration/noise")
     args = parser.parse_args()
     out = Path(args.out)
     table = {}
     for level in LEVELS:
-        options = {"n_timesteps": args.n_timesteps, "precision": "bf16"}
+        options = {"n_timesteps": args.n_timesteps or None, "precision": "bf16"}
         cfg = StudyConfig(model=args.model, data=args.data, likelihood="vlb",
                           n_maps=args.n_maps, n_draws=500, noise_sigma=level,
                           temperature=1.0, options=options)  # fmt: skip

@@ -176,3 +176,22 @@ def test_noise_level_errors(oracle, y):
         DiffusionLikelihood(oracle, y, space="model", noise_sigma=1e3)
     with pytest.raises(InputError, match="starts at term"):
         DiffusionLikelihood(oracle, y, space="model", terms=[0, 1], noise_sigma=0.2)
+
+
+@pytest.mark.parametrize("kwargs", [{"terms": "vlb", "n_timesteps": 64}, {"terms": "l0"},
+                                    {"terms": "vlb", "n_timesteps": 32, "noise_sigma": 0.3,
+                                     "n_noise": 2}])  # fmt: skip
+def test_fourier_space_oracle_equals_calling_the_denoiser(oracle, y, kwargs):
+    theta = torch.tensor([[0.3, 0.8], [0.25, 0.85], [0.35, 0.75]], dtype=torch.float64)
+    like = DiffusionLikelihood(oracle, y, space="model", seed=1, **kwargs)
+    fast = like(theta)
+    like.fast_oracle = False
+    np.testing.assert_allclose(fast.numpy(), like(theta).numpy(), rtol=1e-12, atol=1e-8)
+    # and its gradient
+    x = theta[:1].clone().requires_grad_(True)
+    like(x).sum().backward()
+    slow_grad = x.grad.clone()
+    like.fast_oracle = True
+    x = theta[:1].clone().requires_grad_(True)
+    like(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), slow_grad.numpy(), rtol=1e-9)

@@ -279,7 +279,12 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
           f"from {fit['n_maps']} maps of {args.study}")  # fmt: skip
     if args.store:
         first = results[0]
-        path = store_temperature(study["model"], fit, str(first["terms"]), int(first["n_noise"]))
+        if len({(str(r["terms"]), int(r["n_noise"])) for r in results}) != 1:
+            raise DiffinferError(f"{args.study} mixes likelihood term sets; fit one at a time")
+        if study.get("split") != "validation" and study.get("data"):
+            print("warning: fitting on the test split; report coverage on other maps")
+        path = store_temperature(study["model"], fit, str(first["terms"]), int(first["n_noise"]),
+                                 noise_sigma=float(study.get("noise_sigma", 0.0)))  # fmt: skip
         print(f"stored in {path}; posterior() applies it to this term set by default")
     return 0
 

@@ -101,16 +101,23 @@ class GridPosterior:
 
     def _log_pdf_interpolator(self):
         """Cubic interpolator of the normalised log density between cell centres (empty
-        cells clamped to a finite floor so interpolation stays finite next to them)."""
+        cells clamped to a finite floor so interpolation stays finite next to them); built
+        once per grid."""
         from scipy.interpolate import RegularGridInterpolator
+
+        cached = self.__dict__.get("_interpolator")
+        if cached is not None and cached[0] is self.log_density:
+            return cached[1]
 
         with np.errstate(divide="ignore"):
             cell_lp = np.log(self.weights) - np.log(np.prod(self.steps))
         floor = np.where(np.isfinite(cell_lp), cell_lp, np.nan)
         floor = np.where(np.isnan(floor), np.nanmin(floor) - 50.0, floor)
         method = "cubic" if min(floor.shape) >= 4 else "linear"
-        return RegularGridInterpolator(self.axes, floor, method=method, bounds_error=False,
-                                       fill_value=None)  # fmt: skip
+        interp = RegularGridInterpolator(self.axes, floor, method=method, bounds_error=False,
+                                         fill_value=None)  # fmt: skip
+        self.__dict__["_interpolator"] = (self.log_density, interp)
+        return interp
 
     def _inside(self, theta: np.ndarray) -> np.ndarray:
         half = self.steps / 2

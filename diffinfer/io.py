@@ -22,6 +22,18 @@ def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
+    """Write arrays to an ``.npz`` through a uniquely named temporary file (hidden, so that
+    globs over result files never see it) renamed into place; no pickles."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
 def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:
     """Read a JSON object, with a clear error for a missing or corrupted file."""
     path = Path(path)

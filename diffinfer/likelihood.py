@@ -216,7 +216,7 @@ class DiffusionLikelihood:
         self.terms, self.n_noise, self.seed = terms, int(n_noise), int(seed)
         self.n_timesteps, self.max_batch, self.precision = n_timesteps, int(max_batch), precision
         self.noise_sigma = noise_sigma
-        self._fourier: tuple | None = None
+        self._fourier: dict | None = None
         g = torch.Generator().manual_seed(int(seed))
         schedule = model.schedule
         first = 1 if not noise_sigma else self._first_timestep(float(noise_sigma)) + 1
@@ -336,7 +336,7 @@ class DiffusionLikelihood:
             t = self.plan.timesteps.repeat_interleave(self.n_noise)
             a = self.model.schedule.alpha_bar[t].to(torch.float64)
             self._fourier = {
-                "a": a, "first": first, "x0": x[:, 0], "e0": e[:, 0],
+                "a": a, "first": first, "shell": shell, "x0": x[:, 0], "e0": e[:, 0],
                 "xx": per_shell(x.abs().pow(2)), "xe": per_shell((x * e.conj()).real),
                 "ee": per_shell(e.abs().pow(2)),
             }  # fmt: skip
@@ -345,7 +345,15 @@ class DiffusionLikelihood:
         log_snr = (torch.log(a) - torch.log1p(-a)).reshape(1, J, 1)
         scale = (1 - a).rsqrt().reshape(1, J)
         mean, lam = self.model.denoiser.moments(th.to(torch.float64))
-        log_lam = torch.log(lam.reshape(lam.shape[0], -1))[:, fo["first"]]  # (B, shells)
+        lam = lam.reshape(lam.shape[0], -1)
+        if not fo.get("isotropic_checked"):
+            # the shell sums need a spectrum that depends on |k| only
+            spread = (lam[:1] - lam[:1, fo["first"]][:, fo["shell"]]).abs().max()
+            if float(spread) > 1e-9 * float(lam[:1].abs().max()):
+                raise InputError("the oracle's spectrum is not isotropic; set "
+                                 "DiffusionLikelihood.fast_oracle = False")  # fmt: skip
+            fo["isotropic_checked"] = True
+        log_lam = torch.log(lam)[:, fo["first"]]  # (B, shells)
         out = []
         for lo in range(0, th.shape[0], chunk):
             keep = torch.sigmoid(-(log_snr + log_lam[lo : lo + chunk, None]))  # (c, J, S)

@@ -33,7 +33,7 @@ every term). docs/likelihood.md measures the accuracy against the cost."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                        "box_size", "temperature", "spectrum")  # fmt: skip
 SAMPLER_OPTIONS = {
-    "grid": ("n_coarse", "n_fine", "tol", "max_passes"),
+    "grid": ("n_coarse", "n_fine", "tol", "max_passes", "upsample"),
     "emcee": ("n_walkers", "max_steps", "min_tau_multiple"),
     "nuts": ("num_chains", "warmup_steps", "max_tree_depth"),
 }
@@ -328,7 +328,10 @@ def posterior(
         calibration, terms_info = None, {}
     else:
         if model is None:
-            raise InputError("the diffusion likelihood needs a model")
+            raise InputError(
+                "the diffusion likelihood needs a model: give one (a name, a directory or "
+                "'oracle'), or use likelihood='exact' or 'power'"
+            )
         like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, **like_opts)
         log_like = like
         box = model.field.prior
@@ -366,7 +369,11 @@ def posterior(
 def _card_temperature(model: DiffusionModel, like: DiffusionLikelihood) -> float | None:
     """The likelihood temperature fitted for this model and term set (model card), if any."""
     entry = model.card.get("calibration") or {}
-    if entry.get("likelihood") == like.plan.description and entry.get("n_noise") == like.n_noise:
+    if (
+        entry.get("likelihood") == like.plan.description
+        and entry.get("n_noise") == like.n_noise
+        and float(entry.get("noise_sigma", 0.0)) == float(like.noise_sigma or 0.0)
+    ):
         return float(entry["temperature"])
     return None
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.errors import DataFileError, InputError
+from diffinfer.io import write_npz_atomic
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
 
 SUMMARY_LEVELS = (0.025, 0.16, 0.5, 0.84, 0.975)
@@ -115,10 +116,7 @@ class Samples:
         arrays.update({f"stats_{k}": np.asarray(v) for k, v in self.stats.items()})
         if self.weights is not None:
             arrays["weights"] = self.weights
-        tmp = path.with_name(path.stem + ".partial.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        return path
+        return write_npz_atomic(path, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Samples:

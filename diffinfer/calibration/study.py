@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.io import read_json, write_json_atomic
+from diffinfer.io import read_json, write_json_atomic, write_npz_atomic
 
 ANALYSES = ("diffusion", "exact", "power")
 STUDY_FILE = "study.json"
@@ -106,6 +107,15 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     from diffinfer.fields.lognormal import LognormalSimulator
 
     model = _model(config.model)
+    if config.data is not None and model.card.get("data", {}).get("simulator") != "lognormal":
+        bad = [a for a in config.analyses
+               if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
+        if bad:
+            raise InputError(
+                f"the {bad} references assume log-normal maps, but {config.data} holds maps "
+                "of another simulator: use analyses=['diffusion'] (a power-spectrum "
+                "likelihood fitted to those maps can be given as options['spectrum'])"
+            )
     if config.data is None:
         sim = LognormalSimulator(model.field, model.transform)
         rng = np.random.default_rng([config.seed, index])
@@ -201,14 +211,12 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
         log_pdf = float(np.log(gaussian_kde(draws.T)(truth[:, None])[0] + 1e-300))
         n_eval, edge = post.n_evaluations, 0.0
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, truth=truth, draws=draws, mean=mean, cov=cov, credibility=level,
+    write_npz_atomic(path, truth=truth, draws=draws, mean=mean, cov=cov, credibility=level,
              log_pdf_truth=log_pdf, n_evaluations=n_eval, edge_mass=edge,
              seconds=time.perf_counter() - start,
              temperature=post.info.get("temperature", 1.0),
              terms=np.array(post.info.get("terms", "")), n_noise=post.info.get("n_noise", 0),
-             label=np.array(post.info["label"]))  # fmt: skip
-    os.replace(tmp, path)
+             noise_sigma=cfg.noise_sigma, label=np.array(post.info["label"]))  # fmt: skip
     return str(path)
 
 
@@ -217,7 +225,7 @@ def load_result(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, KeyError):
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return None
 
 
@@ -225,7 +233,7 @@ def load_results(out: str | os.PathLike, analysis: str) -> list[dict]:
     """Every finished result of one analysis, in map order (each with its ``index``)."""
     folder = Path(out) / "results" / analysis
     results = []
-    for p in sorted(folder.glob("[0-9]*.npz")):
+    for p in sorted(folder.glob("[0-9][0-9][0-9][0-9][0-9].npz")):
         r = load_result(p)
         if r is not None:
             r["index"] = int(p.stem)
@@ -242,7 +250,10 @@ def make_executor(workers: int = 1, scheduler: str | None = None) -> Executor:
             from distributed import Client
         except ImportError as exc:
             raise InputError("a Dask scheduler needs `pip install 'diffinfer[dask]'`") from exc
-        return Client(scheduler).get_executor()
+        client = Client(scheduler)
+        executor = client.get_executor()
+        executor.owned_client = client  # closed by run_study
+        return executor
     import multiprocessing
 
     return ProcessPoolExecutor(max_workers=workers,
@@ -313,7 +324,10 @@ def run_study(
                     on_result(path)
         finally:
             if own:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=True)
+                client = getattr(pool, "owned_client", None)
+                if client is not None:
+                    client.close()
     return write_report(out)
 
 
@@ -323,7 +337,9 @@ def fit_temperature(results: list[dict]) -> dict:
     Tempering the likelihood by tau scales a Gaussian posterior's covariance by tau, so the
     squared Mahalanobis distance of the truth d^2 = (mean - truth)^T C^-1 (mean - truth)
     becomes d^2 / tau. Calibration means E[d^2 / tau] = D (the number of parameters); the
-    estimate is tau = mean(d^2) / D, with its standard error from the spread of d^2.
+    estimate is tau = mean(d^2) / D, with its standard error from the spread of d^2. Results
+    computed at a temperature t enter as t d^2, so tau is always relative to the untempered
+    likelihood.
 
     Returns
     -------
@@ -335,7 +351,10 @@ def fit_temperature(results: list[dict]) -> dict:
     d2 = []
     for r in results:
         diff = np.asarray(r["mean"]) - np.asarray(r["truth"])
-        d2.append(float(diff @ np.linalg.solve(np.asarray(r["cov"]), diff)))
+        # a posterior computed at temperature t has covariance t C: undo it, so that the
+        # fit is always relative to the untempered likelihood
+        used = float(r.get("temperature", 1.0))
+        d2.append(used * float(diff @ np.linalg.solve(np.asarray(r["cov"]), diff)))
     d2 = np.asarray(d2)
     dim = len(results[0]["truth"])
     return {"temperature": float(d2.mean() / dim),
@@ -343,7 +362,7 @@ def fit_temperature(results: list[dict]) -> dict:
 
 
 def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, n_noise: int,
-                      report: dict | None = None) -> Path:  # fmt: skip
+                      noise_sigma: float = 0.0, report: dict | None = None) -> Path:  # fmt: skip
     """Record a fitted temperature in a model card (``calibration``), atomically; the
     posterior then applies it to this term set by default."""
     from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir
@@ -351,13 +370,15 @@ def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, 
     path = resolve_model_dir(model_dir) / CARD_FILE
     card = read_json(path)
     if "weights" not in card:
-        raise DataFileError(f"{path} is not a model card")
+        raise DataFileError(f"{path} is not a model card (no weights entry): give the "
+                            "directory of a trained model; the oracle has no card")  # fmt: skip
     card["calibration"] = {
         "temperature": fit["temperature"],
         "se": fit["se"],
         "n_maps": fit["n_maps"],
         "likelihood": likelihood,
         "n_noise": n_noise,
+        "noise_sigma": float(noise_sigma),
         **({"report": report} if report else {}),
     }
     write_json_atomic(path, card)

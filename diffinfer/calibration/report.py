@@ -128,3 +128,11 @@ def _study_box(study: dict) -> PriorBox:
     from diffinfer.diffusion.checkpoint import load_model
 
     return load_model(study["model"]).field.prior
+
+
+if __name__ == "__main__":  # python -m diffinfer.calibration.report STUDY_DIR ...
+    import sys
+
+    for folder in sys.argv[1:]:
+        write_report(folder)
+        print(f"rewrote {folder}/report.json and figures")

@@ -42,5 +42,5 @@ if [[ $WHAT == tempered || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == noise || $WHAT == all ]]; then
-  .venv/bin/python calibration/noise_study.py --model oracle --n-timesteps 0 --n-maps 50 --out calibration/noise
+  .venv/bin/python calibration/noise_study.py --model oracle --n-timesteps 0 --n-maps 25 --out calibration/noise
 fi

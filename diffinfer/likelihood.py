@@ -348,8 +348,9 @@ class DiffusionLikelihood:
         lam = lam.reshape(lam.shape[0], -1)
         if not fo.get("isotropic_checked"):
             # the shell sums need a spectrum that depends on |k| only
-            spread = (lam[:1] - lam[:1, fo["first"]][:, fo["shell"]]).abs().max()
-            if float(spread) > 1e-9 * float(lam[:1].abs().max()):
+            ref = lam[:1].detach()
+            spread = (ref - ref[:, fo["first"]][:, fo["shell"]]).abs().max()
+            if float(spread) > 1e-9 * float(ref.abs().max()):
                 raise InputError("the oracle's spectrum is not isotropic; set "
                                  "DiffusionLikelihood.fast_oracle = False")  # fmt: skip
             fo["isotropic_checked"] = True

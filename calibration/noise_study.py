@@ -15,12 +15,13 @@ truth, in units of the posterior std) and the mean posterior width per parameter
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from diffinfer.calibration.metrics import z_score_summary, z_scores
 from diffinfer.calibration.study import StudyConfig, load_results, run_study
+from diffinfer.io import write_json_atomic
 from diffinfer.parameters import PARAM_LABELS, PARAM_NAMES
 from diffinfer.plots import _pyplot
 
@@ -49,16 +50,15 @@ def main() -> None:
             truth = np.stack([r["truth"] for r in res])
             mean = np.stack([r["mean"] for r in res])
             std = np.stack([np.sqrt(np.diag(r["cov"])) for r in res])
-            z = (mean - truth) / std
+            z = z_score_summary(z_scores(mean, std, truth))
             table.setdefault(analysis, {})[f"{level:g}"] = {
                 "n_maps": len(res),
-                "bias_z": dict(zip(PARAM_NAMES, z.mean(0).tolist(), strict=True)),
-                "bias_z_se": dict(zip(PARAM_NAMES, (z.std(0, ddof=1) / np.sqrt(len(z))).tolist(),
-                                      strict=True)),
-                "z_std": dict(zip(PARAM_NAMES, z.std(0, ddof=1).tolist(), strict=True)),
+                "bias_z": {n: zj["mean"] for n, zj in zip(PARAM_NAMES, z, strict=True)},
+                "bias_z_se": {n: zj["mean_se"] for n, zj in zip(PARAM_NAMES, z, strict=True)},
+                "z_std": {n: zj["std"] for n, zj in zip(PARAM_NAMES, z, strict=True)},
                 "width": dict(zip(PARAM_NAMES, std.mean(0).tolist(), strict=True)),
-            }  # fmt: skip
-    (out / "noise_report.json").write_text(json.dumps(table, indent=1) + "\n")
+            }
+    write_json_atomic(out / "noise_report.json", table)
     print("| analysis | noise | maps | bias Omega_m [sigma] | bias sigma_8 [sigma] | "
           "z std Omega_m | z std sigma_8 | width Omega_m | width sigma_8 |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")

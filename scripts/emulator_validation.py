@@ -23,7 +23,6 @@ from network error.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from scipy import stats
 from diffinfer.data.camels import CamelsMaps
 from diffinfer.diffusion import DiffusionModel, load_model
 from diffinfer.fields import LognormalSimulator
+from diffinfer.io import write_json_atomic
 from diffinfer.plots import _pyplot, spectra
 
 
@@ -140,8 +140,7 @@ def main() -> None:
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "per_cosmology": rows,
-                               "k": k.tolist()}, indent=1) + "\n")  # fmt: skip
+    write_json_atomic(out, {"summary": summary, "per_cosmology": rows, "k": k.tolist()})
 
     # figure: spectra and ratios for every cosmology; the response to sigma_8 is visible
     # as the vertical ordering

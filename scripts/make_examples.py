@@ -16,6 +16,7 @@ import numpy as np
 
 from diffinfer.data.camels import CamelsMaps
 from diffinfer.diffusion import load_model
+from diffinfer.io import write_json_atomic
 from diffinfer.parameters import PARAM_NAMES
 
 
@@ -41,7 +42,7 @@ def main() -> None:
         np.save(out / name, density[0].astype(np.float64))
         index[name] = {"theta": dict(zip(PARAM_NAMES, map(float, theta[0]), strict=True)),
                        "source": f"{args.data} map {map_index} (test split)"}  # fmt: skip
-    (out / "examples.json").write_text(json.dumps(index, indent=1) + "\n")
+    write_json_atomic(out / "examples.json", index)
     print(json.dumps(index, indent=1))
 
 

@@ -4,7 +4,7 @@
 # (calibration/*/results/) are not committed. Run from the repository root:
 #   bash calibration/run_studies.sh [oracle|network|tempered|noise|all]
 # Sizes are set by the cost on 2 CPU cores: an oracle posterior with the full VLB takes
-# about 2 s (the oracle likelihood runs in Fourier space), a network posterior with the
+# about 6 s (the oracle likelihood runs in Fourier space), a network posterior with the
 # 64-timestep VLB about 50 s.
 set -euo pipefail
 DI=${DI:-.venv/bin/diffinfer}

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffinfer.diffusion.model import DiffusionModel, autocast
+from diffinfer.diffusion.model import DiffusionModel, autocast, resolve_precision
 from diffinfer.errors import InputError
+from diffinfer.grid import LocateError
 from diffinfer.parameters import as_theta
 
 TERM_NAMES = ("l0", "vlb")
@@ -65,6 +66,7 @@ def plan_terms(
     n_timesteps: int | None = None,
     generator: torch.Generator | None = None,
     first: int = 1,
+    proposal: np.ndarray | None = None,
 ) -> TermPlan:
     """Resolve a term specification into timesteps and weights.
 
@@ -74,14 +76,18 @@ def plan_terms(
         ``"l0"``; ``"vlb"``; or a list of term indices i in 0 ... T - 1 (L_i, timestep i + 1).
     n_timesteps
         With ``"vlb"``: estimate the sum from this many timesteps, drawn by stratified
-        (systematic) sampling from q(t) proportional to w_t alpha_bar_t (the term size for
-        a unit white-noise map) and weighted by w_t / (K q(t)), which is unbiased. Default:
-        all T terms, exactly.
+        (systematic) sampling from a proposal q(t) and weighted by w_t / (K q(t)), which is
+        unbiased. Default: all T terms, exactly.
     generator
         Source of the stratification offset.
     first
         The lowest timestep available (above the noise level of a noisy map); ``"l0"`` then
         means the single term at that timestep and ``"vlb"`` the terms from it to T.
+    proposal
+        q(t) for t = 1 ... T (T non-negative numbers, normalised here), e.g. the one fitted
+        per model where the likelihood's theta-information lies
+        (:func:`diffinfer.proposal.fit_timestep_proposal`, stored in the model card). Default:
+        q(t) proportional to w_t alpha_bar_t (the term size for a unit white-noise map).
     """
     T = model.schedule.n_steps
     w = term_weights(model)
@@ -101,18 +107,27 @@ def plan_terms(
             )
         if int(n_timesteps) != n_timesteps or n_timesteps < 1:
             raise InputError(f"n_timesteps must be a positive integer, got {n_timesteps}")
-        q = (w * model.schedule.alpha_bar[1:]).numpy()
+        if proposal is None:
+            q = (w * model.schedule.alpha_bar[1:]).numpy()
+        else:
+            q = np.array(proposal, dtype=float)
+            if q.shape != (T,) or not np.all(np.isfinite(q)) or np.any(q < 0):
+                raise InputError(f"a timestep proposal needs {T} finite non-negative numbers, "
+                                 f"got shape {q.shape}")  # fmt: skip
         q[: first - 1] = 0.0
+        if q.sum() <= 0:
+            raise InputError("the timestep proposal puts no mass on the available timesteps")
         q = q / q.sum()
         u0 = torch.rand((), generator=generator, dtype=torch.float64).item()
         cdf = np.cumsum(q)
         u = (u0 + np.arange(n_timesteps)) / n_timesteps
         idx = np.minimum(np.searchsorted(cdf, u, side="right"), T - 1)
         weights = w.numpy()[idx] / (n_timesteps * q[idx])
+        name = f"full VLB, importance-sampled from {n_timesteps} timesteps"
         return TermPlan(
             torch.as_tensor(idx + 1),
             torch.as_tensor(weights),
-            f"full VLB, importance-sampled from {n_timesteps} timesteps",
+            name if proposal is None else name + " (fitted proposal)",
         )
     try:
         idx = [int(i) for i in terms]
@@ -127,6 +142,43 @@ def plan_terms(
         )
     t = torch.as_tensor(idx) + 1
     return TermPlan(t, w[t - 1].clone(), f"terms {sorted(idx)}")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Result of :meth:`DiffusionLikelihood.locate`."""
+
+    theta: np.ndarray  # (2,) maximum-likelihood theta
+    cov: np.ndarray  # (2, 2) inverse Gauss-Newton Hessian of log L (untempered)
+    n_evaluations: int  # likelihood evaluations (theta points) spent
+    iterations: int
+
+
+def default_max_batch(model: DiffusionModel) -> int:
+    """Denoiser calls per chunk: 256 for the oracle; for a network, 16 on a CPU (measured
+    fastest on 2 cores: docs/performance.md) and, on a GPU, as many 64^2-equivalent maps as
+    a quarter of its free memory holds (at about 2 MB of activations each), at most 8192."""
+    if model.is_oracle:
+        return 256
+    device = model.device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        per_map = 2e6 * (model.field.n_pix / 64) ** 2
+        return int(max(16, min(8192, free / 4 / per_map)))
+    return 16
+
+
+def _proposal(model: DiffusionModel, proposal: str | np.ndarray) -> np.ndarray | None:
+    """The timestep proposal named by ``proposal`` ("card", "default" or an array)."""
+    if isinstance(proposal, str):
+        if proposal not in ("card", "default"):
+            raise InputError(f"proposal must be 'card', 'default' or an array of "
+                             f"{model.schedule.n_steps} numbers, got {proposal!r}")  # fmt: skip
+        if proposal == "default":
+            return None
+        entry = (model.card.get("likelihood") or {}).get("timestep_proposal")
+        return None if entry is None else np.asarray(entry["q"], dtype=float)
+    return np.asarray(proposal, dtype=float)
 
 
 class DiffusionLikelihood:
@@ -148,10 +200,17 @@ class DiffusionLikelihood:
     n_timesteps
         With ``terms="vlb"``: an importance-sampled estimate from this many timesteps.
     max_batch
-        Denoiser evaluations per call (bounds memory). Default 16 for a network (measured
-        fastest on a 2-core CPU: docs/performance.md) and 256 for the oracle.
+        Denoiser evaluations per call (bounds memory). Default: :func:`default_max_batch`
+        (per device: measured on CPUs in docs/performance.md; on a GPU from its memory).
     precision
-        ``"fp32"`` or ``"bf16"`` autocast of the network.
+        ``"fp32"``, ``"bf16"`` (autocast of the network) or ``"auto"``: bf16 where the
+        device computes it natively (a GPU, or a CPU with AVX-512 bf16 / AMX), else fp32
+        (emulated bf16 is several times slower: docs/performance.md).
+    proposal
+        With ``terms="vlb"`` and ``n_timesteps``: the timestep proposal. ``"card"`` (default):
+        the one fitted for this model and stored in its card
+        (:func:`diffinfer.proposal.fit_timestep_proposal`), else ``"default"``: q(t)
+        proportional to w_t alpha_bar_t; or an array of T numbers.
     space
         ``"density"`` or ``"model"``.
     noise_sigma
@@ -191,6 +250,7 @@ class DiffusionLikelihood:
         space: str = "density",
         noise_sigma: float | None = None,
         box_size: float | None = None,
+        proposal: str | np.ndarray = "card",
     ) -> None:
         if space not in ("density", "model"):
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
@@ -202,10 +262,10 @@ class DiffusionLikelihood:
                 f"{model.field.box_size:g} Mpc/h maps; use a model trained for this box"
             )
         if max_batch is None:
-            max_batch = 256 if model.is_oracle else 16
+            max_batch = default_max_batch(model)
         if int(max_batch) != max_batch or max_batch < 1:
             raise InputError(f"max_batch must be a positive integer, got {max_batch}")
-        autocast("cpu", precision)  # validates the name
+        precision = resolve_precision(model.device, precision)
         self.model = model
         if space == "density":
             self.y = model.to_model_space(field)
@@ -220,7 +280,10 @@ class DiffusionLikelihood:
         g = torch.Generator().manual_seed(int(seed))
         schedule = model.schedule
         first = 1 if not noise_sigma else self._first_timestep(float(noise_sigma)) + 1
-        self.plan = plan_terms(model, terms, n_timesteps=n_timesteps, generator=g, first=first)
+        q = _proposal(model, proposal) if terms == "vlb" and n_timesteps is not None else None
+        self.proposal = proposal
+        self.plan = plan_terms(model, terms, n_timesteps=n_timesteps, generator=g, first=first,
+                               proposal=q)  # fmt: skip
         K, n = len(self.plan.timesteps), self.y.shape[-1]
         eps = torch.randn(K, self.n_noise, n, n, generator=g, dtype=torch.float64)
         ab = schedule.alpha_bar[self.plan.timesteps].reshape(K, 1, 1, 1)
@@ -279,36 +342,142 @@ class DiffusionLikelihood:
         if not bool(inside.any()):
             return out
         th = theta[inside]
+        log_l = self.term_log_l(th).sum(dim=-1)
+        return out.index_put((torch.nonzero(inside)[:, 0],), log_l)
+
+    def term_log_l(self, theta: torch.Tensor) -> torch.Tensor:
+        """Each term's contribution to log L at the rows of theta (inside the prior box):
+        -weight_k mean_m ||eps_hat - target||^2, shape (B, K); log L is their sum."""
         if self.model.is_oracle and self.fast_oracle:
-            log_l = self._oracle_log_l(th)
-            return out.index_put((torch.nonzero(inside)[:, 0],), log_l)
+            return self._oracle_log_l(theta)
+        errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(theta)]
+        err = torch.cat(errors).reshape(theta.shape[0], -1, self.n_noise).mean(dim=-1)
+        return -(err * self.plan.weights)
+
+    def _differences(self, th: torch.Tensor, precision: str | None = None):
+        """eps_hat - target for every (theta row, term, draw), in chunks of ``max_batch``
+        denoiser calls, in the order theta-major: yields (chunk, 1, N, N) float64 tensors."""
         B, J = th.shape[0], self.n_evaluations_per_theta
         n = self.y.shape[-1]
         x_t = self.x_t.reshape(J, 1, n, n)
         eps = self.target.reshape(J, 1, n, n)
         t = self.plan.timesteps.repeat_interleave(self.n_noise)
         device = self.model.device
-        # every (theta, term, draw) combination, in chunks of max_batch network evaluations
         b_idx = torch.arange(B).repeat_interleave(J)
         j_idx = torch.arange(J).repeat(B)
-        errors = []
         net_dtype = torch.float64 if self.model.is_oracle else torch.float32
         for lo in range(0, B * J, self.max_batch):
             bi, ji = b_idx[lo : lo + self.max_batch], j_idx[lo : lo + self.max_batch]
-            with autocast(device, self.precision):
+            with autocast(device, precision or self.precision):
                 eps_hat = self.model(
                     x_t[ji].to(device=device, dtype=net_dtype),
                     t[ji].to(device),
                     th[bi].to(device=device, dtype=net_dtype),
                 )
-            diff = eps_hat.to(torch.float64).cpu() - eps[ji]
-            errors.append(diff.pow(2).sum(dim=(1, 2, 3)))
-        err = torch.cat(errors).reshape(B, -1, self.n_noise).mean(dim=-1)  # (B, K)
-        log_l = -(err * self.plan.weights).sum(dim=-1)
-        return out.index_put((torch.nonzero(inside)[:, 0],), log_l)
+            yield eps_hat.to(torch.float64).cpu() - eps[ji]
+
+    def residuals(self, theta: np.ndarray | torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """The weighted residual vector r(theta) of each row of theta, (B, M) float64, with
+        log L(theta) = -||r(theta)||^2: sqrt(weight_k / n_noise) (eps_hat - target) for every
+        term and draw, flattened. The likelihood is a nonlinear least-squares problem in theta,
+        which :meth:`locate` solves by Gauss-Newton. Computed in ``precision`` (default fp32,
+        so that finite differences of r are not swamped by bf16 rounding).
+        """
+        th = as_theta(theta).cpu()
+        scale = (self.plan.weights / self.n_noise).sqrt().repeat_interleave(self.n_noise)
+        diffs = torch.cat(list(self._differences(th.detach(), precision)))
+        diffs = diffs.reshape(th.shape[0], -1, diffs[0].numel())
+        return (diffs * scale[None, :, None]).reshape(th.shape[0], -1)
+
+    def locate(
+        self,
+        start: np.ndarray | None = None,
+        *,
+        max_iter: int = 15,
+        tol: float = 0.01,
+    ) -> Location:
+        """Maximum-likelihood theta and the Gauss-Newton covariance of the likelihood.
+
+        Levenberg-Marquardt on log L = -||r(theta)||^2 (:meth:`residuals`), in the unit
+        coordinates of the prior box, with the Jacobian of r from forward differences
+        (steps of about 0.3 of the current standard deviation). The Gauss-Newton Hessian
+        2 J^T J is the Fisher information of the likelihood (the residual term has mean zero
+        at the truth), so its inverse is the covariance of a Gaussian approximation.
+
+        Parameters
+        ----------
+        start
+            Starting theta (default: the centre of the prior box).
+        max_iter
+            Iterations at most (each costs 3 likelihood evaluations, 1 if its step is
+            rejected).
+        tol
+            Stop when the step's predicted gain in log L is below this (nats).
+
+        Raises
+        ------
+        LocateError
+            Non-finite residuals or Jacobian, a singular Gauss-Newton Hessian, or no
+            convergence: the message names the cause.
+        """
+        prior = self.model.field.prior
+        low, width = np.asarray(prior.low, float), np.asarray(prior.width, float)
+        s = np.full(2, 0.5) if start is None else (np.asarray(start, float) - low) / width
+        margin = 1e-3
+
+        def r_of(points: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                r = self.residuals(low + points * width).numpy()
+            if not np.all(np.isfinite(r)):
+                raise LocateError("the likelihood's residuals are not finite (NaN or inf from "
+                                  "the denoiser)")  # fmt: skip
+            return r
+
+        r0 = r_of(s[None])[0]
+        loss0, n_eval = float(r0 @ r0), 1
+        h = np.full(2, 0.02)
+        lam, jac, converged, it = 1e-3, None, False, 0
+        for it in range(1, max_iter + 1):  # noqa: B007 (it is reported)
+            if jac is None:
+                sign = np.where(s + h > 1 - margin, -1.0, 1.0)
+                pts = s[None] + np.diag(sign * h)
+                jac = (r_of(pts) - r0[None]) / (sign * h)[:, None]  # (2, M): dr / ds
+                n_eval += 2
+            a = jac @ jac.T
+            g = jac @ r0
+            if not (np.all(np.isfinite(a)) and np.linalg.det(a) > 0):
+                raise LocateError("the Gauss-Newton Hessian is singular or not finite")
+            step = -np.linalg.solve(a + lam * np.diag(np.diag(a)), g)
+            # stay inside the prior box: clip the step at its faces
+            trial = np.clip(s + step, margin, 1 - margin)
+            step = trial - s
+            gain = -(2 * g @ step + step @ a @ step)  # predicted decrease of ||r||^2
+            if gain < tol and lam <= 1e-2:
+                converged = True  # at the maximum, or at the box face it pushes against
+                break
+            r1 = r_of(trial[None])[0]
+            n_eval += 1
+            loss1 = float(r1 @ r1)
+            if loss1 < loss0:
+                s, r0, loss0, jac = trial, r1, loss1, None
+                lam = max(lam / 10, 1e-6)
+                sd = np.sqrt(np.diag(np.linalg.inv(2 * a)))
+                h = np.clip(0.3 * sd, 1e-4, 0.05)
+            else:
+                lam *= 10
+                if lam > 1e6:
+                    raise LocateError("Levenberg-Marquardt made no progress (the likelihood "
+                                      "is not smooth enough around its maximum)")  # fmt: skip
+        if not converged:
+            raise LocateError(f"Gauss-Newton did not converge in {max_iter} iterations")
+        cov_unit = np.linalg.inv(2 * jac @ jac.T)
+        cov = cov_unit * np.outer(width, width)
+        if not (np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0)):
+            raise LocateError("the Gauss-Newton covariance is not positive definite")
+        return Location(low + s * width, cov, n_eval, it)
 
     def _oracle_log_l(self, th: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-        """log L with the oracle, in Fourier space.
+        """Per-term log L (B, K) with the oracle, in Fourier space.
 
         The oracle is a Wiener filter: with X and E the transforms of x_t and of the target
         (computed once), ||eps_hat - target||^2 = sum_k |A_k keep_k / sqrt(1 - a) - E_k|^2 /
@@ -366,7 +535,7 @@ class DiffusionLikelihood:
             r0 = a0 * keep[..., 0] * scale - fo["e0"][None]
             err = (err + r0.abs().pow(2)) / (n * n)  # (c, J)
             err = err.reshape(err.shape[0], -1, self.n_noise).mean(dim=-1)
-            out.append(-(err * self.plan.weights).sum(dim=-1))
+            out.append(-(err * self.plan.weights))
         return torch.cat(out)
 
     def seed_spread(
@@ -391,6 +560,7 @@ class DiffusionLikelihood:
                 self.model, self.y, terms=self.terms, n_noise=self.n_noise, seed=self.seed + k,
                 n_timesteps=self.n_timesteps, max_batch=self.max_batch,
                 precision=self.precision, space="model", noise_sigma=self.noise_sigma,
+                proposal=self.proposal,
             )  # fmt: skip
             with torch.no_grad():
                 values = other(torch.cat([ref, theta]))

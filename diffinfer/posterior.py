@@ -20,7 +20,7 @@ from diffinfer.diffusion.model import DiffusionModel
 from diffinfer.errors import InputError
 from diffinfer.fields.grid import as_maps
 from diffinfer.fields.lognormal import LognormalSimulator
-from diffinfer.grid import GridPosterior, grid_posterior
+from diffinfer.grid import GridPosterior, LocateError, grid_posterior
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
@@ -31,11 +31,12 @@ DEFAULT_VLB_TIMESTEPS = 64
 """Importance-sampled timesteps of the default ``likelihood="vlb"`` (``n_timesteps=None``:
 every term). docs/likelihood.md measures the accuracy against the cost."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
-                       "box_size", "temperature", "spectrum")  # fmt: skip
+                       "box_size", "temperature", "spectrum", "proposal")  # fmt: skip
 SAMPLER_OPTIONS = {
-    "grid": ("n_coarse", "n_fine", "tol", "max_passes", "upsample"),
-    "emcee": ("n_walkers", "max_steps", "min_tau_multiple"),
-    "nuts": ("num_chains", "warmup_steps", "max_tree_depth"),
+    "grid": ("n_coarse", "n_fine", "tol", "max_passes", "upsample", "aligned", "n_aligned",
+             "radius"),
+    "emcee": ("n_walkers", "max_steps", "min_tau_multiple", "surrogate"),
+    "nuts": ("num_chains", "warmup_steps", "max_tree_depth", "surrogate"),
 }
 
 
@@ -54,8 +55,10 @@ class Posterior:
         seed: int,
         sampler_options: dict,
         info: dict,
+        locator: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None,
     ) -> None:
         self.log_likelihood = log_likelihood
+        self.locator = locator
         self.prior = prior
         self.method = method
         self.seed = seed
@@ -78,11 +81,26 @@ class Posterior:
         return out
 
     # ---------------------------------------------------------------- methods
+    def locate(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Centre and covariance of the posterior from the likelihood itself (its maximum
+        and inverse Fisher information, widened by the temperature), and the evaluations
+        spent; :class:`~diffinfer.grid.LocateError` if the likelihood has no locator."""
+        if self.locator is None:
+            raise LocateError("this likelihood has no locator")
+        centre, cov, spent = self.locator()
+        self.n_evaluations += int(spent)
+        return centre, cov * float(self.info.get("temperature", 1.0)), spent
+
     def grid(self) -> GridPosterior:
-        """The adaptive grid posterior (computed once)."""
+        """The grid posterior (computed once): aligned with the located posterior where the
+        likelihood can be located (``aligned=True``, the default), else adaptive."""
         if self._grid is None:
             opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
-            self._grid = grid_posterior(self.log_prob, self.prior.box, **opts)
+            aligned = opts.pop("aligned", True)
+            if not isinstance(aligned, bool):
+                raise InputError(f"aligned must be True or False, got {aligned!r}")
+            locate = self.locate if aligned and self.locator is not None else None
+            self._grid = grid_posterior(self.log_prob, self.prior.box, locate=locate, **opts)
         return self._grid
 
     def sample(self, n: int = 4000) -> Samples:
@@ -90,9 +108,7 @@ class Posterior:
         if self.method == "grid":
             g = self.grid()
             theta = g.sample(n, seed=self.seed)
-            diag = {"n_evaluations": g.n_evaluations, "passes": g.passes,
-                    "edge_mass": g.edge_mass}  # fmt: skip
-            samples = Samples(theta, "grid", info={**self.info, "diagnostics": diag})
+            samples = Samples(theta, "grid", info={**self.info, "diagnostics": g.diagnostics()})
         elif self.method == "emcee":
             samples = self._emcee(n)
         else:
@@ -139,8 +155,7 @@ class Posterior:
     def diagnostics(self) -> dict:
         """Evaluations and the method's convergence checks."""
         if self.method == "grid":
-            g = self.grid()
-            return {"n_evaluations": g.n_evaluations, "passes": g.passes, "edge_mass": g.edge_mass}
+            return self.grid().diagnostics()
         return (self._samples or self.sample()).info["diagnostics"]
 
     # ---------------------------------------------------------------- samplers
@@ -153,6 +168,7 @@ class Posterior:
         walkers = int(opts.get("n_walkers", 16))
         max_steps = int(opts.get("max_steps", 20000))
         multiple = float(opts.get("min_tau_multiple", 50))
+        surrogate = self._surrogate()
         rng = np.random.default_rng(self.seed)
         # start from a quick grid when there is one, else from the prior
         start = self.prior.sample(walkers, seed=self.seed)
@@ -163,11 +179,18 @@ class Posterior:
             with torch.no_grad():
                 return self.log_prob(torch.as_tensor(x)).numpy()
 
-        sampler = emcee.EnsembleSampler(walkers, 2, log_prob, vectorize=True)
+        moves = None
+        if surrogate is not None:
+            from diffinfer.two_stage import independence_move
+
+            moves = independence_move(surrogate)
+        sampler = emcee.EnsembleSampler(walkers, 2, log_prob, vectorize=True, moves=moves)
         sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
         state, tau, converged = start, np.inf, False
+        block = 500 if surrogate is None else 25  # independence proposals mix in a few steps
         while sampler.iteration < max_steps:
-            state = sampler.run_mcmc(state, 500, progress=False)
+            state = sampler.run_mcmc(state, min(block, max_steps - sampler.iteration),
+                                     progress=False)  # fmt: skip
             tau = float(np.max(sampler.get_autocorr_time(tol=0)))
             kept = (sampler.iteration - 2 * tau) / max(1, int(tau / 2)) * walkers
             if sampler.iteration >= multiple * tau and kept >= n:
@@ -185,12 +208,32 @@ class Posterior:
         lp = sampler.get_log_prob(discard=burn, thin=thin)
         keep = max(1, min(chain.shape[0], math.ceil(n / walkers)))
         chain, lp = chain[-keep:], lp[-keep:]
-        diag = {"n_evaluations": int(sampler.iteration * walkers), "steps": sampler.iteration,
+        diag = {"n_evaluations": int(self.n_evaluations), "steps": sampler.iteration,
+                "first_stage": "grid independence proposals" if surrogate else None,
                 "autocorrelation_time": tau, "converged": converged,
                 "acceptance_fraction": float(np.mean(sampler.acceptance_fraction)),
                 "burn_in": burn, "thin": thin}  # fmt: skip
-        return Samples(np.swapaxes(chain, 0, 1), "emcee", {"lp": lp.T},
-                       {**self.info, "diagnostics": diag})  # fmt: skip
+        samples = Samples(np.swapaxes(chain, 0, 1), "emcee", {"lp": lp.T},
+                          {**self.info, "diagnostics": diag})  # fmt: skip
+        _add_convergence(samples, diag)
+        return samples
+
+    def _surrogate(self):
+        """The grid surrogate of the two-stage samplers, or None for the plain ones.
+
+        Option ``surrogate``: ``"grid"`` or ``None``; default ``"grid"`` for a network's
+        diffusion likelihood (each evaluation costs network calls), None otherwise.
+        """
+        choice = self.options.get("surrogate", "default")
+        if choice == "default":
+            choice = "grid" if self.info.get("expensive") else None
+        if choice is None:
+            return None
+        if choice != "grid":
+            raise InputError(f"surrogate must be 'grid' or None, got {choice!r}")
+        from diffinfer.two_stage import GridSurrogate
+
+        return GridSurrogate(self.grid())
 
     def _nuts(self, n: int) -> Samples:
         from pyro.infer import MCMC, NUTS
@@ -200,6 +243,19 @@ class Posterior:
         warmup = int(opts.get("warmup_steps", 500))
         per_chain = max(1, math.ceil(n / chains))
         prior = self.prior
+        surrogate = self._surrogate()
+        if surrogate is not None:
+            from diffinfer.two_stage import delayed_acceptance_nuts
+
+            theta, lp, diag = delayed_acceptance_nuts(
+                self.log_prob, surrogate, prior, chains=chains, warmup=warmup, draws=per_chain,
+                max_tree_depth=int(opts.get("max_tree_depth", 8)), seed=self.seed,
+            )  # fmt: skip
+            diag["n_evaluations"] = int(self.n_evaluations)
+            diag["first_stage"] = "NUTS on the grid surrogate (delayed acceptance)"
+            samples = Samples(theta, "nuts", {"lp": lp}, {**self.info, "diagnostics": diag})
+            _add_convergence(samples, diag)
+            return samples
 
         def potential(params: dict) -> torch.Tensor:
             z = params["z"]
@@ -235,15 +291,19 @@ class Posterior:
                 "acceptance_rate": [float(a) for a in accept]}  # fmt: skip
         samples = Samples(theta, "nuts", {"lp": np.stack(lps), "diverging": np.stack(divergent)},
                           {**self.info, "diagnostics": diag})  # fmt: skip
-        try:
-            import arviz as az
-
-            idata = samples.to_arviz()
-            diag["rhat"] = {k: float(v) for k, v in az.rhat(idata).items()}
-            diag["ess_bulk"] = {k: float(v) for k, v in az.ess(idata, method="bulk").items()}
-        except ImportError:  # ArviZ is optional for NUTS itself
-            pass
+        _add_convergence(samples, diag)
         return samples
+
+
+def _add_convergence(samples: Samples, diag: dict) -> None:
+    """R-hat and bulk ESS per parameter (ArviZ, optional) into a diagnostics dict."""
+    try:
+        import arviz as az
+    except ImportError:  # ArviZ is optional for the samplers themselves
+        return
+    idata = samples.to_arviz()
+    diag["rhat"] = {k: float(v) for k, v in az.rhat(idata).items()}
+    diag["ess_bulk"] = {k: float(v) for k, v in az.ess(idata, method="bulk").items()}
 
 
 def posterior(
@@ -319,12 +379,15 @@ def posterior(
             def log_like(theta: torch.Tensor) -> torch.Tensor:
                 return sim.exact_log_prob(y, theta, outside="-inf", noise_sigma=sigma)
 
+            # Fisher scoring assumes a noiseless map
+            locator = None if sigma else _exact_locator(sim, y)
             description = "exact log-normal likelihood"
         else:
             spec = _spectrum_likelihood(spectrum, sim, like_opts.get("noise_sigma") or 0.0)
             log_like = spec.for_map(field)
             box = spec.field.prior
             description = f"power-spectrum likelihood ({spec.n_bins} bins, {spec.correction})"
+            locator = None
         calibration, terms_info = None, {}
     else:
         if model is None:
@@ -334,10 +397,16 @@ def posterior(
             )
         like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, **like_opts)
         log_like = like
+
+        def locator() -> tuple[np.ndarray, np.ndarray, int]:
+            loc = like.locate()
+            return loc.theta, loc.cov, loc.n_evaluations
+
         box = model.field.prior
         description = f"diffusion likelihood ({like.plan.description}, {like.n_noise} noise draws)"
         calibration = _card_temperature(model, like)
-        terms_info = {"terms": like.plan.description, "n_noise": like.n_noise}
+        terms_info = {"terms": like.plan.description, "n_noise": like.n_noise,
+                      "expensive": not model.is_oracle}  # fmt: skip
     if temperature is None:
         temperature = calibration if calibration is not None else 1.0
     temperature = float(temperature)
@@ -363,18 +432,30 @@ def posterior(
         **terms_info,
     }
     return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
-                     info=info)  # fmt: skip
+                     info=info, locator=locator)  # fmt: skip
+
+
+def _exact_locator(sim: LognormalSimulator, y: torch.Tensor):
+    """Locator of the exact likelihood: its maximum and inverse Fisher matrix (Fisher scoring;
+    an iteration counts as one evaluation)."""
+
+    def locator() -> tuple[np.ndarray, np.ndarray, int]:
+        fit = sim.maximum_likelihood(y)
+        return fit.theta[0], fit.cov[0], int(fit.n_iter)
+
+    return locator
 
 
 def _card_temperature(model: DiffusionModel, like: DiffusionLikelihood) -> float | None:
     """The likelihood temperature fitted for this model and term set (model card), if any."""
-    entry = model.card.get("calibration") or {}
-    if (
-        entry.get("likelihood") == like.plan.description
-        and entry.get("n_noise") == like.n_noise
-        and float(entry.get("noise_sigma", 0.0)) == float(like.noise_sigma or 0.0)
-    ):
-        return float(entry["temperature"])
+    entries = model.card.get("calibration") or []
+    for entry in [entries] if isinstance(entries, dict) else entries:
+        if (
+            entry.get("likelihood") == like.plan.description
+            and entry.get("n_noise") == like.n_noise
+            and float(entry.get("noise_sigma", 0.0)) == float(like.noise_sigma or 0.0)
+        ):
+            return float(entry["temperature"])
     return None
 
 

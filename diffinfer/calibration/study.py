@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffinfer.errors import DataFileError, InputError
+from diffinfer.errors import InputError
 from diffinfer.io import read_json, write_json_atomic, write_npz_atomic
 
 ANALYSES = ("diffusion", "exact", "power")
@@ -365,16 +365,12 @@ def fit_temperature(results: list[dict]) -> dict:
 
 def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, n_noise: int,
                       noise_sigma: float = 0.0, report: dict | None = None) -> Path:  # fmt: skip
-    """Record a fitted temperature in a model card (``calibration``), atomically; the
-    posterior then applies it to this term set by default."""
-    from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir
+    """Record a fitted temperature in a model card (``calibration``, a list with one entry
+    per term set), atomically; the posterior then applies it to this term set by default."""
+    from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir, update_card
 
-    path = resolve_model_dir(model_dir) / CARD_FILE
-    card = read_json(path)
-    if "weights" not in card:
-        raise DataFileError(f"{path} is not a model card (no weights entry): give the "
-                            "directory of a trained model; the oracle has no card")  # fmt: skip
-    card["calibration"] = {
+    card = read_json(resolve_model_dir(model_dir) / CARD_FILE)
+    entry = {
         "temperature": fit["temperature"],
         "se": fit["se"],
         "n_maps": fit["n_maps"],
@@ -383,5 +379,10 @@ def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, 
         "noise_sigma": float(noise_sigma),
         **({"report": report} if report else {}),
     }
-    write_json_atomic(path, card)
-    return path
+    # one entry per (term set, noise draws, noise level); other term sets keep theirs
+    old = card.get("calibration") or []
+    old = [old] if isinstance(old, dict) else list(old)
+    key = (likelihood, n_noise, float(noise_sigma))
+    kept = [e for e in old if (e.get("likelihood"), e.get("n_noise"),
+                                float(e.get("noise_sigma", 0.0))) != key]  # fmt: skip
+    return update_card(model_dir, {"calibration": [*kept, entry]})

@@ -150,6 +150,24 @@ def save_model(
     return path
 
 
+def update_card(model_dir: str | os.PathLike, updates: dict) -> Path:
+    """Set top-level entries of a model's card, atomically; returns the card's path.
+
+    Raises
+    ------
+    DataFileError
+        The directory holds no model card with weights (the oracle has no card).
+    """
+    path = resolve_model_dir(model_dir) / CARD_FILE
+    card = read_json(path)
+    if "weights" not in card:
+        raise DataFileError(f"{path} is not a model card (no weights entry): give the "
+                            "directory of a trained model; the oracle has no card")  # fmt: skip
+    card.update(updates)
+    write_json_atomic(path, card)
+    return path
+
+
 def read_card(path: str | os.PathLike) -> dict:
     """The card of a model directory, checked for the required sections."""
     card = read_json(Path(path) / CARD_FILE, what="model card")

@@ -36,6 +36,30 @@ def autocast(device: torch.device | str, precision: str):
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether the device computes bf16 natively: a GPU that supports it, or a CPU whose
+    oneDNN has bf16 kernels (AVX-512 / AMX). Elsewhere bf16 is emulated and several times
+    slower than fp32 (docs/performance.md)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(device: torch.device | str, precision: str) -> str:
+    """``"fp32"`` or ``"bf16"``; ``"auto"`` picks bf16 where the device has it natively."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {(*PRECISIONS, 'auto')}, got {precision!r}")
+    return precision
+
+
 def map_generator(seed: int, row: int, index: int) -> torch.Generator:
     """The torch generator of map ``index`` of parameter row ``row`` under ``seed``.
 

@@ -165,10 +165,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from diffinfer.diffusion import load_model
 
     model = None if args.model == "none" else load_model(args.model, device=args.device)
-    options = {} if args.precision == "fp32" else {"precision": args.precision}
+    options = {"precision": args.precision}
     if args.n_timesteps is not None:
         options["n_timesteps"] = args.n_timesteps or None
-    runs = [(_parse_likelihood(args.likelihood), options)]
+    likelihood = _parse_likelihood(args.likelihood)
+    if likelihood in ("exact", "power"):
+        options = {}
+    runs = [(likelihood, options)]
     if args.reference != "none":
         runs.append((args.reference, {}))
     out = Path(args.out)
@@ -189,9 +192,16 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         reports.append({**samples.info, "summary": summary, "map_estimate": theta_map,
                         "seconds": seconds})  # fmt: skip
         all_samples.append(samples)
+        diag = samples.info.get("diagnostics", {})
+        how = f"method {args.method}"
+        if args.method == "grid":
+            how = f"grid {diag.get('strategy', 'adaptive')}"
+            if diag.get("fallback"):
+                how += f" (not aligned: {diag['fallback']})"
         lines += [
-            f"  {samples.info['likelihood']}; method {args.method}; prior "
-            f"{samples.info['prior']}; {seconds:.1f} s",
+            f"  {samples.info['likelihood']}; {how}; prior {samples.info['prior']}; "
+            f"{diag.get('n_evaluations', post.n_evaluations)} likelihood evaluations; "
+            f"{seconds:.1f} s",
             header + (f" {'truth':>8}" if args.truth else ""),
         ]
         for j, pname in enumerate(PARAM_NAMES):
@@ -435,10 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="vlb (default), l0, comma-separated term indices, exact, or power",
     )
     p.add_argument("--n-timesteps", type=int,
-                   help="sampled timesteps for vlb (default 64; 0: every term)")  # fmt: skip
+                   help="sampled timesteps for vlb (default: DEFAULT_VLB_TIMESTEPS; 0: every "
+                        "term)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="network precision of the diffusion likelihood")  # fmt: skip
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
+                   help="network precision of the diffusion likelihood (auto: bf16 where "
+                        "the device computes it natively)")  # fmt: skip
     p.add_argument("--reference", choices=("none", "exact", "power"), default="none",
                    help="also compute this reference posterior and show it alongside")  # fmt: skip
     p.add_argument("--n-samples", type=int, default=4000, help="posterior draws (default 4000)")
@@ -463,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="lognormal64", help="model name or directory, or 'oracle'")
     p.add_argument("--likelihood", default="vlb", help="diffusion terms: vlb, l0 or 0,1,2")
     p.add_argument("--n-timesteps", type=int,
-                   help="sampled timesteps for vlb (default 64; 0: every term)")  # fmt: skip
+                   help="sampled timesteps for vlb (default: DEFAULT_VLB_TIMESTEPS; 0: every "
+                        "term)")  # fmt: skip
     p.add_argument("--analyses", default="diffusion,exact,power",
                    help="comma-separated: diffusion, exact, power (default all)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")

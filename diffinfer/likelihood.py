@@ -246,7 +246,7 @@ class DiffusionLikelihood:
         seed: int = 0,
         n_timesteps: int | None = None,
         max_batch: int | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         space: str = "density",
         noise_sigma: float | None = None,
         box_size: float | None = None,

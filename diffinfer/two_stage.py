@@ -108,8 +108,12 @@ class GridSurrogate:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws from the mixture: grid cells by mass (uniform within a cell) or, with
         probability ``defensive``, the wide Gaussian."""
+        g = self.grid
         wide = rng.random(n) < self.defensive
-        out = self.grid.sample(n, seed=int(rng.integers(2**31)))
+        w = g.weights.ravel()
+        i, j = np.unravel_index(rng.choice(w.size, size=n, p=w), g.log_density.shape)
+        u = np.stack([g.axes[0][i], g.axes[1][j]], -1) + (rng.random((n, 2)) - 0.5) * g.steps
+        out = g._to_theta(u)  # not clipped to the prior: the density stays w / area
         k = int(wide.sum())
         if k:
             out[wide] = self.mean + rng.standard_normal((k, 2)) @ self._chol.T

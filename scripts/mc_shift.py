@@ -9,8 +9,8 @@ each estimator, computes the posterior (grid, temperature 1) under ``--n-seeds``
 seeds and reports the standard deviation across seeds of the posterior mean, in units of the
 exact posterior's standard deviation: per parameter, the root mean square over maps, with
 its sampling error. Estimators: the default proposal q(t) ~ w_t alpha_bar_t with 64
-timesteps (the former default) and the proposal fitted for ``--model`` (its card) with
-``--timesteps`` timesteps each.
+timesteps (the former default), the proposal fitted for ``--model`` (its card) with
+``--timesteps`` timesteps each, and the sum of every term (``--full``).
 
 The oracle denoiser runs the same estimator as the network (same timesteps, weights, noise)
 at a fraction of the cost; ``--denoiser network`` checks a few maps with the network itself.
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--n-seeds", type=int, default=5)
     parser.add_argument("--timesteps", default="16,24,32,48", help="K of the fitted proposal")
     parser.add_argument("--old", type=int, default=64, help="K of the default proposal")
+    parser.add_argument("--full", action="store_true", help="also the sum of every term")
     parser.add_argument("--out")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -47,22 +48,25 @@ def main() -> None:
     sim = LognormalSimulator(net.field, net.transform)
     model = DiffusionModel.oracle(sim, net.schedule) if args.denoiser == "oracle" else net
     q_card = np.asarray(net.card["likelihood"]["timestep_proposal"]["q"])
-    estimators = [(f"default q, K={args.old}", "default", args.old)]
-    estimators += [(f"fitted q, K={k}", q_card, int(k)) for k in args.timesteps.split(",")]
+    estimators = [(f"default q, K={args.old}", "default", args.old, 1)]
+    estimators += [(f"fitted q, K={k}", q_card, int(k), 1) for k in args.timesteps.split(",")]
+    if args.full:
+        estimators.append(("every term, K=1000", "default", None, 1))
     rng = np.random.default_rng(2026)
     thetas = sim.config.prior.low + sim.config.prior.width * rng.random((args.n_maps, 2))
-    rows = {name: [] for name, _, _ in estimators}
-    seconds = {name: 0.0 for name, _, _ in estimators}
+    rows = {name: [] for name, *_ in estimators}
+    seconds = {name: 0.0 for name, *_ in estimators}
     for i, theta in enumerate(thetas):
         density = sim.simulate(theta, 1, seed=2026, row_offset=i)[0]
         exact = posterior(density, model=None, likelihood="exact").grid()
         sd = np.sqrt(np.diag(exact.cov()))
-        for name, q, k in estimators:
+        for name, q, k, pairs in estimators:
             means = []
             for s in range(args.n_seeds):
                 t0 = time.perf_counter()
                 g = posterior(density, model=model, likelihood="vlb", n_timesteps=k,
-                              proposal=q, seed=1000 * s + i, temperature=1.0).grid()  # fmt: skip
+                              proposal=q, seed=1000 * s + i, temperature=1.0,
+                              n_noise=pairs).grid()  # fmt: skip
                 seconds[name] += time.perf_counter() - t0
                 means.append(g.mean())
             rows[name].append(np.std(means, axis=0, ddof=1) / sd)
@@ -71,14 +75,14 @@ def main() -> None:
     print(f"\n{args.denoiser}, {args.n_maps} maps x {args.n_seeds} likelihood seeds")
     print("| estimator | MC shift Omega_m [sigma] | MC shift sigma_8 [sigma] | s per posterior |")
     print("|---|---|---|---|")
-    for name, _, k in estimators:
+    for name, _, k, pairs in estimators:
         x = np.array(rows[name])  # (maps, 2)
         rms = np.sqrt(np.mean(x**2, axis=0))
         # error of an rms over maps: delta-method from the spread of the squares
         err = np.std(x**2, axis=0, ddof=1) / np.sqrt(len(x)) / (2 * rms)
         per = seconds[name] / (args.n_maps * args.n_seeds)
-        table[name] = {"timesteps": k, "rms_shift": rms.tolist(), "rms_shift_se": err.tolist(),
-                       "seconds_per_posterior": per}  # fmt: skip
+        table[name] = {"timesteps": k or 1000, "noise_draws": pairs, "rms_shift": rms.tolist(),
+                       "rms_shift_se": err.tolist(), "seconds_per_posterior": per}  # fmt: skip
         print(f"| {name} | {rms[0]:.3f} ± {err[0]:.3f} | {rms[1]:.3f} ± {err[1]:.3f} | {per:.2f} |")
     out = Path(args.out or f"docs/data/mc_shift_{args.denoiser}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

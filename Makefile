@@ -26,7 +26,7 @@ test-slow: $(STAMP)
 # the diffusion posterior of a shipped held-out map beside the exact one (docs/usage.md)
 run: $(STAMP)
 	$(VENV)/bin/diffinfer infer examples/lognormal64/map1.npy --model lognormal64 \
-		--precision bf16 --reference exact --truth 0.224216 0.788392 --out runs/example
+		--reference exact --truth 0.224216 0.788392 --out runs/example
 
 lint: $(STAMP)
 	$(PY) -m ruff check diffinfer tests benchmarks scripts calibration

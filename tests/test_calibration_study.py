@@ -82,7 +82,9 @@ def test_exact_posterior_is_calibrated_and_the_power_spectrum_nearly(exact_studi
     rep = reports["exact"]
     assert rep["calibrated"], json.dumps({k: rep[k] for k in ("ranks", "z_score")})
     assert rep["hpd_coverage"]["max_deviation"] < 0.15
-    assert rep["max_edge_mass"] < 1e-3
+    # the located grids allow up to 1 % on their outer ring (at 3.4-4.5 sigma; a Gaussian
+    # puts 0.15 % there), the adaptive grid 1e-3
+    assert rep["max_edge_mass"] < 1e-2
     # the power-spectrum reference is an approximation (Gaussian in log P, polynomial mean):
     # close to calibrated, which 100 maps can check to about +-0.15 in coverage
     rep = reports["power"]

@@ -124,7 +124,7 @@ class DiffusionField(_FieldDistribution):
         The diffusion model.
     terms, n_noise, n_timesteps, seed, max_batch, precision
         Options of :class:`~diffinfer.likelihood.DiffusionLikelihood` (default: the full bound
-        estimated from 64 importance-sampled timesteps).
+        estimated from 64 importance-sampled timesteps of the model's timestep proposal).
     noise_sigma
         Known Gaussian pixel noise in model space (a fixed number).
     """

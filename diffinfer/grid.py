@@ -498,14 +498,26 @@ def _check_edge(log_density: np.ndarray) -> None:
 
 
 def _fill_beyond_edge(u: np.ndarray, log_density: np.ndarray) -> np.ndarray:
-    """log_density with its -inf points replaced by the located Gaussian c - |u|^2 / 2 at the
-    level of the finite points within 10 nats of the peak (beyond the prior edge, where only
-    the interpolation sees them; the edge itself cuts only the far tails here)."""
+    """log_density with its -inf points (beyond the prior edge, where only the interpolation
+    sees them) replaced by the located Gaussian c - |u|^2 / 2 at the level of the finite
+    points within 10 nats of the peak, capped by the lowest finite value among their
+    neighbours (spread outwards): a fill above the evaluated tail would make the cubic
+    interpolation overshoot inside the prior."""
     finite = np.isfinite(log_density)
     near = finite & (log_density > log_density[finite].max() - 10)
     r2 = 0.5 * np.sum(u**2, axis=-1)
     c = float(np.median(log_density[near] + r2[near]))
-    return np.where(finite, log_density, c - r2)
+    cap = np.where(finite, log_density, np.nan)
+    n_x, n_y = cap.shape
+    while np.isnan(cap).any():
+        padded = np.pad(cap, 1, constant_values=np.nan)
+        neighbours = np.stack([padded[1 + di : 1 + di + n_x, 1 + dj : 1 + dj + n_y]
+                               for di in (-1, 0, 1) for dj in (-1, 0, 1)])  # fmt: skip
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
+            lowest = np.nanmin(neighbours, axis=0)
+        cap = np.where(np.isnan(cap), lowest, cap)
+    return np.where(finite, log_density, np.minimum(c - r2, cap))
 
 
 def _local_maxima(log_density: np.ndarray, depth: float = 5.0) -> int:

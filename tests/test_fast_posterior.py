@@ -124,6 +124,20 @@ def test_exact_posterior_is_located_and_matches_a_dense_grid(sim):
     assert fast.diagnostics()["strategy"] == "aligned"
 
 
+def test_a_wide_aligned_grid_cut_by_the_prior_edge_in_its_tails(sim):
+    # the 6-sigma grid reaches past Omega_m = 0.1 where the density is 100 nats down: the
+    # points beyond the edge must not lift the interpolation inside (it once spiked there)
+    density = sim.simulate(np.array([0.232, 0.763]), 1, seed=8)[0]
+    ref = posterior(density, model=None, likelihood="exact", aligned=False, n_coarse=16,
+                    n_fine=40).grid()  # fmt: skip
+    sd = np.sqrt(np.diag(ref.cov()))
+    for n, radius in ((8, 4.5), (12, 6.0), (12, 8.0)):
+        g = posterior(density, model=None, likelihood="exact", n_aligned=n, radius=radius).grid()
+        assert g.strategy == "aligned"
+        np.testing.assert_allclose(g.mean(), ref.mean(), atol=0.02 * sd.min())
+        np.testing.assert_allclose(np.sqrt(np.diag(g.cov())), sd, rtol=0.02)
+
+
 # ------------------------------------------------------------------ locating
 @pytest.fixture(scope="module")
 def oracle(sim) -> DiffusionModel:
@@ -318,3 +332,14 @@ def test_card_calibration_keeps_one_entry_per_term_set(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         load_model(target)  # the card stays loadable
+
+
+def test_fit_proposal_command(capsys):
+    from diffinfer.cli import main
+
+    assert main(["fit-proposal", "--model", "oracle", "--n-maps", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "of the proposal below t =" in printed and "x the default proposal's" in printed
+    assert main(["fit-proposal", "--model", "oracle", "--n-maps", "2", "--store"]) == 2
+    assert "no model card" in capsys.readouterr().err
+    assert main(["fit-proposal", "--model", "oracle", "--n-maps", "1"]) == 2

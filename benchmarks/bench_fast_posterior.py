@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--dense-cells", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", help="comma-separated map indices to run (default: all)")
+    parser.add_argument("--methods", default="present,new", help="present, new or both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine(), flush=True)
@@ -61,6 +62,8 @@ def main() -> None:
         density = sim.simulate(theta, 1, seed=31337, row_offset=i)[0]
         walls = {}
         for name, opts in (("present", PRESENT), ("new", {})):
+            if name not in args.methods.split(","):
+                continue
             t0 = time.perf_counter()
             post = posterior(density, model=net, seed=i, **opts)
             draws = post.sample(4000).flat
@@ -72,15 +75,19 @@ def main() -> None:
             stats[name].append((walls[name], g.n_evaluations, acc))
             print(f"| {i} | ({theta[0]:.3f}, {theta[1]:.3f}) | {name} | {walls[name]:.1f} | "
                   f"{g.n_evaluations} | {g.strategy} | {acc:.3f} |", flush=True)  # fmt: skip
-        ratios.append(walls["present"] / walls["new"])
+        if len(walls) == 2:
+            ratios.append(walls["present"] / walls["new"])
     print()
     for name, rows in stats.items():
+        if not rows:
+            continue
         a = np.array(rows)
         print(f"{name}: median wall {np.median(a[:, 0]):.1f} s, mean evaluations "
               f"{a[:, 1].mean():.0f} (max {a[:, 1].max():.0f}), mean C2ST {a[:, 2].mean():.3f} "
               f"(max {a[:, 2].max():.3f})")  # fmt: skip
-    print(f"wall-time ratio present / new: median {np.median(ratios):.1f} "
-          f"(min {np.min(ratios):.1f}, max {np.max(ratios):.1f}) over {len(ratios)} maps")
+    if ratios:
+        print(f"wall-time ratio present / new: median {np.median(ratios):.1f} "
+              f"(min {np.min(ratios):.1f}, max {np.max(ratios):.1f}) over {len(ratios)} maps")
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def test_grid_options_are_validated(option, value):
 
 def test_exact_posterior_is_located_and_matches_a_dense_grid(sim):
     density = sim.simulate(np.array([0.25, 0.78]), 1, seed=11)[0]
-    fast = posterior(density, model=None, likelihood="exact")
+    fast = posterior(density, model=None, likelihood="exact", aligned=True)
     g = fast.grid()
     dense = posterior(density, model=None, likelihood="exact", aligned=False, n_coarse=24,
                       n_fine=80).grid()  # fmt: skip
@@ -132,7 +132,8 @@ def test_a_wide_aligned_grid_cut_by_the_prior_edge_in_its_tails(sim):
                     n_fine=40).grid()  # fmt: skip
     sd = np.sqrt(np.diag(ref.cov()))
     for n, radius in ((8, 4.5), (12, 6.0), (12, 8.0)):
-        g = posterior(density, model=None, likelihood="exact", n_aligned=n, radius=radius).grid()
+        g = posterior(density, model=None, likelihood="exact", aligned=True, n_aligned=n,
+                      radius=radius).grid()  # fmt: skip
         assert g.strategy == "aligned"
         np.testing.assert_allclose(g.mean(), ref.mean(), atol=0.02 * sd.min())
         np.testing.assert_allclose(np.sqrt(np.diag(g.cov())), sd, rtol=0.02)

@@ -421,7 +421,7 @@ def _aligned(counter: _Counter, box: PriorBox, centre: np.ndarray, cov: np.ndarr
     measured moments if the first does not hold the posterior; LocateError otherwise.
 
     Where the prior edge cuts the grid, the points beyond it (log density -inf) are filled
-    by a quadratic fit to the evaluated ones for the interpolation only, and the tabulated
+    (:func:`_fill_beyond_edge`) for the interpolation only, and the tabulated
     posterior is cut at the edge (:attr:`GridPosterior.support`), cell by cell after
     upsampling.
     """
@@ -482,6 +482,15 @@ def _aligned(counter: _Counter, box: PriorBox, centre: np.ndarray, cov: np.ndarr
     raise LocateError(reason + " after a re-grid")
 
 
+def _neighbours(a: np.ndarray, pad: float) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """The 8 neighbours of every cell of a 2D array, as ((di, dj), shifted array) pairs;
+    cells beyond the border read ``pad``."""
+    n_x, n_y = a.shape
+    padded = np.pad(a, 1, constant_values=pad)
+    return [((di, dj), padded[1 + di : 1 + di + n_x, 1 + dj : 1 + dj + n_y])
+            for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)]  # fmt: skip
+
+
 def _check_edge(log_density: np.ndarray) -> None:
     """EdgeError if the cells next to the -inf ones (beyond the prior edge) hold more than
     EDGE_TOL of the mass: the edge cuts the posterior, not only its far tails."""
@@ -489,10 +498,7 @@ def _check_edge(log_density: np.ndarray) -> None:
     lp = np.where(finite, log_density, -np.inf)
     w = np.exp(lp - lp.max())
     w /= w.sum()
-    near = np.zeros_like(finite)
-    for di in (-1, 0, 1):
-        for dj in (-1, 0, 1):
-            near |= np.roll(np.roll(np.pad(~finite, 1), di, 0), dj, 1)[1:-1, 1:-1]
+    near = np.any([other for _, other in _neighbours(~finite, False)], axis=0)
     if float(w[near & finite].sum()) > EDGE_TOL:
         raise EdgeError("the prior edge cuts the posterior")
 
@@ -508,11 +514,8 @@ def _fill_beyond_edge(u: np.ndarray, log_density: np.ndarray) -> np.ndarray:
     r2 = 0.5 * np.sum(u**2, axis=-1)
     c = float(np.median(log_density[near] + r2[near]))
     cap = np.where(finite, log_density, np.nan)
-    n_x, n_y = cap.shape
     while np.isnan(cap).any():
-        padded = np.pad(cap, 1, constant_values=np.nan)
-        neighbours = np.stack([padded[1 + di : 1 + di + n_x, 1 + dj : 1 + dj + n_y]
-                               for di in (-1, 0, 1) for dj in (-1, 0, 1)])  # fmt: skip
+        neighbours = np.stack([other for _, other in _neighbours(cap, np.nan)])
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
             lowest = np.nanmin(neighbours, axis=0)
@@ -524,16 +527,10 @@ def _local_maxima(log_density: np.ndarray, depth: float = 5.0) -> int:
     """Local maxima (8 neighbours; a plateau of equal values counts once) of a tabulated log
     density within ``depth`` nats of its peak (bumps in the far tail do not count)."""
     lp = np.where(np.isfinite(log_density), log_density, -np.inf)
-    padded = np.pad(lp, 1, constant_values=-np.inf)
     is_max = np.ones_like(lp, bool)
-    n_x, n_y = lp.shape
-    for di in (-1, 0, 1):
-        for dj in (-1, 0, 1):
-            if di == dj == 0:
-                continue
-            other = padded[1 + di : 1 + di + n_x, 1 + dj : 1 + dj + n_y]
-            # a tie counts once: for the first cell of the pair in raster order
-            is_max &= lp >= other if (di, dj) > (0, 0) else lp > other
+    for offset, other in _neighbours(lp, -np.inf):
+        # a tie counts once: for the first cell of the pair in raster order
+        is_max &= lp >= other if offset > (0, 0) else lp > other
     return int(np.sum(is_max & (lp > lp.max() - depth)))
 
 

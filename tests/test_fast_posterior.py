@@ -345,3 +345,11 @@ def test_fit_proposal_command(capsys):
     assert main(["fit-proposal", "--model", "oracle", "--n-maps", "2", "--store"]) == 2
     assert "no model card" in capsys.readouterr().err
     assert main(["fit-proposal", "--model", "oracle", "--n-maps", "1"]) == 2
+    assert main(["fit-proposal", "--model", "oracle", "--n-maps", "2", "--floor", "2"]) == 2
+    assert "floor must lie in (0, 1]" in capsys.readouterr().err
+
+
+def test_aligned_option_must_be_a_boolean(sim):
+    density = sim.simulate(np.array([0.3, 0.8]), 1, seed=1)[0]
+    with pytest.raises(InputError, match="aligned must be True or False"):
+        posterior(density, model=None, likelihood="exact", aligned="yes").grid()

@@ -86,12 +86,7 @@ def emulation_figure(
     ax.legend(fontsize=8)
     fig.suptitle(title or rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure_atomic(fig, path)
 
 
 def triangle(
@@ -129,9 +124,18 @@ def triangle(
     g.triangle_plot(roots, list(PARAM_NAMES), filled=True, legend_labels=labels, markers=markers)
     if title:
         g.fig.suptitle(title, fontsize=10)
+    return save_figure_atomic(g.fig, path, bbox_inches="tight")
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure through a temporary file renamed into place (removed if the
+    save fails), then close the figure; returns the path."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    g.export(str(tmp))
-    os.replace(tmp, path)
-    _pyplot().close(g.fig)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        fig.savefig(tmp, **{"dpi": 110, **savefig_kwargs})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        _pyplot().close(fig)
     return path

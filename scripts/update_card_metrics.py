@@ -2,7 +2,7 @@
 
 Reads the emulator validation (docs/results/emulator_validation.json) and the coverage
 studies of the model (calibration/lognormal64-*/report.json) and writes their headline
-numbers into ``metrics`` of models/lognormal64/card.json (atomically; the weights and their
+numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically; the weights and their
 checksum are untouched).
 
     python scripts/update_card_metrics.py
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from diffinfer.calibration.report import agreement
 from diffinfer.calibration.study import load_results
-from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir
-from diffinfer.io import read_json, write_json_atomic
+from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir, update_card
+from diffinfer.io import read_json
 
 STUDIES = {
     "vlb64": "calibration/lognormal64-test",
@@ -62,7 +62,7 @@ def main() -> None:
     if likelihood:
         metrics["likelihood"] = {"source": "bash calibration/run_studies.sh network",
                                  **likelihood}  # fmt: skip
-    write_json_atomic(path, card)
+    update_card(path.parent, {"metrics": metrics})
     print(f"updated {path}: {sorted(metrics)}")
 
 

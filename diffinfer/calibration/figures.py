@@ -3,23 +3,19 @@ histograms, predicted vs true parameters, and GetDist triangles for a few maps."
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from diffinfer.calibration import metrics
 from diffinfer.parameters import PARAM_LABELS, PARAM_NAMES, PriorBox
-from diffinfer.plots import _pyplot
+from diffinfer.plots import _pyplot, save_figure_atomic
 
 COLOURS = {"diffusion": "C0", "exact": "k", "power": "C1"}
 
 
 def _save(fig, path: Path) -> str:
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path.name
+    return save_figure_atomic(fig, path, bbox_inches="tight").name
 
 
 def study_figures(out: Path, results: dict[str, list[dict]], report: dict, box: PriorBox, *,
@@ -46,7 +42,6 @@ def study_figures(out: Path, results: dict[str, list[dict]], report: dict, box: 
                ylim=(0, 1))  # fmt: skip
         ax.legend(fontsize=7, loc="upper left")
     names.append(_save(fig, fig_dir / "coverage.png"))
-    plt.close(fig)
 
     # SBC rank histograms
     fig, axes = plt.subplots(len(results), 2, figsize=(8, 2.4 * len(results)), squeeze=False)
@@ -66,7 +61,6 @@ def study_figures(out: Path, results: dict[str, list[dict]], report: dict, box: 
             ax.set_title(f"{a}: rank of ${PARAM_LABELS[j]}$ (chi2 p = {p:.2g})", fontsize=8)
     fig.tight_layout()
     names.append(_save(fig, fig_dir / "ranks.png"))
-    plt.close(fig)
 
     # predicted vs true
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
@@ -84,7 +78,6 @@ def study_figures(out: Path, results: dict[str, list[dict]], report: dict, box: 
                     ylabel=f"posterior mean ${PARAM_LABELS[j]}$")  # fmt: skip
         axes[j].legend(fontsize=7)
     names.append(_save(fig, fig_dir / "predicted_vs_true.png"))
-    plt.close(fig)
 
     # triangles for the first maps every analysis has
     from diffinfer.plots import triangle

@@ -9,9 +9,11 @@ unpickles: weights are safetensors.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,6 +32,26 @@ CARD_FORMAT = "diffinfer-model/1"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.json"
 MODELS_ENV = "DIFFINFER_MODEL_PATH"
+HASHED_SECTIONS = ("architecture", "schedule", "transform", "field", "weights", "likelihood",
+                   "calibration")  # fmt: skip
+"""The card sections that change the maths of a model: covered by ``card_sha256``."""
+
+
+def card_digest(card: dict) -> str:
+    """sha256 of the card sections that change the maths (:data:`HASHED_SECTIONS`), over
+    their canonical JSON; descriptive sections (name, data, training, metrics) are free to
+    edit."""
+    import json
+
+    covered = {k: card[k] for k in HASHED_SECTIONS if k in card}
+    text = json.dumps(covered, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_card(card: dict) -> dict:
+    """The card with its ``card_sha256`` entry set (see :func:`card_digest`)."""
+    card["card_sha256"] = card_digest(card)
+    return card
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -45,10 +67,16 @@ def model_search_path() -> list[Path]:
     """Where :func:`load_model` looks for a model given by name, in order.
 
     The directories of the ``DIFFINFER_MODEL_PATH`` environment variable (``os.pathsep``
-    separated), then ``models/`` of the source tree, which holds the shipped models.
+    separated), then the models shipped inside the package (``diffinfer/models``, package
+    data found through :mod:`importlib.resources`, so they travel with an installed wheel).
     """
     env = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
-    return [*env, Path(__file__).resolve().parents[2] / "models"]
+    return [*env, shipped_models_dir()]
+
+
+def shipped_models_dir() -> Path:
+    """The directory of the models shipped with the package (``diffinfer/models``)."""
+    return Path(str(importlib.resources.files("diffinfer") / "models"))
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -131,7 +159,7 @@ def save_model(
             "n_parameters": int(sum(v.numel() for v in state.values())),
             "dtype": "float32",
         }
-        write_json_atomic(tmp / CARD_FILE, card)
+        write_json_atomic(tmp / CARD_FILE, seal_card(card))
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -158,13 +186,13 @@ def update_card(model_dir: str | os.PathLike, updates: dict) -> Path:
     DataFileError
         The directory holds no model card with weights (the oracle has no card).
     """
+    if str(model_dir) == "oracle":
+        raise DataFileError("the oracle has no model card: give the directory or name of a "
+                            "trained model")  # fmt: skip
     path = resolve_model_dir(model_dir) / CARD_FILE
-    card = read_json(path)
-    if "weights" not in card:
-        raise DataFileError(f"{path} is not a model card (no weights entry): give the "
-                            "directory of a trained model; the oracle has no card")  # fmt: skip
+    card = read_card(path.parent)
     card.update(updates)
-    write_json_atomic(path, card)
+    write_json_atomic(path, seal_card(card))
     return path
 
 
@@ -183,6 +211,26 @@ def read_card(path: str | os.PathLike) -> dict:
         raise DataFileError(f"model card {Path(path) / CARD_FILE} lacks {missing}")
     if not isinstance(card["weights"], dict):
         raise DataFileError(f"model card {Path(path) / CARD_FILE}: 'weights' must be a mapping")
+    name = card["weights"].get("file", WEIGHTS_FILE)
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise DataFileError(
+            f"model card {Path(path) / CARD_FILE}: weights.file must be a file name inside the "
+            f"model directory (e.g. {WEIGHTS_FILE!r}), got {name!r}"
+        )
+    if "card_sha256" not in card:
+        warnings.warn(
+            f"model card {Path(path) / CARD_FILE} has no card_sha256: edits to its transform, "
+            "schedule or geometry would go unnoticed; re-save the model with save_model to "
+            "seal it",
+            stacklevel=3,
+        )
+    elif card["card_sha256"] != card_digest(card):
+        raise DataFileError(
+            f"model card {Path(path) / CARD_FILE} was edited: its sections "
+            f"{list(HASHED_SECTIONS)} no longer match its card_sha256. They define the model's "
+            "maths; restore the card from the model's source (use update_card, recalibrate "
+            "--store or fit-proposal --store to change it)"
+        )
     return card
 
 
@@ -205,7 +253,7 @@ def load_model(
         return DiffusionModel.oracle()
     path = resolve_model_dir(name_or_path)
     card = read_card(path)
-    weights = path / card["weights"].get("file", WEIGHTS_FILE)
+    weights = path / card["weights"].get("file", WEIGHTS_FILE)  # a plain name (read_card)
     if not weights.is_file():
         raise DataFileError(f"weights file missing: {weights}")
     digest = sha256_of(weights)

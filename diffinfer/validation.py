@@ -1,0 +1,107 @@
+"""Checks of scalar arguments and options, in one place.
+
+Every public function and the command line validate their numbers with these helpers, so
+that a bad value gets one kind of message everywhere: the name of the argument, the value
+given and what is expected. They raise :class:`~diffinfer.errors.InputError` (a
+``ValueError``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from diffinfer.errors import InputError
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return "finite"
+
+
+def check_int(
+    name: str,
+    value: object,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+    what: str = "",
+) -> int:
+    """``value`` as an int, checked to be an integer in ``[low, high]``.
+
+    Floats with an integral value (``8.0``) are accepted; bools, strings, NaN and
+    fractional values are not.
+
+    Raises
+    ------
+    InputError
+        Not an integer, or out of range; the message names ``name`` and the range.
+    """
+    expected = f"an integer {_range_text(low, high, False, False)}".replace(" finite", "")
+    if what:
+        expected += f" ({what})"
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        ok = math.isfinite(float(value)) and float(value) == int(value)
+    if not ok:
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    v = int(value)
+    if (low is not None and v < low) or (high is not None and v > high):
+        raise InputError(f"{name} must be {expected}, got {v}")
+    return v
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str = "",
+) -> float:
+    """``value`` as a finite float in the given (open or closed) range.
+
+    Raises
+    ------
+    InputError
+        Not a real number, NaN/inf, or out of range; the message names ``name``.
+    """
+    expected = f"a number {_range_text(low, high, low_open, high_open)}"
+    if what:
+        expected += f" ({what})"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        raise InputError(f"{name} must be {expected}, got {v!r}")
+    return v
+
+
+def check_choice(name: str, value: object, choices: tuple | list) -> object:
+    """``value`` if it is one of ``choices``; else an error listing them."""
+    try:
+        ok = value in choices
+    except TypeError:  # unhashable or incomparable
+        ok = False
+    if not ok:
+        raise InputError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is True or False (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return value

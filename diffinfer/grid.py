@@ -30,6 +30,7 @@ import torch
 
 from diffinfer.errors import InputError
 from diffinfer.parameters import PriorBox
+from diffinfer.validation import check_float, check_int
 
 
 @dataclass
@@ -376,20 +377,13 @@ def grid_posterior(
 def _check_grid_options(**opts) -> None:
     """Validate the grid options in one place (errors name the option and the range)."""
     for name in ("n_coarse", "n_fine", "n_aligned"):
-        v = opts[name]
-        if int(v) != v or v < 4:
-            raise InputError(f"{name} must be an integer >= 4 (cells per axis), got {v!r}")
+        check_int(name, opts[name], low=4, what="cells per axis")
     for name in ("batch", "upsample"):
-        v = opts[name]
-        if int(v) != v or v < 1:
-            raise InputError(f"{name} must be a positive integer, got {v!r}")
-    if int(opts["max_passes"]) != opts["max_passes"] or opts["max_passes"] < 0:
-        raise InputError(f"max_passes must be an integer >= 0, got {opts['max_passes']!r}")
-    if not 0 < opts["tol"] < 1:
-        raise InputError(f"tol must lie in (0, 1) (posterior mass), got {opts['tol']!r}")
-    if not 2 <= opts["radius"] <= 10:
-        raise InputError(f"radius must lie in [2, 10] standard deviations, got "
-                         f"{opts['radius']!r}")  # fmt: skip
+        check_int(name, opts[name], low=1)
+    check_int("max_passes", opts["max_passes"], low=0)
+    check_float("tol", opts["tol"], low=0, high=1, low_open=True, high_open=True,
+                what="posterior mass")  # fmt: skip
+    check_float("radius", opts["radius"], low=2, high=10, what="standard deviations")
 
 
 class _Counter:

@@ -213,6 +213,10 @@ class DiffusionLikelihood:
         proportional to w_t alpha_bar_t; or an array of T numbers.
     space
         ``"density"`` or ``"model"``.
+    kind
+        With ``space="density"``: what the map holds, ``"density"`` (rho / rho_mean, mean
+        about 1; checked), ``"overdensity"``, ``"mass"`` or ``"log10"`` (converted; see
+        :func:`~diffinfer.fields.grid.as_density`).
     noise_sigma
         Standard deviation of Gaussian white noise added to the map in model space (an
         observed map y + sigma_n n). Such a map is a diffusion state: sqrt(a*) (y + sigma_n n)
@@ -248,6 +252,7 @@ class DiffusionLikelihood:
         max_batch: int | None = None,
         precision: str = "auto",
         space: str = "density",
+        kind: str = "density",
         noise_sigma: float | None = None,
         box_size: float | None = None,
         proposal: str | np.ndarray = "card",
@@ -268,7 +273,7 @@ class DiffusionLikelihood:
         precision = resolve_precision(model.device, precision)
         self.model = model
         if space == "density":
-            self.y = model.to_model_space(field)
+            self.y = model.to_model_space(field, kind=kind)
         else:
             self.y = model.check_maps(field)
         if self.y.ndim != 2:

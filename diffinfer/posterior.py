@@ -18,13 +18,14 @@ import torch
 
 from diffinfer.diffusion.model import DiffusionModel
 from diffinfer.errors import InputError
-from diffinfer.fields.grid import as_maps
+from diffinfer.fields.grid import as_density
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.grid import GridPosterior, LocateError, grid_posterior
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
 from diffinfer.samples import SUMMARY_LEVELS, Samples, summary_entry
+from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
 METHODS = ("grid", "emcee", "nuts")
 DEFAULT_VLB_TIMESTEPS = 16
@@ -108,6 +109,7 @@ class Posterior:
 
     def sample(self, n: int = 4000) -> Samples:
         """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`."""
+        n = check_int("n", n, low=1, what="posterior draws")
         if self.method == "grid":
             g = self.grid()
             theta = g.sample(n, seed=self.seed)
@@ -321,6 +323,7 @@ def posterior(
     method: str = "grid",
     prior: Prior | None = None,
     seed: int = 0,
+    kind: str = "density",
     **options,
 ) -> Posterior:
     """The posterior of (Omega_m, sigma_8) given one map.
@@ -346,6 +349,13 @@ def posterior(
         A :class:`Prior` (default: uniform on the model's box).
     seed
         Seeds the likelihood's noise and the sampler.
+    kind
+        What ``field`` holds: ``"density"`` (default: the density contrast rho / rho_mean,
+        positive with mean about 1, the models' data units), ``"overdensity"`` (delta),
+        ``"mass"`` (mass or counts per pixel, any unit: divided by the map's mean) or
+        ``"log10"`` (log10 of the density contrast). A map that does not look like its kind
+        (values <= 0, a mean far from 1, no structure) is refused with a message naming the
+        kind that fits (:func:`~diffinfer.fields.grid.as_density`).
     **options
         Likelihood options (n_noise, n_timesteps, max_batch, precision, noise_sigma,
         box_size; ``temperature``: the posterior uses L^(1/temperature), default the value
@@ -355,14 +365,7 @@ def posterior(
         tol, max_passes; emcee: n_walkers, max_steps, min_tau_multiple; nuts: num_chains,
         warmup_steps, max_tree_depth).
     """
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    unknown = set(options) - set(_LIKELIHOOD_OPTIONS) - set(SAMPLER_OPTIONS[method])
-    if unknown:
-        raise InputError(
-            f"unknown options {sorted(unknown)} for method {method!r}; likelihood options: "
-            f"{list(_LIKELIHOOD_OPTIONS)}, sampler options: {list(SAMPLER_OPTIONS[method])}"
-        )
+    check_posterior_options(likelihood, method, seed, options)
     like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
     if likelihood == "vlb":
         like_opts.setdefault("n_timesteps", DEFAULT_VLB_TIMESTEPS)
@@ -373,12 +376,19 @@ def posterior(
         from diffinfer.diffusion.checkpoint import load_model
 
         model = load_model(model)
+    elif model is not None and not isinstance(model, DiffusionModel):
+        raise InputError(f"model must be a model name, a directory, a DiffusionModel or None, "
+                         f"got {type(model).__name__}")  # fmt: skip
+    n_pix = model.field.n_pix if model is not None else LognormalSimulator().config.n_pix
+    field = as_density(field, kind=kind, n_pix=n_pix)
+    if field.ndim != 2:
+        raise InputError(f"one map at a time: got a stack of shape {tuple(field.shape)}; "
+                         "pick one map, e.g. field[0]")  # fmt: skip
     if likelihood in ("exact", "power"):
         if model is None:
             sim = LognormalSimulator()
         else:
             sim = LognormalSimulator(model.field, model.transform)
-        as_maps(field, n_pix=sim.config.n_pix, positive=True, what="density map")
         box = sim.config.prior
         if likelihood == "exact":
             y = sim.transform.forward(field)
@@ -443,6 +453,73 @@ def posterior(
     }
     return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info, locator=locator)  # fmt: skip
+
+
+def check_posterior_options(likelihood: object, method: object, seed: object,
+                            options: dict) -> None:  # fmt: skip
+    """Validate the arguments of :func:`posterior` in one place, before anything is computed.
+
+    Raises
+    ------
+    InputError
+        An unknown method or option (with the close matches), or an option value of the
+        wrong type or range; the message names the option, the value and what is expected.
+    """
+    import difflib
+
+    check_choice("method", method, METHODS)
+    check_int("seed", seed, low=0)
+    if isinstance(likelihood, str):
+        check_choice("likelihood", likelihood, ("vlb", "l0", "exact", "power"))
+    elif not (isinstance(likelihood, (list, tuple)) and likelihood):
+        raise InputError("likelihood must be 'vlb', 'l0', 'exact', 'power' or a non-empty list "
+                         f"of term indices, got {likelihood!r}")  # fmt: skip
+    else:
+        for i in likelihood:
+            check_int("likelihood term index", i, low=0)
+    allowed = [*_LIKELIHOOD_OPTIONS, *SAMPLER_OPTIONS[method]]
+    for name in options:
+        if name not in allowed:
+            near = difflib.get_close_matches(name, allowed + [o for m in METHODS
+                                             for o in SAMPLER_OPTIONS[m]], n=1)  # fmt: skip
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            if near and near[0] not in allowed:
+                hint = f"; {near[0]!r} is an option of another method"
+            raise InputError(f"unknown option {name!r} for method {method!r}{hint} "
+                             f"(options: {allowed})")  # fmt: skip
+    o = {k: v for k, v in options.items() if v is not None}
+    ints = {"n_noise": 1, "max_batch": 1, "n_coarse": 4, "n_fine": 4, "n_aligned": 4,
+            "upsample": 1, "max_passes": 0, "n_walkers": 4, "max_steps": 1, "num_chains": 1,
+            "warmup_steps": 0, "max_tree_depth": 1, "n_timesteps": 1}  # fmt: skip
+    for name, low in ints.items():
+        if name in o:
+            check_int(name, o[name], low=low)
+    if "n_walkers" in o and int(o["n_walkers"]) % 2:
+        raise InputError(f"n_walkers must be even (emcee's stretch move), got {o['n_walkers']}")
+    if "max_tree_depth" in o:
+        check_int("max_tree_depth", o["max_tree_depth"], low=1, high=15)
+    if "tol" in o:
+        check_float("tol", o["tol"], low=0, high=1, low_open=True, high_open=True,
+                    what="posterior mass")  # fmt: skip
+    if "radius" in o:
+        check_float("radius", o["radius"], low=2, high=10, what="standard deviations")
+    for name in ("temperature", "box_size", "min_tau_multiple"):
+        if name in o:
+            check_float(name, o[name], low=0, low_open=True)
+    if "noise_sigma" in o:
+        check_float("noise_sigma", o["noise_sigma"], low=0, what="model-space pixel noise")
+    if "precision" in o:
+        check_choice("precision", o["precision"], ("auto", "fp32", "bf16"))
+    if "aligned" in o:
+        check_bool("aligned", o["aligned"])
+    if "surrogate" in options and options["surrogate"] not in (None, "grid"):
+        raise InputError(f"surrogate must be 'grid' or None, got {options['surrogate']!r}")
+    if isinstance(likelihood, str) and likelihood in ("exact", "power"):
+        diffusion_only = sorted({"n_noise", "n_timesteps", "max_batch", "precision",
+                                 "proposal"} & set(options))  # fmt: skip
+        if diffusion_only:
+            raise InputError(f"options {diffusion_only} apply to the diffusion likelihood, "
+                             f"not to likelihood={likelihood!r}")  # fmt: skip
 
 
 def _exact_locator(sim: LognormalSimulator, y: torch.Tensor):

@@ -14,10 +14,13 @@ and continues exactly as if it had never stopped, and a run on W processes (PyTo
 from __future__ import annotations
 
 import copy
+import difflib
+import itertools
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +31,17 @@ from tqdm.auto import tqdm
 
 from diffinfer.data.camels import MAPS_PER_COSMOLOGY, CamelsMaps
 from diffinfer.diffusion.checkpoint import load_model, save_model
-from diffinfer.diffusion.model import DiffusionModel, autocast
+from diffinfer.diffusion.model import PRECISIONS, DiffusionModel, autocast
 from diffinfer.diffusion.oracle import OracleDenoiser
-from diffinfer.diffusion.schedules import NoiseSchedule
+from diffinfer.diffusion.schedules import SCHEDULES, NoiseSchedule
 from diffinfer.diffusion.unet import UNetConfig
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.fields.transform import Transform
 from diffinfer.io import read_json
-from diffinfer.parameters import PriorBox
+from diffinfer.parameters import PARAM_NAMES, PriorBox
+from diffinfer.validation import check_bool, check_choice, check_device, check_float, check_int
 
 STATE_FILE = "state.pt"
 LOG_FILE = "log.jsonl"
@@ -101,20 +105,32 @@ _RESUMABLE = {("train", "steps"), ("train", "max_minutes"), ("train", "threads")
 
 
 # ------------------------------------------------------------------- configuration
+def _unknown_key(prefix: str, key: object, known: list) -> InputError:
+    """The error for a key that is not in ``known``, with the closest known key as a hint."""
+    names = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+    return InputError(
+        f"unknown configuration key {prefix + str(key)!r}{hint} (known keys here: {names})"
+    )
+
+
 def _merge(base: dict, update: dict, path: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         where = f"{path}{key}"
         if key not in base:
-            raise InputError(
-                f"unknown configuration key {where!r}; known keys here: {sorted(base)}"
-            )
+            raise _unknown_key(path, key, list(base))
         if isinstance(base[key], dict):
+            if value is None:  # a YAML section with every key commented out
+                value = {}
             if not isinstance(value, dict):
-                raise InputError(f"configuration key {where!r} must be a mapping")
+                raise InputError(
+                    f"configuration key {where!r} must be a mapping of keys, got {value!r}"
+                )
             out[key] = _merge(base[key], value, where + ".")
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -129,74 +145,420 @@ _NUMERIC_OPTIONAL = {
 }
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
-
-
 def _coerce(config: dict, defaults: dict = DEFAULTS, path: tuple = ()) -> dict:
-    """Numbers given as strings (YAML 1.1 reads ``1e-5`` as a string) become numbers."""
+    """Numbers given as strings (YAML 1.1 reads ``1e-5`` as a string) become numbers.
+
+    Anything that is not a number stays as it is, for :func:`check_config` to report
+    with the expected range.
+    """
     for key, default in defaults.items():
         where, value = (*path, key), config[key]
         if isinstance(default, dict):
             _coerce(value, default, where)
             continue
         kind = _NUMERIC_OPTIONAL.get(where)
-        if isinstance(default, bool):
-            kind = bool
-        elif isinstance(default, int | float) and kind is None:
-            kind = float if isinstance(default, float) else int
-        if kind is None or value is None:
+        if kind is None and isinstance(default, int | float) and not isinstance(default, bool):
+            kind = type(default)
+        if kind is None or not isinstance(value, str):
             continue
         try:
-            if kind is bool:
-                if not isinstance(value, bool):
-                    raise ValueError
-                continue
             number = float(value)
-            if kind is int and number != int(number):
-                raise ValueError
-            config[key] = kind(number)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"configuration key {'.'.join(where)!r} must be {_KIND_NAMES[kind]}, got {value!r}"
-            ) from None
+        except ValueError:
+            continue
+        config[key] = int(number) if kind is int and number.is_integer() else number
     return config
 
 
+def _check_structure(config: object, defaults: dict = DEFAULTS, prefix: str = "") -> None:
+    """Every section a mapping, every key of :data:`DEFAULTS` present, no other keys."""
+    if not isinstance(config, dict):
+        what = f"configuration key {prefix[:-1]!r}" if prefix else "the configuration"
+        raise InputError(f"{what} must be a mapping of keys, got {config!r}")
+    for key in config:
+        if key not in defaults:
+            raise _unknown_key(prefix, key, list(defaults))
+    for key, default in defaults.items():
+        if key not in config:
+            raise InputError(
+                f"the configuration lacks the key {prefix + key!r}; build configurations "
+                "with load_config(), which fills in the defaults"
+            )
+        if isinstance(default, dict):
+            _check_structure(config[key], default, f"{prefix}{key}.")
+
+
+def _leaves(defaults: dict = DEFAULTS, prefix: str = "") -> list[str]:
+    """Dotted names of the keys of :data:`DEFAULTS` that hold values (not sections)."""
+    out = []
+    for key, default in defaults.items():
+        if isinstance(default, dict):
+            out += _leaves(default, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+def _get(config: dict, dotted: str) -> object:
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _set(config: dict, dotted: str, value: object) -> None:
+    *sections, key = dotted.split(".")
+    node = config
+    for part in sections:
+        node = node[part]
+    node[key] = value
+
+
+_Check = Callable[[str, object], object]
+
+
+def _optional(check: _Check) -> _Check:
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def _integer(low: int | None = None) -> _Check:
+    return lambda name, value: check_int(name, value, low=low)
+
+
+def _number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> _Check:
+    def check(name: str, value: object) -> float:
+        return check_float(name, value, low=low, high=high, low_open=open_low, high_open=open_high)
+
+    return check
+
+
+def _choice(choices: tuple) -> _Check:
+    return lambda name, value: check_choice(name, value, choices)
+
+
+def _text(name: str, value: object) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _file_part(name: str, value: object) -> str:
+    value = _text(name, value)
+    if "/" in value or "\\" in value or value != value.strip():
+        raise InputError(
+            f"{name} must be a part of a file name (no slashes, no surrounding spaces), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _int_list(low: int, min_len: int = 0) -> _Check:
+    def check(name: str, value: object) -> list[int]:
+        if not isinstance(value, list | tuple) or len(value) < min_len:
+            need = f"a list of at least {min_len} integers" if min_len else "a list of integers"
+            raise InputError(f"{name} must be {need}, got {value!r}")
+        return [check_int(f"{name}[{i}]", v, low=low) for i, v in enumerate(value)]
+
+    return check
+
+
+def _fractions(name: str, value: object) -> list[float]:
+    expected = (
+        "three non-negative numbers [train, validation, test] summing to 1, with train "
+        "and validation > 0"
+    )
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    fr = [check_float(f"{name}[{i}]", v, low=0.0) for i, v in enumerate(value)]
+    if not math.isclose(sum(fr), 1.0, abs_tol=1e-6) or fr[0] <= 0 or fr[1] <= 0:
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    return fr
+
+
+def _transform(name: str, value: object) -> object:
+    expected = "'fit', 'prior' or a mapping {shift, scale} (scale > 0)"
+    if isinstance(value, dict):
+        for key in value:
+            if key not in ("kind", "shift", "scale"):
+                raise _unknown_key(name + ".", key, ["kind", "shift", "scale"])
+        try:
+            Transform.from_dict(value)
+        except (TypeError, ValueError) as exc:  # InputError is a ValueError
+            raise InputError(f"{name} must be {expected}: {exc}") from None
+        return value
+    if value not in ("fit", "prior"):
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def _prior(name: str, value: object) -> dict:
+    expected = "a mapping {" + ", ".join(f"{n}: [low, high]" for n in PARAM_NAMES) + "}"
+    if not isinstance(value, dict):
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    for key in value:
+        if key not in PARAM_NAMES:
+            raise _unknown_key(name + ".", key, list(PARAM_NAMES))
+    try:
+        PriorBox.from_dict(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be {expected} with low < high: {exc}") from None
+    return value
+
+
+def _device(name: str, value: object) -> str:
+    return str(check_device(name, value))
+
+
+_CHECKS: dict[str, _Check] = {
+    "name": _optional(_text),
+    "out": _text,
+    "init_from": _optional(_text),
+    "data.root": _optional(_text),
+    "data.field": _file_part,
+    "data.suite": _file_part,
+    "data.set": _file_part,
+    "data.maps_per_cosmology": _optional(_integer(1)),
+    "data.n_pix": _optional(_integer(1)),
+    "data.split_seed": _integer(0),
+    "data.fractions": _fractions,
+    "data.transform": _transform,
+    "data.box_size": _optional(_number(0.0, open_low=True)),
+    "data.depth": _optional(_number(0.0, open_low=True)),
+    "data.prior": _optional(_prior),
+    "model.base_channels": _integer(1),
+    "model.channel_mults": _int_list(1, min_len=1),
+    "model.blocks_per_level": _integer(1),
+    "model.attention_levels": _int_list(0),
+    "model.embed_dim": _integer(2),
+    "model.groups": _integer(1),
+    "model.spectral": check_bool,
+    "schedule.kind": _choice(SCHEDULES),
+    "schedule.n_steps": _integer(2),
+    "train.steps": _integer(),  # its lower bound depends on init_from: _check_relations
+    "train.batch_size": _integer(1),
+    "train.lr": _number(0.0, open_low=True),
+    "train.min_lr": _number(0.0),
+    "train.warmup": _integer(0),
+    "train.weight_decay": _number(0.0),
+    "train.grad_clip": _number(0.0, open_low=True),
+    "train.ema_decay": _number(0.0, 1.0, open_high=True),
+    "train.augment": check_bool,
+    "train.precision": _choice(PRECISIONS),
+    "train.seed": _integer(0),
+    "train.device": _device,
+    "train.threads": _optional(_integer(1)),
+    "train.max_minutes": _optional(_number(0.0, open_low=True)),
+    "validation.every": _integer(1),
+    "validation.n_maps": _integer(1),
+    "validation.bands": _int_list(1, min_len=2),
+    "validation.seed": _integer(0),
+    "checkpoint.every_minutes": _number(0.0),
+    "checkpoint.every_steps": _optional(_integer(1)),
+}
+if sorted(_CHECKS) != sorted(_leaves()):  # pragma: no cover
+    raise RuntimeError("every key of DEFAULTS needs exactly one check in _CHECKS")
+
+_ATTENTION_HEADS = 4  # of diffinfer.diffusion.unet.Attention
+
+
+def _unet_widths(model: dict) -> tuple[list[int], list[int]]:
+    """Channel counts of every group normalisation and every attention block of the U-Net
+    that ``model`` describes, following :class:`~diffinfer.diffusion.unet.UNet`."""
+    chans = [model["base_channels"] * m for m in model["channel_mults"]]
+    levels, blocks = set(model["attention_levels"]), model["blocks_per_level"]
+    norms, attention = [], []
+    c, skips = chans[0], [chans[0]]
+    for level, c_out in enumerate(chans):
+        for _ in range(blocks):
+            norms += [c, c_out]
+            c = c_out
+            if level in levels:
+                attention.append(c)
+            skips.append(c)
+        if level < len(chans) - 1:
+            skips.append(c)
+    norms += [c, c]  # the middle: two residual blocks around an attention block
+    attention.append(c)
+    for level in reversed(range(len(chans))):
+        for _ in range(blocks + 1):
+            norms += [c + skips.pop(), chans[level]]
+            c = chans[level]
+            if level in levels:
+                attention.append(c)
+    return [*norms, *attention, c], attention
+
+
+def _check_relations(config: dict) -> None:
+    """Checks that involve more than one key (each key alone is already valid)."""
+    tr, model, val = config["train"], config["model"], config["validation"]
+    low = 0 if config["init_from"] else 1
+    what = "0 only with init_from, to save its weights untrained" if tr["steps"] == 0 else ""
+    check_int("train.steps", tr["steps"], low=low, what=what)
+    if tr["min_lr"] > tr["lr"]:
+        raise InputError(f"train.min_lr must be <= train.lr ({tr['lr']:g}), got {tr['min_lr']:g}")
+    n_levels = len(model["channel_mults"])
+    for level in model["attention_levels"]:
+        if level >= n_levels:
+            raise InputError(
+                f"model.attention_levels must be levels of the U-Net, 0 ... {n_levels - 1} "
+                f"(one per entry of model.channel_mults), got {model['attention_levels']}"
+            )
+    norms, attention = _unet_widths(model)
+    groups = model["groups"]
+    for width in norms:
+        if width % min(groups, width):
+            raise InputError(
+                f"model.groups = {groups} must divide the channels of every normalisation "
+                f"layer, but model.base_channels = {model['base_channels']} with "
+                f"model.channel_mults = {model['channel_mults']} gives one of {width} "
+                "channels; make model.base_channels a multiple of model.groups"
+            )
+    for width in attention:
+        if width % _ATTENTION_HEADS:
+            raise InputError(
+                f"model.base_channels = {model['base_channels']} with model.channel_mults = "
+                f"{model['channel_mults']} gives an attention block (the middle one or "
+                f"model.attention_levels) of {width} channels, not divisible by its "
+                f"{_ATTENTION_HEADS} heads"
+            )
+    n_pix, factor = config["data"]["n_pix"], 2 ** (n_levels - 1)
+    if n_pix is not None and n_pix % factor:
+        raise InputError(
+            f"data.n_pix must be divisible by {factor} (the U-Net downsamples "
+            f"len(model.channel_mults) - 1 = {n_levels - 1} times), got {n_pix}"
+        )
+    bands, n_steps = val["bands"], config["schedule"]["n_steps"]
+    increasing = all(a < b for a, b in itertools.pairwise(bands))
+    if not increasing or bands[-1] > n_steps:
+        raise InputError(
+            f"validation.bands must be at least two strictly increasing timesteps within "
+            f"1 ... {n_steps} (schedule.n_steps), got {bands}"
+        )
+
+
+def check_config(config: dict) -> dict:
+    """Validate every key of a training configuration before anything is read or written.
+
+    Parameters
+    ----------
+    config
+        A configuration with the sections and keys of :data:`DEFAULTS` (as
+        :func:`load_config` returns it).
+
+    Returns
+    -------
+    dict
+        A checked copy: numbers given as strings are numbers, integers are ``int``, paths
+        and devices are strings, lists are lists.
+
+    Raises
+    ------
+    InputError
+        The first bad key, named as a dotted path with its value and what is expected
+        (``train.steps must be an integer >= 1, got -5``); unknown keys come with the
+        closest known one.
+    """
+    _check_structure(config)
+    out = _coerce(copy.deepcopy(config))
+    for name, check in _CHECKS.items():
+        _set(out, name, check(name, _get(out, name)))
+    _check_relations(out)
+    return out
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line from a YAML error: what went wrong and where."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return " ".join(f"{problem}{where}".split())
+
+
 def parse_override(text: str) -> dict:
-    """``"train.lr=1e-3"`` -> ``{"train": {"lr": 0.001}}`` (the value parsed as YAML)."""
+    """``"train.lr=1e-3"`` -> ``{"train": {"lr": 0.001}}`` (the value parsed as YAML).
+
+    Raises
+    ------
+    InputError
+        No ``=``, an empty key or section, or a value that is not YAML.
+    """
     import yaml
 
-    if "=" not in text:
-        raise InputError(f"override {text!r} must look like section.key=value")
+    if not isinstance(text, str) or "=" not in text:
+        raise InputError(f"override {text!r} must look like section.key=value (train.lr=1e-4)")
     key, value = text.split("=", 1)
+    parts = [p.strip() for p in key.split(".")]
+    if not all(parts):
+        raise InputError(
+            f"override {text!r} has an empty key; it must look like section.key=value "
+            "(train.lr=1e-4)"
+        )
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise InputError(
+            f"the value of override {text!r} is not valid YAML: {_yaml_problem(exc)}"
+        ) from None
     out: dict = {}
     node = out
-    parts = key.strip().split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = parsed
     return out
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[dict] = ()) -> dict:
-    """Defaults, updated by a YAML file, updated by overrides; unknown keys are errors."""
+    """Defaults, updated by a YAML file, updated by overrides, checked by :func:`check_config`.
+
+    Raises
+    ------
+    DataFileError
+        The file is missing, unreadable, not YAML or not a mapping of sections.
+    InputError
+        An unknown key or a bad value (see :func:`check_config`).
+    """
     import yaml
 
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise DataFileError(f"configuration file not found: {p}")
+        if not p.is_file():
+            raise DataFileError(f"configuration {p} is not a file")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"cannot read configuration {p}: {exc}") from None
         except yaml.YAMLError as exc:
-            raise DataFileError(f"cannot parse configuration {p}: {exc}") from exc
+            raise DataFileError(
+                f"cannot parse configuration {p} as YAML: {_yaml_problem(exc)}"
+            ) from None
+        if loaded is None:  # an empty file: the defaults
+            loaded = {}
         if not isinstance(loaded, dict):
-            raise DataFileError(f"configuration {p} must be a mapping of sections")
-        config = _merge(config, loaded)
+            raise DataFileError(
+                f"configuration {p} must be a YAML mapping of sections ({', '.join(DEFAULTS)}), "
+                f"got {type(loaded).__name__}"
+            )
+        try:
+            config = _merge(config, loaded)
+        except InputError as exc:
+            raise InputError(f"{exc} in {p}") from None
     for o in overrides:
+        if not isinstance(o, dict):
+            raise InputError(
+                f"an override must be a mapping like {{'train': {{'lr': 1e-4}}}}, got {o!r}"
+            )
         config = _merge(config, o)
-    return _coerce(config)
+    return check_config(config)
 
 
 def _check_resumable(saved: dict, config: dict) -> None:
@@ -254,6 +616,12 @@ class TrainingData:
         fr = tuple(d["fractions"])
         train_idx = maps.split_maps("train", fr, d["split_seed"])
         val_idx = maps.split_maps("validation", fr, d["split_seed"])
+        for split, idx in (("training", train_idx), ("validation", val_idx)):
+            if len(idx) == 0:
+                raise InputError(
+                    f"data.fractions {list(fr)} leave the {split} split empty: the data set "
+                    f"has only {maps.n_cosmologies} cosmologies"
+                )
         density, theta = maps.load(train_idx, n_pix=n_pix)
         if isinstance(d["transform"], dict):
             self.transform = Transform.from_dict(d["transform"])
@@ -421,6 +789,7 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     dict
         ``{"step", "stopped_early", "validation", "model_dir"}``.
     """
+    config = check_config(config)  # before anything is read or written
     tr = config["train"]
     device = str(tr["device"])
     if tr["threads"]:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 from diffinfer.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -105,3 +109,54 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def check_device(name: str, value: object) -> torch.device:
+    """``value`` as a :class:`torch.device` that exists on this machine.
+
+    Accepts ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (N below the number of CUDA devices),
+    ``"mps"`` where Apple's Metal backend is available, and :class:`torch.device` objects
+    of those kinds.
+
+    Raises
+    ------
+    InputError
+        Not a device name, a kind of device other than these, or a device this machine
+        does not have; the message names ``name`` and the devices available here.
+    """
+    import torch
+
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    available = ["cpu"]
+    if n_cuda:
+        available += ["cuda", *(f"cuda:{i}" for i in range(n_cuda))]
+    if has_mps:
+        available.append("mps")
+    expected = f"'cpu', 'cuda', 'cuda:N' or 'mps' (available here: {available})"
+    device = None
+    if isinstance(value, torch.device):
+        device = value
+    elif isinstance(value, str):
+        try:
+            device = torch.device(value.strip())
+        except (RuntimeError, ValueError):
+            device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+    if device.type == "cuda":
+        if not n_cuda:
+            raise InputError(
+                f"{name} is {value!r}, but CUDA is not available on this machine; use --device cpu"
+            )
+        if device.index is not None and device.index >= n_cuda:
+            raise InputError(
+                f"{name} is {value!r}, but this machine has {n_cuda} CUDA device(s): "
+                f"{available[2:]}"
+            )
+    if device.type == "mps" and not has_mps:
+        raise InputError(
+            f"{name} is {value!r}, but MPS is not available on this machine; use --device cpu"
+        )
+    return device

@@ -131,8 +131,9 @@ def test_init_from_a_smaller_resolution(data_dir, tmp_path):
         big_data, n_cosmologies=20, maps_per_cosmology=4,
         config=FieldConfig(n_pix=32, box_size=250.0, depth=50.0), progress=False,
     )  # fmt: skip
-    cfg = tiny_config(big_data, tmp_path / "big", steps=0)
+    cfg = tiny_config(big_data, tmp_path / "big")
     cfg["init_from"] = small["model_dir"]
+    cfg["train"]["steps"] = 0  # save the transferred weights untrained (only with init_from)
     big = train(cfg, progress=False)
     source, target = load_model(small["model_dir"]), load_model(big["model_dir"])
     assert target.field.n_pix == 32 and source.field.n_pix == 16

@@ -15,11 +15,12 @@ from diffinfer.data.camels import (
     maps_filename,
     params_filenames,
 )
-from diffinfer.errors import InputError
+from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.io import write_json_atomic
 from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
+from diffinfer.validation import check_int
 
 SYNTHETIC_SUITE = "Lognormal"
 
@@ -73,8 +74,18 @@ def write_synthetic_dataset(
     pathlib.Path
         Path of the maps file.
     """
+    check_int("n_cosmologies", n_cosmologies, low=1)
+    check_int("maps_per_cosmology", maps_per_cosmology, low=1)
+    check_int("seed", seed, low=0)
+    check_int("chunk", chunk, low=1)
+    for name, value in (("field", field), ("set_name", set_name)):
+        if not (isinstance(value, str) and value.replace("-", "").isalnum()):
+            raise InputError(f"{name} must be letters and digits (a CMD file-name part), "
+                             f"got {value!r}")  # fmt: skip
     config = config or FieldConfig()
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataFileError(f"{out} exists and is not a directory; choose another output path")
     out.mkdir(parents=True, exist_ok=True)
     sim = LognormalSimulator(config)
     # rounded to the precision of the parameter file, so that the file is exact for the maps

@@ -81,6 +81,9 @@ def shipped_models_dir() -> Path:
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     """The directory of a model given as a path or as the name of a shipped model."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise InputError(f"a model name or directory is needed (e.g. 'lognormal64' or "
+                         f"'oracle'), got {name_or_path!r}")  # fmt: skip
     path = Path(name_or_path)
     if path.is_dir():
         return path

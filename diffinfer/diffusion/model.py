@@ -19,7 +19,7 @@ from diffinfer.diffusion.oracle import OracleDenoiser
 from diffinfer.diffusion.schedules import NoiseSchedule
 from diffinfer.diffusion.unet import UNet, UNetConfig
 from diffinfer.errors import InputError
-from diffinfer.fields.grid import FieldConfig, as_maps
+from diffinfer.fields.grid import FieldConfig, as_density, as_maps
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.fields.transform import Transform
 from diffinfer.parameters import as_theta
@@ -151,9 +151,12 @@ class DiffusionModel(nn.Module):
         """Validate model-space maps against the card: (N, N) or (M, N, N), finite."""
         return as_maps(y, n_pix=self.field.n_pix, what=what)
 
-    def to_model_space(self, density: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Density maps (data units of the card) to model space, checked against the card."""
-        as_maps(density, n_pix=self.field.n_pix, positive=True, what="density map")
+    def to_model_space(
+        self, density: np.ndarray | torch.Tensor, *, kind: str = "density"
+    ) -> torch.Tensor:
+        """Density maps to model space, checked against the card and for the density-contrast
+        convention (``kind``: what the maps hold, see :func:`~diffinfer.fields.grid.as_density`)."""
+        density = as_density(density, kind=kind, n_pix=self.field.n_pix)
         return self.transform.forward(density)
 
     # ----------------------------------------------------------------- denoiser

@@ -38,12 +38,12 @@ class FieldConfig:
     prior: PriorBox = field(default_factory=lambda: DEFAULT_PRIOR)
 
     def __post_init__(self) -> None:
-        if int(self.n_pix) != self.n_pix or self.n_pix < 2 or self.n_pix % 2:
+        from diffinfer.validation import check_float, check_int
+
+        if check_int("n_pix", self.n_pix, low=2) % 2:
             raise InputError(f"n_pix must be an even integer >= 2, got {self.n_pix}")
-        if not (self.box_size > 0 and self.depth > 0):
-            raise InputError(
-                f"box_size and depth must be positive, got {self.box_size}, {self.depth}"
-            )
+        check_float("box_size", self.box_size, low=0, low_open=True, what="Mpc/h")
+        check_float("depth", self.depth, low=0, low_open=True, what="Mpc/h")
 
     @property
     def pixel_area(self) -> float:
@@ -112,7 +112,13 @@ def as_maps(
         Wrong rank, non-square, wrong size, NaN/inf, or non-positive values where
         ``positive`` is set.
     """
-    t = torch.as_tensor(np.asarray(field) if not isinstance(field, torch.Tensor) else field)
+    if not isinstance(field, torch.Tensor):
+        array = np.asarray(field) if field is not None else np.asarray(np.nan)
+        if array.dtype.kind not in "iuf":
+            raise InputError(f"{what} must be an array of real numbers (N, N), got "
+                             f"{type(field).__name__} of dtype {array.dtype}")  # fmt: skip
+        field = array.astype(np.float64) if array.dtype.kind == "u" else array
+    t = torch.as_tensor(field)
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise InputError(f"{what} must be a real-valued array, got dtype {t.dtype}")
     t = t.to(torch.float64)
@@ -131,5 +137,108 @@ def as_maps(
         raise InputError(
             f"{what} must be a strictly positive density (the transform takes its log); "
             f"minimum value is {t.min().item():.4g}"
+        )
+    return t
+
+
+FIELD_KINDS = ("density", "overdensity", "mass", "log10")
+"""What a user's map may hold (the ``kind`` argument of :func:`as_density`):
+
+- ``"density"``: the density contrast rho / rho_mean (positive, mean about 1), the models'
+  data units;
+- ``"overdensity"``: delta = rho / rho_mean - 1 (converted to 1 + delta);
+- ``"mass"``: mass, counts or density in any unit per pixel (divided by the map's own mean;
+  the map's mean then carries no information);
+- ``"log10"``: log10 of the density contrast (converted to 10**map).
+"""
+
+DENSITY_MEAN_RANGE = (0.2, 5.0)
+"""Accepted mean of a density-contrast map: maps of the prior box have means 0.66-1.48
+(200 log-normal maps per corner, standard deviation at most 0.15)."""
+
+MIN_LOG_STD = 0.02
+"""Least standard deviation of ln rho of a map with structure (log-normal maps of the prior:
+0.5-0.85)."""
+
+
+def as_density(
+    field: np.ndarray | torch.Tensor,
+    *,
+    kind: str = "density",
+    n_pix: int | None = None,
+    what: str = "density map",
+) -> torch.Tensor:
+    """A user's map(s) as density contrast rho / rho_mean (float64), checked for the
+    convention the models and likelihoods expect.
+
+    Parameters
+    ----------
+    field
+        One map (N, N) or a stack (M, N, N).
+    kind
+        What the map holds: one of :data:`FIELD_KINDS` (default ``"density"``).
+    n_pix
+        Required side length, if any.
+    what
+        Name used in error messages.
+
+    Raises
+    ------
+    InputError
+        Not a map (see :func:`as_maps`); values that are not positive; a mean far from 1 or
+        no structure, i.e. a map that is not a density contrast: the message names the
+        ``kind`` that converts it.
+    """
+    if kind not in FIELD_KINDS:
+        raise InputError(f"kind must be one of {list(FIELD_KINDS)} (what the map holds), "
+                         f"got {kind!r}")  # fmt: skip
+    t = as_maps(field, n_pix=n_pix, what=what)
+    if kind in ("overdensity", "log10") and float(t.min()) >= 0:
+        raise InputError(
+            f"{what} has no negative values, but as kind={kind!r} it must: underdense pixels "
+            f"have {'delta < 0' if kind == 'overdensity' else 'log10 rho < 0'}. Its mean is "
+            f"{float(t.mean()):.4g}: if it holds the density contrast rho/rho_mean, pass "
+            "kind='density'"
+        )
+    if kind == "overdensity":
+        t = 1.0 + t
+    elif kind == "log10":
+        if float(t.abs().max()) > 30:
+            raise InputError(f"{what} holds values up to {float(t.abs().max()):.3g}: not the "
+                             "log10 of a density contrast (kind='log10')")  # fmt: skip
+        t = 10.0**t
+    hint = (
+        "if it holds the overdensity delta = rho/rho_mean - 1, pass kind='overdensity'; "
+        "log10 of the density, kind='log10'; mass or counts per pixel, kind='mass' "
+        "(the --kind option on the command line)"
+    )
+    low = float(t.min())
+    if low <= 0:
+        extra = " (empty pixels: smooth the map or add a floor first)" if low == 0 else ""
+        given = "" if kind == "density" else f" as kind={kind!r}"
+        raise InputError(
+            f"{what}{given} has density values <= 0 (minimum {low:.4g}){extra}, but a "
+            f"density contrast rho/rho_mean is positive; {hint}"
+        )
+    if kind == "mass":
+        t = t / t.mean(dim=(-2, -1), keepdim=True)
+    means = t.mean(dim=(-2, -1)).reshape(-1)
+    lo, hi = DENSITY_MEAN_RANGE
+    bad = (means < lo) | (means > hi)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        where = "" if t.ndim == 2 else f" (map {i})"
+        raise InputError(
+            f"{what}{where} has mean {float(means[i]):.4g}, but a density contrast "
+            f"rho/rho_mean has mean about 1 ({lo:g}-{hi:g} for single maps); {hint}"
+        )
+    log_std = torch.log(t).std(dim=(-2, -1)).reshape(-1)
+    flat = log_std < MIN_LOG_STD
+    if bool(flat.any()):
+        i = int(torch.nonzero(flat)[0, 0])
+        where = "" if t.ndim == 2 else f" (map {i})"
+        raise InputError(
+            f"{what}{where} has almost no structure (std of ln rho {float(log_std[i]):.3g}; "
+            "matter maps have 0.3-1): is it a constant or a mask?"
         )
     return t

@@ -1,0 +1,313 @@
+"""Bad input to the Python API: maps, posterior options, model directories and cards.
+
+Each case asserts the exception type and a fragment of its message (the argument, the value
+or the fix). Everything here fails before any likelihood is evaluated, so the table is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import diffinfer as di
+from diffinfer.diffusion.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    shipped_models_dir,
+    update_card,
+)
+from diffinfer.errors import DataFileError, InputError
+from diffinfer.fields.grid import as_density
+from diffinfer.io import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+MAP = np.load(ROOT / "examples" / "lognormal64" / "map1.npy")
+
+
+@pytest.fixture(scope="module")
+def network():
+    return load_model("lognormal64")
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return load_model("oracle")
+
+
+def _counts(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).poisson(MAP * 0.5)
+
+
+# ------------------------------------------------------------------ maps (input convention)
+MAP_CASES = {
+    "density-times-1000": (MAP * 1000, {}, "mean 984"),
+    "density-times-1e-300": (MAP * 1e-300, {}, "has mean"),
+    "mass-in-msun-per-pixel": (MAP * 3.2e12, {}, "kind='mass'"),
+    "constant-map": (np.ones((64, 64)), {}, "no structure"),
+    "zero-map": (np.zeros((64, 64)), {}, "values <= 0"),
+    "overdensity-as-density": (MAP - 1, {}, "kind='overdensity'"),
+    "log10-as-density": (np.log10(MAP), {}, "kind='log10'"),
+    "counts-with-empty-pixels": (_counts(), {}, "empty pixels"),
+    "counts-as-mass-with-empty-pixels": (_counts(), {"kind": "mass"}, "empty pixels"),
+    "density-as-overdensity": (MAP, {"kind": "overdensity"}, "pass kind='density'"),
+    "density-as-log10": (MAP, {"kind": "log10"}, "pass kind='density'"),
+    "huge-log10": (np.log10(MAP) * 100, {"kind": "log10"}, "not the log10"),
+    "negative-mass": (-MAP, {"kind": "mass"}, "values <= 0"),
+    "unknown-kind": (MAP, {"kind": "counts"}, "kind must be one of"),
+    "nan-pixel": (np.where(np.arange(64 * 64).reshape(64, 64) == 5, np.nan, MAP), {}, "NaN"),
+    "inf-pixel": (np.where(np.arange(64 * 64).reshape(64, 64) == 5, np.inf, MAP), {}, "inf"),
+    "wrong-resolution": (MAP[::2, ::2], {}, "expects 64 x 64"),
+    "larger-map": (np.tile(MAP, (2, 2)), {}, "downsample"),
+    "not-square": (MAP[:, :32], {}, "square"),
+    "one-dimensional": (MAP.ravel(), {}, "shape (N, N)"),
+    "four-dimensional": (MAP[None, None], {}, "shape (N, N)"),
+    "stack-of-maps": (np.stack([MAP, MAP]), {}, "one map at a time"),
+    "complex-map": (MAP.astype(complex), {}, "real numbers"),
+    "strings": (np.full((64, 64), "1.0"), {}, "real numbers"),
+    "none": (None, {}, "shape"),
+    "python-list-of-strings": (["a", "b"], {}, "real numbers"),
+    "boolean-mask": (MAP > 1, {}, "real numbers"),
+}
+
+
+@pytest.mark.parametrize("likelihood", ["exact", "vlb"])
+@pytest.mark.parametrize("case", list(MAP_CASES), ids=list(MAP_CASES))
+def test_bad_maps_are_refused_with_the_fix(case, likelihood, network):
+    field, kwargs, fragment = MAP_CASES[case]
+    with pytest.raises(InputError, match=None) as info:
+        di.posterior(field, model=network, likelihood=likelihood, **kwargs)
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "kind"),
+    [(MAP, "density"), (MAP - 1, "overdensity"), (np.log10(MAP), "log10"),
+     (MAP * 3.2e12, "mass"), (np.rint(MAP * 1000).astype(np.int64), "mass")],
+    ids=["density", "overdensity", "log10", "mass", "integer-mass"],
+)  # fmt: skip
+def test_every_kind_converts_to_the_same_density(field, kind):
+    rho = as_density(field, kind=kind).numpy()
+    # mass is divided by its own mean; integer counts are rounded to 1/1000 of the mean
+    want = MAP / MAP.mean() if kind in ("mass", "integer-mass") else MAP
+    tol = 1e-3 if np.issubdtype(np.asarray(field).dtype, np.integer) else 1e-10
+    np.testing.assert_allclose(rho, want, rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------------ posterior options
+OPTION_CASES = {
+    "unknown-method": ({"method": "mcmc"}, "method must be one of"),
+    "negative-seed": ({"seed": -1}, "seed must be an integer >= 0"),
+    "fractional-seed": ({"seed": 1.5}, "seed must be an integer"),
+    "string-seed": ({"seed": "0"}, "seed must be an integer"),
+    "unknown-likelihood": ({"likelihood": "elbo"}, "likelihood must be one of"),
+    "empty-term-list": ({"likelihood": []}, "non-empty list"),
+    "negative-term": ({"likelihood": [-1]}, "likelihood term index"),
+    "term-beyond-T": ({"likelihood": [5000]}, "term"),
+    "typo-option": ({"n_coarce": 8}, "did you mean 'n_coarse'"),
+    "option-of-another-method": ({"n_walkers": 8}, "option of another method"),
+    "upsample-0": ({"upsample": 0}, "upsample must be an integer >= 1"),
+    "tol-negative": ({"tol": -1}, "tol must be a number in (0, 1)"),
+    "tol-2": ({"tol": 2}, "tol must be a number in (0, 1)"),
+    "tol-nan": ({"tol": math.nan}, "tol must be"),
+    "max-passes-negative": ({"max_passes": -1}, "max_passes must be an integer >= 0"),
+    "n-coarse-2": ({"n_coarse": 2}, "n_coarse must be an integer >= 4"),
+    "n-fine-float": ({"n_fine": 8.5}, "n_fine must be an integer"),
+    "n-aligned-string": ({"n_aligned": "8"}, "n_aligned must be an integer"),
+    "radius-1": ({"radius": 1}, "radius must be a number in [2, 10]"),
+    "aligned-string": ({"aligned": "yes"}, "aligned must be True or False"),
+    "emcee-max-steps-0": ({"method": "emcee", "max_steps": 0}, "max_steps must be"),
+    "emcee-one-walker": ({"method": "emcee", "n_walkers": 1}, "n_walkers must be"),
+    "emcee-odd-walkers": ({"method": "emcee", "n_walkers": 9}, "n_walkers must be even"),
+    "emcee-tau-multiple-0": ({"method": "emcee", "min_tau_multiple": 0}, "min_tau_multiple"),
+    "emcee-surrogate-gp": ({"method": "emcee", "surrogate": "gp"}, "surrogate must be"),
+    "nuts-zero-chains": ({"method": "nuts", "num_chains": 0}, "num_chains must be"),
+    "nuts-negative-warmup": ({"method": "nuts", "warmup_steps": -1}, "warmup_steps must be"),
+    "nuts-tree-depth-0": ({"method": "nuts", "max_tree_depth": 0}, "max_tree_depth"),
+    "nuts-tree-depth-40": ({"method": "nuts", "max_tree_depth": 40}, "max_tree_depth"),
+    "temperature-0": ({"temperature": 0}, "temperature must be a number > 0"),
+    "temperature-negative": ({"temperature": -1.0}, "temperature must be"),
+    "temperature-inf": ({"temperature": math.inf}, "temperature must be"),
+    "precision-fp16": ({"precision": "fp16"}, "precision must be one of"),
+    "n-noise-0": ({"n_noise": 0}, "n_noise must be an integer >= 1"),
+    "n-timesteps-0": ({"n_timesteps": 0}, "n_timesteps must be an integer >= 1"),
+    "max-batch-0": ({"max_batch": 0}, "max_batch must be an integer >= 1"),
+    "noise-sigma-negative": ({"noise_sigma": -1}, "noise_sigma must be a number >= 0"),
+    "noise-sigma-nan": ({"noise_sigma": math.nan}, "noise_sigma must be"),
+    "box-size-negative": ({"box_size": -1}, "box_size must be a number > 0"),
+    "box-size-other": ({"box_size": 250.0}, "trained on 500 Mpc/h"),
+    "proposal-unknown": ({"proposal": "flat"}, "proposal must be"),
+    "proposal-wrong-length": ({"proposal": np.ones(10)}, "needs 1000"),
+    "exact-with-diffusion-option": (
+        {"likelihood": "exact", "n_timesteps": 8},
+        "apply to the diffusion likelihood",
+    ),
+    "exact-noise-sigma-negative": (
+        {"likelihood": "exact", "noise_sigma": -1},
+        "noise_sigma must be",
+    ),
+    "model-of-wrong-type": ({"model": 123}, "model must be"),
+    "model-missing": ({"model": "no-such-model"}, "not found"),
+    "diffusion-without-model": ({"model": None}, "needs a model"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES), ids=list(OPTION_CASES))
+def test_bad_posterior_options_are_refused(case, network):
+    kwargs, fragment = OPTION_CASES[case]
+    kwargs = {"model": network, **kwargs}
+    with pytest.raises((InputError, DataFileError)) as info:
+        post = di.posterior(MAP, **kwargs)
+        post.sample(10)  # options checked when the sampler starts would surface here
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("n", [0, -5, 2.5, "100", None], ids=str)
+def test_bad_sample_sizes(n, network):
+    post = di.posterior(MAP, model=network, likelihood="exact")
+    with pytest.raises(InputError, match="n must be an integer >= 1"):
+        post.sample(n)
+
+
+@pytest.mark.parametrize(
+    ("theta", "fragment"),
+    [(np.array([0.3]), "shape (2,) or (B, 2)"), (np.array([[0.3, 0.8, 1.0]]), "shape"),
+     (np.array([np.nan, 0.8]), "NaN"), ("0.3, 0.8", "numeric"), (np.ones((2, 2, 2)), "shape")],
+    ids=["one-number", "three-columns", "nan", "string", "three-dimensional"],
+)  # fmt: skip
+def test_bad_theta_for_the_likelihood(theta, fragment, oracle):
+    like = di.DiffusionLikelihood(oracle, MAP, terms="l0")
+    with pytest.raises(InputError) as info:
+        like(theta)
+    assert fragment in str(info.value)
+
+
+# ------------------------------------------------------------------ model directories, cards
+@pytest.fixture
+def model_copy(tmp_path) -> Path:
+    dst = tmp_path / "lognormal64"
+    shutil.copytree(shipped_models_dir() / "lognormal64", dst)
+    return dst
+
+
+def _edit(card_path: Path, change) -> None:
+    card = json.loads(card_path.read_text())
+    change(card)
+    card_path.write_text(json.dumps(card))
+
+
+CARD_CASES = {
+    "transform-scale": (lambda c: c["transform"].update(scale=1.0), "was edited"),
+    "transform-shift": (lambda c: c["transform"].update(shift=0.0), "was edited"),
+    "schedule-steps": (lambda c: c["schedule"].update(n_steps=500), "was edited"),
+    "box-size": (lambda c: c["field"].update(box_size=250.0), "was edited"),
+    "n-pix": (lambda c: c["field"].update(n_pix=128), "was edited"),
+    "calibration": (lambda c: c["calibration"][-1].update(temperature=1.0), "was edited"),
+    "proposal": (lambda c: c["likelihood"]["timestep_proposal"]["q"].reverse(), "was edited"),
+    "weights-outside": (lambda c: c["weights"].update(file="../../README.md"), "file name"),
+    "weights-absolute": (lambda c: c["weights"].update(file="/etc/hostname"), "file name"),
+    "weights-not-a-string": (lambda c: c["weights"].update(file=3), "file name"),
+    "weights-sha": (lambda c: c["weights"].update(sha256="0" * 64), "was edited"),
+    "format": (lambda c: c.update(format="other/1"), "not a diffinfer model card"),
+    "missing-transform": (lambda c: c.pop("transform"), "lacks ['transform']"),
+    "weights-not-mapping": (lambda c: c.update(weights="weights.safetensors"), "mapping"),
+}
+
+
+@pytest.mark.parametrize("case", list(CARD_CASES), ids=list(CARD_CASES))
+def test_edited_or_unsafe_cards_are_refused(case, model_copy):
+    change, fragment = CARD_CASES[case]
+    _edit(model_copy / CARD_FILE, change)
+    with pytest.raises(DataFileError) as info:
+        load_model(model_copy)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_descriptive_card_sections_stay_free_to_edit(model_copy):
+    _edit(model_copy / CARD_FILE, lambda c: c["metrics"].update(note="checked by hand"))
+    _edit(model_copy / CARD_FILE, lambda c: c.update(name="renamed"))
+    assert load_model(model_copy).card["name"] == "renamed"
+
+
+def test_update_card_reseals_the_card(model_copy):
+    update_card(model_copy, {"calibration": []})
+    assert load_model(model_copy).card["calibration"] == []
+
+
+FILE_CASES = {
+    "card-not-json": (lambda d: (d / CARD_FILE).write_text("{not json"), "not valid JSON"),
+    "card-truncated": (
+        lambda d: (d / CARD_FILE).write_text((d / CARD_FILE).read_text()[:500]),
+        "truncated",
+    ),
+    "card-a-list": (lambda d: (d / CARD_FILE).write_text("[1, 2]"), "JSON object"),
+    "card-missing": (lambda d: (d / CARD_FILE).unlink(), "model card not found"),
+    "weights-missing": (lambda d: (d / WEIGHTS_FILE).unlink(), "weights file missing"),
+    "weights-corrupted": (
+        lambda d: (d / WEIGHTS_FILE).write_bytes((d / WEIGHTS_FILE).read_bytes()[:-10] + b"0" * 10),
+        "sha256",
+    ),
+    "weights-a-directory": (
+        lambda d: ((d / WEIGHTS_FILE).unlink(), (d / WEIGHTS_FILE).mkdir()),
+        "weights file missing",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_CASES), ids=list(FILE_CASES))
+def test_broken_model_directories_are_refused(case, model_copy):
+    damage, fragment = FILE_CASES[case]
+    damage(model_copy)
+    with pytest.raises(DataFileError) as info:
+        load_model(model_copy)
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "fragment"),
+    [("", InputError, "model name"), ("   ", InputError, "model name"),
+     (123, InputError, "model name"), ("README.md", DataFileError, "not found"),
+     ("no/such/dir", DataFileError, "not found")],
+    ids=["empty", "blank", "number", "a-file", "missing-path"],
+)  # fmt: skip
+def test_bad_model_names(name, error, fragment, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(error) as info:
+        load_model(name)
+    assert fragment in str(info.value)
+
+
+def test_the_oracle_has_no_card_to_update():
+    with pytest.raises(DataFileError, match="oracle has no model card"):
+        update_card("oracle", {"calibration": []})
+
+
+# ------------------------------------------------------------------ files written
+def test_json_is_strict_with_nan_as_null(tmp_path):
+    path = tmp_path / "report.json"
+    write_json_atomic(path, {"a": math.nan, "b": [1.0, math.inf], "c": np.float64(-np.inf),
+                             "d": np.array([0.5, np.nan])})  # fmt: skip
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    obj = json.loads(path.read_text(), parse_constant=refuse)
+    assert obj == {"a": None, "b": [1.0, None], "c": None, "d": [0.5, None]}
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_failed_writes_leave_no_temporary_files(tmp_path, monkeypatch):
+    import diffinfer.io
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(diffinfer.io.os, "replace", fail)
+    with pytest.raises(OSError, match="No space"):
+        write_json_atomic(tmp_path / "x.json", {"a": 1})
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,187 @@
+"""Bad input to ``diffinfer infer``, ``estimate`` and ``simulate``: one line on stderr, exit
+status 2, no traceback, and no output directory left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffinfer.cli import _read_map, main
+
+ROOT = Path(__file__).resolve().parents[1]
+MAP = ROOT / "examples" / "lognormal64" / "map1.npy"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("maps")
+    m = np.load(MAP)
+    arrays = {
+        "times1000.npy": m * 1000,
+        "delta.npy": m - 1,
+        "log10.npy": np.log10(m),
+        "constant.npy": np.ones_like(m),
+        "nan.npy": np.where(m > 3, np.nan, m),
+        "small.npy": m[::2, ::2],
+        "stack.npy": np.stack([m, m * 1.01]),
+        "strings.npy": np.full((4, 4), "x"),
+        "complex.npy": m.astype(complex),
+    }
+    paths = {}
+    for name, array in arrays.items():
+        np.save(d / name, array)
+        paths[name] = d / name
+    np.savez(d / "two.npz", a=m, b=m)
+    paths["two.npz"] = d / "two.npz"
+    np.savez(d / "named.npz", other=m * 2, map=m)
+    paths["named.npz"] = d / "named.npz"
+    (d / "text.npy").write_text("not an array")
+    paths["text.npy"] = d / "text.npy"
+    np.save(d / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    paths["object.npy"] = d / "object.npy"
+    paths["dir"] = d
+    (d / "a-file").write_text("x")
+    paths["a-file"] = d / "a-file"
+    return paths
+
+
+def fill(argv: list[str], names: dict[str, Path | str]) -> list[str]:
+    """Replace ``{name}`` in each argument by the path of that test file."""
+    out = []
+    for a in argv:
+        for k, v in names.items():
+            a = a.replace("{" + k + "}", str(v))
+        out.append(a)
+    return out
+
+
+def run_bad(argv: list[str], capsys, fragment: str) -> str:
+    """Run the CLI in-process; assert one clean error line naming ``fragment``."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffinfer: error:"), err
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+EXACT = ["--model", "none", "--likelihood", "exact"]
+INFER_CASES = {
+    "map-missing": (["{tmp}/none.npy"], "map file not found"),
+    "map-is-directory": (["{dir}"], "is a directory"),
+    "map-not-npy": (["{text.npy}"], "cannot read map"),
+    "map-pickled-objects": (["{object.npy}"], "cannot read map"),
+    "map-strings": (["{strings.npy}"], "real numbers"),
+    "map-complex": (["{complex.npy}"], "real numbers"),
+    "map-times-1000": (["{times1000.npy}"], "--kind"),
+    "map-overdensity": (["{delta.npy}"], "kind='overdensity'"),
+    "map-log10": (["{log10.npy}"], "kind='log10'"),
+    "density-as-overdensity": ([str(MAP), "--kind", "overdensity"], "kind='density'"),
+    "map-constant": (["{constant.npy}"], "no structure"),
+    "map-nan": (["{nan.npy}"], "NaN"),
+    "map-wrong-size": (["{small.npy}"], "expects 64 x 64"),
+    "stack-without-index": (["{stack.npy}"], "--index"),
+    "stack-index-out-of-range": (["{stack.npy}", "--index", "5"], "--index must be"),
+    "index-for-one-map": ([str(MAP), "--index", "0"], "holds one map"),
+    "npz-ambiguous": (["{two.npz}"], "holds arrays"),
+    "n-samples-0": ([str(MAP), "--n-samples", "0"], "--n-samples must be"),
+    "n-samples-negative": ([str(MAP), "--n-samples", "-4"], "--n-samples must be"),
+    "seed-negative": ([str(MAP), "--seed", "-1"], "--seed must be"),
+    "n-timesteps-negative": (
+        [str(MAP), "--model", "oracle", "--n-timesteps", "-2"],
+        "--n-timesteps must be",
+    ),
+    "truth-outside-prior": ([str(MAP), "--truth", "2", "0.8"], "--truth"),
+    "truth-nan": ([str(MAP), "--truth", "nan", "0.8"], "--truth"),
+    "likelihood-bad": (
+        [str(MAP), "--model", "oracle", "--likelihood", "elbo"],
+        "--likelihood must be",
+    ),
+    "likelihood-bad-terms": (
+        [str(MAP), "--model", "oracle", "--likelihood", "0,x"],
+        "--likelihood must be",
+    ),
+    "model-missing": ([str(MAP), "--model", "no-such-model"], "not found"),
+    "device-unknown": ([str(MAP), "--device", "tpu"], "device"),
+    "diffusion-without-model": ([str(MAP), "--model", "none"], "needs a model"),
+    "out-is-a-file": ([str(MAP), "--out", "{a-file}"], "not a directory"),
+}
+
+
+@pytest.mark.parametrize("case", list(INFER_CASES), ids=list(INFER_CASES))
+def test_infer_bad_inputs(case, files, tmp_path, capsys):
+    argv, fragment = INFER_CASES[case]
+    argv = fill(argv, {**files, "tmp": tmp_path})
+    out = tmp_path / "out"
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    if "--model" not in argv:
+        argv += EXACT
+    run_bad(["infer", *argv], capsys, fragment)
+    assert not out.exists()
+
+
+def test_infer_into_a_directory_that_cannot_be_made(tmp_path, capsys):
+    # /sys refuses new entries even to root (a read-only directory would not stop root)
+    run_bad(["infer", str(MAP), *EXACT, "--out", "/sys/diffinfer-out"], capsys,
+            "not permitted")  # fmt: skip
+
+
+ESTIMATE_CASES = {
+    "omega-m-outside-prior": (["--omega-m", "2"], "outside the prior"),
+    "sigma-8-nan": (["--sigma-8", "nan"], "NaN"),
+    "seed-negative": (["--seed", "-3"], "--seed must be"),
+    "n-pix-odd": (["--n-pix", "63"], "n_pix must be an even integer"),
+    "box-negative": (["--box-size", "-500"], "box_size must be a number > 0"),
+    "depth-inf": (["--depth", "inf"], "depth must be"),
+    "map-times-1000": (["--map", "{times1000.npy}"], "has mean"),
+    "map-missing": (["--map", "{tmp}/none.npy"], "map file not found"),
+    "map-wrong-size": (["--map", "{small.npy}"], "expects 64 x 64"),
+    "kind-mismatch": (["--map", str(MAP), "--kind", "log10"], "kind='density'"),
+}
+
+
+@pytest.mark.parametrize("case", list(ESTIMATE_CASES), ids=list(ESTIMATE_CASES))
+def test_estimate_bad_inputs(case, files, tmp_path, capsys):
+    argv, fragment = ESTIMATE_CASES[case]
+    run_bad(["estimate", *fill(argv, {**files, "tmp": tmp_path})], capsys, fragment)
+
+
+SIMULATE_CASES = {
+    "no-cosmologies": (["--n-cosmologies", "0"], "n_cosmologies must be an integer >= 1"),
+    "negative-maps": (["--maps-per-cosmology", "-1"], "maps_per_cosmology must be"),
+    "seed-negative": (["--seed", "-1"], "seed must be an integer >= 0"),
+    "set-name-with-slash": (["--set", "../LH"], "set_name must be"),
+    "n-pix-zero": (["--n-pix", "0"], "n_pix must be"),
+    "box-nan": (["--box-size", "nan"], "box_size must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIMULATE_CASES), ids=list(SIMULATE_CASES))
+def test_simulate_bad_inputs(case, tmp_path, capsys):
+    argv, fragment = SIMULATE_CASES[case]
+    out = tmp_path / "data"
+    run_bad(["simulate", "--out", str(out), "--no-progress", *argv], capsys, fragment)
+    assert not out.exists()
+
+
+def test_simulate_into_a_file(files, capsys):
+    run_bad(["simulate", "--out", str(files["a-file"]), "--n-cosmologies", "2"], capsys,
+            "not a directory")  # fmt: skip
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="n-samples"):
+        main(["--debug", "infer", str(MAP), *EXACT, "--n-samples", "0", "--out",
+              str(tmp_path / "o")])  # fmt: skip
+
+
+def test_a_good_map_in_other_units_runs(files, capsys):
+    assert main(["estimate", "--map", str(files["times1000.npy"]), "--kind", "mass"]) == 0
+    assert "Omega_m" in capsys.readouterr().out
+    np.testing.assert_array_equal(_read_map(str(files["stack.npy"]), 1), np.load(MAP) * 1.01)
+    np.testing.assert_array_equal(_read_map(str(files["named.npz"])), np.load(MAP))

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from diffinfer.diffusion.model import DiffusionModel
 from diffinfer.errors import InputError
 from diffinfer.likelihood import DiffusionLikelihood, term_weights
+from diffinfer.validation import check_float, check_int
 
 
 def default_proposal(model: DiffusionModel) -> np.ndarray:
@@ -65,6 +66,14 @@ def term_differences(
     return terms[1:] - terms[:1]
 
 
+def check_proposal_options(*, smooth: float, floor: float, seed: int) -> None:
+    """Validate the options of :func:`fit_timestep_proposal` (the CLI checks them before it
+    simulates pilot maps)."""
+    check_float("smooth", smooth, low=0, what="timesteps")
+    check_float("floor", floor, low=0, high=1, low_open=True, what="weight of the default proposal")
+    check_int("seed", seed, low=0)
+
+
 def fit_timestep_proposal(
     model: DiffusionModel,
     fields: list[np.ndarray] | np.ndarray,
@@ -102,10 +111,7 @@ def fit_timestep_proposal(
         Monte Carlo variance per sample of the pilot differences under the fitted proposal
         over that under the default one, measured on the pilot maps themselves (in-sample).
     """
-    if not 0 < floor <= 1:
-        raise InputError(f"floor must lie in (0, 1], got {floor}")
-    if smooth < 0:
-        raise InputError(f"smooth must be >= 0 timesteps, got {smooth}")
+    check_proposal_options(smooth=smooth, floor=floor, seed=seed)
     fields = list(fields)
     if len(fields) < 2:
         raise InputError(f"fit a proposal on at least 2 pilot maps, got {len(fields)}")

@@ -311,3 +311,26 @@ def test_failed_writes_leave_no_temporary_files(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         write_json_atomic(tmp_path / "x.json", {"a": 1})
     assert not list(tmp_path.iterdir())
+
+
+def test_save_model_removes_what_a_killed_save_left(model_copy, tmp_path):
+    from diffinfer.diffusion.checkpoint import save_model
+
+    dest = tmp_path / "saved"
+    stale = [tmp_path / ".saved.999999999.x1y2", tmp_path / ".saved.old-999999999"]
+    for d in stale:
+        d.mkdir()
+    mine = tmp_path / ".saved.notapid"  # not a name save_model writes: left alone
+    mine.mkdir()
+    save_model(load_model(model_copy), dest)
+    assert load_model(dest).card["name"] == "saved"
+    assert not any(d.exists() for d in stale) and mine.exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", "tpu", "", 7], ids=str)
+def test_load_model_on_a_device_this_machine_lacks(device, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="device"):
+        load_model("oracle", device=device)

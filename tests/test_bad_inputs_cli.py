@@ -185,3 +185,31 @@ def test_a_good_map_in_other_units_runs(files, capsys):
     assert "Omega_m" in capsys.readouterr().out
     np.testing.assert_array_equal(_read_map(str(files["stack.npy"]), 1), np.load(MAP) * 1.01)
     np.testing.assert_array_equal(_read_map(str(files["named.npz"])), np.load(MAP))
+
+
+PROPOSAL_CASES = {
+    "one-pilot-map": (["--n-maps", "1"], "--n-maps must be an integer >= 2"),
+    "smooth-negative": (["--smooth", "-1"], "smooth must be a number >= 0"),
+    "smooth-nan": (["--smooth", "nan"], "smooth must be"),
+    "floor-zero": (["--floor", "0"], "floor must be a number in (0, 1]"),
+    "floor-two": (["--floor", "2"], "floor must be"),
+    "seed-negative": (["--seed", "-1"], "seed must be an integer >= 0"),
+    "store-into-the-oracle": (["--model", "oracle", "--store"], "oracle has no model card"),
+    "model-missing": (["--model", "no-such-model"], "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROPOSAL_CASES), ids=list(PROPOSAL_CASES))
+def test_fit_proposal_bad_inputs(case, capsys):
+    argv, fragment = PROPOSAL_CASES[case]
+    if "--model" not in argv:
+        argv = ["--model", "oracle", *argv]
+    run_bad(["fit-proposal", "--no-progress", *argv], capsys, fragment)
+
+
+def test_unknown_command_and_option_are_usage_errors(capsys):
+    for argv in (["frobnicate"], ["infer", str(MAP), "--out", "x", "--bogus"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err

@@ -151,7 +151,8 @@ def save_model(
     card = build_card(model, name=name or path.name, data=data, training=training, metrics=metrics)
     state = {k: v.detach().cpu().contiguous() for k, v in model.denoiser.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _remove_stale_siblings(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
     os.chmod(tmp, 0o755)
     try:
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": CARD_FORMAT})
@@ -179,6 +180,28 @@ def save_model(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Remove the hidden directories that a killed :func:`save_model` left beside ``path``
+    (``.NAME.PID.*`` and ``.NAME.old-PID``, whose process no longer runs)."""
+    import re
+
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:old-)?(\d+)(?:\..*)?$")
+    for sibling in path.parent.glob(f".{path.name}.*"):
+        match = pattern.match(sibling.name)
+        if not (match and sibling.is_dir()):
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # another user's running process
+            alive = True
+        if not alive:
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def update_card(model_dir: str | os.PathLike, updates: dict) -> Path:
@@ -252,8 +275,11 @@ def load_model(
         tensors missing from or unexpected by the architecture the card describes, or of
         the wrong shape.
     """
+    from diffinfer.validation import check_device
+
+    device = check_device("device", device)
     if str(name_or_path) == "oracle":
-        return DiffusionModel.oracle()
+        return DiffusionModel.oracle().to(device)
     path = resolve_model_dir(name_or_path)
     card = read_card(path)
     weights = path / card["weights"].get("file", WEIGHTS_FILE)  # a plain name (read_card)

@@ -24,7 +24,7 @@ if [[ $WHAT == network || $WHAT == all ]]; then
   # calibration split (validation cosmologies): fit the temperature, store it in the card
   $DI calibrate "${NET[@]}" --split validation --n-maps 6 --analyses diffusion \
     --temperature 1 "${COMMON[@]}" --out calibration/lognormal64-calibration
-  $DI recalibrate calibration/lognormal64-calibration --store
+  $DI recalibrate calibration/lognormal64-calibration --store --model lognormal64
   # test split at temperature 1; the recalibrated coverage on these maps follows from the
   # fitted temperature (docs/results.md; an exact rerun is a second study with the card's
   # temperature, omitted here for time)

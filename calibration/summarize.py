@@ -23,6 +23,15 @@ from diffinfer.calibration.study import fit_temperature, load_results
 ROOT = Path("calibration")
 
 
+def _nan_for_null(obj):
+    """Reports write NaN as null (strict JSON): read it back as NaN for formatting."""
+    if isinstance(obj, dict):
+        return {k: _nan_for_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_for_null(v) for v in obj]
+    return float("nan") if obj is None else obj
+
+
 def coverage_row(name: str, a: str, rep: dict) -> str:
     z = rep["z_score"]
     return (
@@ -53,7 +62,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     reports = {}
     for s in studies:
-        rep = json.loads((s / "report.json").read_text())
+        rep = _nan_for_null(json.loads((s / "report.json").read_text()))
         reports[s.name] = rep
         for a, r in rep["analyses"].items():
             print(coverage_row(s.name, a, r))
@@ -73,7 +82,8 @@ def main() -> None:
             if vs:
                 print(agreement_row(name, "diffusion", vs))
     cal, test = ROOT / "lognormal64-calibration", ROOT / "lognormal64-test"
-    if cal.is_dir() and test.is_dir():
+    # the per-map results are not committed (calibration/*/results/): rerun the studies first
+    if (cal / "results").is_dir() and (test / "results").is_dir():
         fit = fit_temperature(load_results(cal, "diffusion"))
         res = load_results(test, "diffusion")
         print(f"\nfitted temperature {fit['temperature']:.3f} ± {fit['se']:.3f} "

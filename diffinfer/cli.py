@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from diffinfer.errors import DataFileError, DiffinferError
+from diffinfer.errors import DataFileError, DiffinferError, InputError
+from diffinfer.fields.grid import FIELD_KINDS
 from diffinfer.parameters import PARAM_NAMES
+from diffinfer.validation import check_int
 
 
 def _add_geometry(p: argparse.ArgumentParser) -> None:
@@ -45,21 +47,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from diffinfer.fields import LognormalSimulator
-    from diffinfer.fields.grid import as_maps
+    from diffinfer.fields.grid import as_density
+    from diffinfer.parameters import as_theta
 
     sim = LognormalSimulator(_config(args))
     truth = None
     if args.map is not None:
-        try:
-            density = np.load(args.map, allow_pickle=False)
-        except (ValueError, EOFError) as exc:
-            raise DataFileError(
-                f"cannot read map {args.map}: {exc}; expected an N x N .npy array"
-            ) from exc
-        density = as_maps(density, n_pix=args.n_pix, positive=True, what=f"map {args.map}")
+        density = as_density(_read_map(args.map, args.index), kind=args.kind,
+                             n_pix=args.n_pix, what=f"map {args.map}")  # fmt: skip
         source = f"map {args.map}"
     else:
+        check_int("--seed", args.seed, low=0)
         truth = np.array([args.omega_m, args.sigma_8])
+        as_theta(truth, sim.config.prior)
         density = sim.simulate(truth, 1, seed=args.seed)[0]
         source = f"simulated log-normal map (seed {args.seed})"
     y = sim.transform.forward(density)
@@ -80,6 +80,10 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
         print(line)
     corr = fit.cov[0, 0, 1] / (fit.std[0, 0] * fit.std[0, 1])
     print(f"  correlation {corr:.3f}; converged: {bool(fit.converged[0])} in {fit.n_iter} steps")
+    if not bool(c.prior.contains(fit.theta[0])):
+        print(f"  note: the estimate lies outside the prior box {c.prior.to_dict()}, where the "
+              "simulator's spectrum is an extrapolation; use `diffinfer infer` for the "
+              "posterior within the prior")  # fmt: skip
     return 0
 
 
@@ -96,8 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train.max_minutes", args.max_minutes),
         ("data.root", args.data),
     ):
-        if value is not None:
-            overrides.append(parse_override(f"{key}={value}"))
+        if value is not None:  # typed by argparse: not re-read as YAML ("--out 2024")
+            for part in reversed(key.split(".")):
+                value = {part: value}
+            overrides.append(value)
     config = load_config(args.config, overrides)
     result = train(config, resume=args.resume, progress=not args.no_progress)
     state = "done"
@@ -152,37 +158,45 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 def _cmd_infer(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from diffinfer.io import write_json_atomic, write_text_atomic
     from diffinfer.plots import triangle
     from diffinfer.posterior import posterior
+    from diffinfer.validation import check_device
 
-    try:
-        density = np.load(args.map, allow_pickle=False)
-    except (ValueError, EOFError) as exc:
-        raise DataFileError(f"cannot read map {args.map}: {exc}; expected an N x N .npy") from exc
+    density = _read_map(args.map, args.index)
+    check_int("--n-samples", args.n_samples, low=1)
+    check_int("--seed", args.seed, low=0)
+    check_device("--device", args.device)
+    likelihood = _parse_likelihood(args.likelihood)
     from diffinfer.diffusion import load_model
 
     model = None if args.model == "none" else load_model(args.model, device=args.device)
     options = {"precision": args.precision}
     if args.n_timesteps is not None:
+        check_int("--n-timesteps", args.n_timesteps, low=0)
         options["n_timesteps"] = args.n_timesteps or None
-    likelihood = _parse_likelihood(args.likelihood)
     if likelihood in ("exact", "power"):
         options = {}
     runs = [(likelihood, options)]
     if args.reference != "none":
         runs.append((args.reference, {}))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # every input is checked (map, options, truth) before anything is computed or written
+    posts = [posterior(density, model=model, likelihood=like, method=args.method,
+                       seed=args.seed, kind=args.kind, **opts) for like, opts in runs]  # fmt: skip
+    if args.truth:
+        from diffinfer.parameters import as_theta
+
+        try:
+            as_theta(np.array(args.truth), posts[0].prior.box)
+        except InputError as exc:
+            raise InputError(f"--truth: {exc}") from exc
+    out = _output_dir(args.out)
     header = f"  {'parameter':<10} {'mean':>8} {'std':>8} {'16%':>8} {'84%':>8}"
     lines = [f"diffinfer infer: {args.map}"]
     all_samples, reports = [], []
-    for k, (likelihood, opts) in enumerate(runs):
+    for k, ((likelihood, _), post) in enumerate(zip(runs, posts, strict=True)):
         start = time.perf_counter()
-        post = posterior(density, model=model, likelihood=likelihood, method=args.method,
-                         seed=args.seed, **opts)  # fmt: skip
         samples = post.sample(args.n_samples)
         summary = post.summary()
         seconds = time.perf_counter() - start
@@ -230,6 +244,71 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAP_HELP = (
+    "the density contrast rho/rho_mean, positive with mean about 1, unless --kind says "
+    "otherwise; N x N pixels as the model expects"
+)
+
+
+def _add_map_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=FIELD_KINDS, default="density",
+                   help="what the map holds: density (rho/rho_mean, default), overdensity "
+                        "(delta), mass (mass or counts per pixel, any unit: divided by the "
+                        "map's mean), log10 (log10 of rho/rho_mean)")  # fmt: skip
+    p.add_argument("--index", type=int,
+                   help="which map of a stack (M, N, N), e.g. a CAMELS maps file")  # fmt: skip
+
+
+def _read_map(path: str, index: int | None = None) -> np.ndarray:
+    """One map from a .npy file, or from a .npz file (its only array or the one named
+    ``map``), or map ``index`` of a stack; no pickles."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise DataFileError(f"map {path} is a directory; give a .npy or .npz file")
+    if not p.is_file():
+        raise DataFileError(f"map file not found: {path}")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataFileError(f"cannot read map {path} ({exc}); expected a .npy or .npz file of "
+                            "numbers (N x N, or a stack with --index)") from exc  # fmt: skip
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            names = list(data.files)
+            if len(names) != 1 and "map" not in names:
+                raise DataFileError(f"{path} holds arrays {names}: name the map 'map' or save "
+                                    "one array per file")  # fmt: skip
+            data = data["map" if "map" in names else names[0]]
+    if data.dtype.kind not in "iuf":
+        raise DataFileError(f"map {path} holds {data.dtype} values; expected real numbers")
+    if data.ndim == 3:
+        if index is None:
+            raise InputError(f"{path} holds a stack of {data.shape[0]} maps; pick one with "
+                             "--index I")  # fmt: skip
+        check_int("--index", index, low=-data.shape[0], high=data.shape[0] - 1,
+                  what=f"the stack holds {data.shape[0]} maps")  # fmt: skip
+        data = data[index]
+    elif index is not None:
+        raise InputError(f"--index given but {path} holds one map of shape {data.shape}")
+    return data
+
+
+def _output_dir(path: str):
+    """Create the output directory (after the inputs are checked) and check it is writable."""
+    import os
+    from pathlib import Path
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DataFileError(f"--out {path} exists and is not a directory; choose another path")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DataFileError(f"--out {path} is not writable; choose another directory")
+    return out
+
+
 def _parse_likelihood(text: str) -> str | list[int]:
     if text in ("l0", "vlb", "exact", "power"):
         return text
@@ -242,17 +321,44 @@ def _parse_likelihood(text: str) -> str | list[int]:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from diffinfer.calibration.study import StudyConfig, run_study
-    from diffinfer.train import parse_override
+    import math
 
-    options = {}
+    import yaml
+
+    from diffinfer.calibration.study import StudyConfig, run_study
+    from diffinfer.errors import InputError
+    from diffinfer.validation import check_float, check_int
+
+    # every value is checked before run_study creates --out or writes study.json
+    for flag, value, low in (("--n-maps", args.n_maps, 1), ("--n-draws", args.n_draws, 10),
+                             ("--workers", args.workers, 1), ("--threads", args.threads, 1),
+                             ("--seed", args.seed, 0)):  # fmt: skip
+        check_int(flag, value, low=low)
+    check_float("--noise-sigma", args.noise_sigma, low=0)
+    if args.temperature is not None:
+        check_float("--temperature", args.temperature, low=0, low_open=True)
+    options: dict = {}
     for item in args.set or []:
-        options.update(parse_override(item))
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise InputError(f"--set {item!r} must look like OPTION=VALUE (n_coarse=16)")
+        if name in options:
+            raise InputError(f"--set gives option {name!r} twice")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise InputError(f"--set {item!r}: the value is not a number, word or list") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"--set {item!r}: the value must be finite")
+        options[name] = value
     if args.n_timesteps is not None:
+        check_int("--n-timesteps", args.n_timesteps, low=0, what="0: every term")
         options["n_timesteps"] = args.n_timesteps or None
+    analyses = [a.strip() for a in args.analyses.split(",")]
     config = StudyConfig(
         model=args.model, likelihood=_parse_likelihood(args.likelihood),
-        analyses=args.analyses.split(","), n_maps=args.n_maps, method=args.method,
+        analyses=analyses, n_maps=args.n_maps, method=args.method,
         data=args.data, split=args.split, seed=args.seed, n_draws=args.n_draws,
         temperature=args.temperature, noise_sigma=args.noise_sigma, options=options,
     )  # fmt: skip
@@ -264,6 +370,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _report_table(report: dict) -> str:
+    """The table ``calibrate`` prints; a number that is missing (null in report.json) or
+    not finite (e.g. the spread over one map) shows as nan."""
+
+    def num(value: object, fmt: str) -> str:
+        width = int(fmt.split(".")[0])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format(float(value), fmt)
+        return f"{'nan':>{width}}"
+
     lines = [
         f"  {'analysis':<10} {'maps':>5} {'HPD dev':>8} {'TARP dev':>9} "
         f"{'z mean Om':>9} {'z sd Om':>8} {'z mean s8':>9} {'z sd s8':>8} calibrated"
@@ -271,30 +386,71 @@ def _report_table(report: dict) -> str:
     for a, r in report["analyses"].items():
         z = list(r["z_score"].values())
         lines.append(
-            f"  {a:<10} {r['n_maps']:5d} {r['hpd_coverage']['max_deviation']:8.3f} "
-            f"{r['tarp']['max_deviation']:9.3f} {z[0]['mean']:9.2f} {z[0]['std']:8.2f} "
-            f"{z[1]['mean']:9.2f} {z[1]['std']:8.2f} {'yes' if r['calibrated'] else 'NO'}"
+            f"  {a:<10} {r['n_maps']:5d} {num(r['hpd_coverage']['max_deviation'], '8.3f')} "
+            f"{num(r['tarp']['max_deviation'], '9.3f')} {num(z[0]['mean'], '9.2f')} "
+            f"{num(z[0]['std'], '8.2f')} {num(z[1]['mean'], '9.2f')} "
+            f"{num(z[1]['std'], '8.2f')} {'yes' if r['calibrated'] else 'NO'}"
         )
     return "\n".join(lines)
 
 
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
-    from diffinfer.calibration.study import fit_temperature, load_results, store_temperature
+    from pathlib import Path
+
+    from diffinfer.calibration.study import (
+        STUDY_FILE,
+        check_same_model,
+        fit_temperature,
+        load_results,
+        store_temperature,
+        unreadable_results,
+    )
+    from diffinfer.errors import InputError
     from diffinfer.io import read_json
 
-    study = read_json(f"{args.study}/study.json")
-    results = load_results(args.study, "diffusion")
+    folder = Path(args.study)
+    if not folder.is_dir():
+        raise DataFileError(f"study directory not found: {folder}")
+    study = read_json(folder / STUDY_FILE, what="study description")
+    if args.store and args.model is None:
+        raise InputError(
+            f"--store writes a model card: name the model with --model NAME_OR_DIR (this "
+            f"study ran with {study.get('model')!r}); only the card you name is changed"
+        )
+    if args.model is not None:
+        check_same_model(args.model, study.get("model"), folder)
+    bad = unreadable_results(folder, "diffusion")
+    names = ", ".join(p.name for p in bad)
+    if bad and not args.skip_unreadable:
+        raise DataFileError(
+            f"{len(bad)} unreadable diffusion result file(s) in {folder / 'results'}: {names}; "
+            "rerun `diffinfer calibrate` with the study's options to recompute them, or pass "
+            "--skip-unreadable to fit without those maps"
+        )
+    if bad:
+        print(f"diffinfer: warning: skipped {len(bad)} unreadable result file(s): {names}",
+              file=sys.stderr)  # fmt: skip
+    results = load_results(folder, "diffusion", unreadable="skip")
+    if not results:
+        raise DiffinferError(
+            f"{folder} holds no diffusion results (analyses {study.get('analyses')}): the "
+            "temperature is fitted to the diffusion likelihood's posteriors"
+        )
     fit = fit_temperature(results)
     print(f"likelihood temperature {fit['temperature']:.3f} +- {fit['se']:.3f} "
           f"from {fit['n_maps']} maps of {args.study}")  # fmt: skip
     if args.store:
         first = results[0]
-        if len({(str(r["terms"]), int(r["n_noise"])) for r in results}) != 1:
+        if len({(str(r.get("terms")), int(r.get("n_noise", 0))) for r in results}) != 1:
             raise DiffinferError(f"{args.study} mixes likelihood term sets; fit one at a time")
+        noise = {float(r.get("noise_sigma", study.get("noise_sigma") or 0.0)) for r in results}
+        if len(noise) != 1:
+            raise DiffinferError(f"{args.study} mixes noise levels {sorted(noise)}; fit one "
+                                 "at a time")  # fmt: skip
         if study.get("split") != "validation" and study.get("data"):
             print("warning: fitting on the test split; report coverage on other maps")
-        path = store_temperature(study["model"], fit, str(first["terms"]), int(first["n_noise"]),
-                                 noise_sigma=float(study.get("noise_sigma", 0.0)))  # fmt: skip
+        path = store_temperature(args.model, fit, str(first["terms"]), int(first["n_noise"]),
+                                 noise_sigma=noise.pop())  # fmt: skip
         print(f"stored in {path}; posterior() applies it to this term set by default")
     return 0
 
@@ -304,10 +460,10 @@ def _cmd_fit_proposal(args: argparse.Namespace) -> int:
 
     from diffinfer.calibration.study import StudyConfig, _model, test_case
     from diffinfer.diffusion.checkpoint import update_card
-    from diffinfer.proposal import fit_timestep_proposal, proposal_quantiles
+    from diffinfer.proposal import check_proposal_options, fit_timestep_proposal, proposal_quantiles
 
-    if args.n_maps < 2:
-        raise DiffinferError(f"--n-maps must be at least 2, got {args.n_maps}")
+    check_int("--n-maps", args.n_maps, low=2)
+    check_proposal_options(smooth=args.smooth, floor=args.floor, seed=args.seed)
     config = StudyConfig(model=args.model, data=args.data, split="validation", seed=args.seed,
                          analyses=["diffusion"])  # fmt: skip
     model = _model(args.model)
@@ -336,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffinfer",
         description="Cosmological inference with diffusion models on matter-density maps.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -369,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
             "and print the maximum-likelihood parameters with their Fisher errors."
         ),
     )
-    p.add_argument("--map", help="a density map (N x N .npy, positive, mean about 1) to analyse")
+    p.add_argument("--map", help="a map to analyse (.npy, or .npz: " + _MAP_HELP + ")")
+    _add_map_options(p)
     p.add_argument("--omega-m", type=float, default=0.3, help="true Omega_m of the simulated map")
     p.add_argument("--sigma-8", type=float, default=0.8, help="true sigma_8 of the simulated map")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated map (default 0)")
@@ -433,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
             "diagnostics and a GetDist triangle plot into --out."
         ),
     )
-    p.add_argument("map", help="density map, .npy")
+    p.add_argument("map", help="the map, .npy or .npz: " + _MAP_HELP)
+    _add_map_options(p)
     p.add_argument(
         "--model",
         default="lognormal64",
@@ -468,7 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Compute the posterior of --n-maps test maps under the diffusion likelihood and "
             "the references (exact, power spectrum); write one result per map as it "
-            "finishes (a killed run resumes), then report.json and figures/ in --out. "
+            "finishes (a killed or interrupted run resumes: rerun the same command), then "
+            "report.json and figures/ in --out. Every option is checked before --out is "
+            "created; Ctrl-C or SIGTERM stops the workers and keeps finished results. "
             "See docs/calibration.md."
         ),
     )
@@ -492,8 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gaussian pixel noise (model space) added and modelled")  # fmt: skip
     p.add_argument("--set", action="append", metavar="OPTION=VALUE",
                    help="posterior option, e.g. n_coarse=16 (repeatable)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per task (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes, >= 1 (default 1)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per task, >= 1 (default 1)")  # fmt: skip
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.1:8786")
     p.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -505,12 +670,21 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Fit the likelihood temperature that makes the diffusion posteriors of STUDY "
             "calibrated (mean squared Mahalanobis distance of the truth over the number of "
-            "parameters); with --store, record it in the study's model card, where "
-            "posterior() applies it to the same term set by default."
+            "parameters); with --store --model NAME_OR_DIR, record it in that model's card "
+            "(it must be the model the study ran with), where posterior() applies it to the "
+            "same term set by default. Unreadable result files are an error unless "
+            "--skip-unreadable."
         ),
     )
     p.add_argument("study", help="a study directory written by `diffinfer calibrate`")
-    p.add_argument("--store", action="store_true", help="write the temperature to the model card")
+    p.add_argument("--model", metavar="NAME_OR_DIR",
+                   help="the study's model (checked against study.json); --store writes to "
+                        "this model's card and to no other")  # fmt: skip
+    p.add_argument("--store", action="store_true",
+                   help="write the temperature to the card of --model (required)")  # fmt: skip
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="fit without result files that cannot be read (default: an error "
+                        "naming them)")  # fmt: skip
     p.set_defaults(func=_cmd_recalibrate)
 
     p = sub.add_parser(
@@ -536,14 +710,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Every expected failure (bad input, unreadable or unwritable files, a device that is not
+    there, an interrupt) prints one line ``diffinfer: error: ...`` and returns 2 (130 for an
+    interrupt); ``--debug`` shows the traceback instead.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (DiffinferError, FileNotFoundError) as exc:
-        print(f"diffinfer: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # output piped into a reader that stopped (e.g. head)
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("diffinfer: interrupted; finished results are kept (rerun to resume)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"diffinfer: error: {_describe(exc)}", file=sys.stderr)
+        if not isinstance(exc, (DiffinferError, OSError, ValueError, RuntimeError)):
+            print("diffinfer: this looks like a bug; rerun with --debug and report the "
+                  "traceback", file=sys.stderr)  # fmt: skip
         return 2
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception: the project's own message, or the kind and message of an
+    error raised by the system or a library (file, device, memory)."""
+    if isinstance(exc, DiffinferError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":

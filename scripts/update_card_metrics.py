@@ -2,8 +2,8 @@
 
 Reads the emulator validation (docs/results/emulator_validation.json) and the coverage
 studies of the model (calibration/lognormal64-*/report.json) and writes their headline
-numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically; the weights and their
-checksum are untouched).
+numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically, through
+``update_card``; the weights and their checksum are untouched).
 
     python scripts/update_card_metrics.py
 """

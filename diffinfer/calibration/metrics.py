@@ -270,6 +270,11 @@ def z_score_summary(z: np.ndarray) -> list[dict[str, float]]:
     m = z.shape[0]
     out = []
     for j in range(z.shape[1]):
+        if m < 2:  # one map has no spread: NaN (written as null in a JSON report)
+            nan = float("nan")
+            out.append({"mean": float(np.mean(z[:, j])) if m else nan, "mean_se": nan,
+                        "std": nan, "std_se": nan})  # fmt: skip
+            continue
         s = float(np.std(z[:, j], ddof=1))
         out.append({"mean": float(np.mean(z[:, j])), "mean_se": s / np.sqrt(m),
                     "std": s, "std_se": s / np.sqrt(2 * (m - 1))})  # fmt: skip

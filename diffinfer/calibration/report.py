@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.calibration import metrics
-from diffinfer.calibration.study import ANALYSES, load_results
+from diffinfer.calibration.study import ANALYSES, _json_safe, load_results
+from diffinfer.errors import InputError
 from diffinfer.io import write_json_atomic
 from diffinfer.parameters import PARAM_NAMES, PriorBox
 
@@ -25,6 +26,14 @@ def analysis_metrics(results: list[dict], box: PriorBox, seed: int = 0) -> dict:
     draws = np.stack([r["draws"][:n_draws] for r in results])
     means = np.stack([r["mean"] for r in results])
     stds = np.stack([np.sqrt(np.diag(r["cov"])) for r in results])
+    flat = [int(r.get("index", k)) for k, (r, s) in enumerate(zip(results, stds, strict=True))
+            if not np.all(s > 0)]  # fmt: skip
+    if flat:
+        raise InputError(
+            f"maps {flat} have a zero-width posterior (a standard deviation of 0: all the mass "
+            "in one grid cell); delete their result files and rerun the study with a finer "
+            "grid (e.g. --set n_fine=24)"
+        )
     ranks = metrics.sbc_ranks(draws, truths)
     hpd = np.array([float(r["credibility"]) for r in results])
     tarp = metrics.tarp_statistics(draws, truths, box.low, box.high, seed=seed)
@@ -33,9 +42,12 @@ def analysis_metrics(results: list[dict], box: PriorBox, seed: int = 0) -> dict:
     rank_tests = metrics.rank_uniformity(ranks, draws.shape[1], seed=seed)
     lp_truth = np.array([float(r["log_pdf_truth"]) for r in results])
     finite = lp_truth[np.isfinite(lp_truth)]
-    rank_curves = [metrics.uniformity_check(metrics.normalised_ranks(ranks[:, j], draws.shape[1],
-                                                                     seed), seed=seed)
-                   for j in range(truths.shape[1])]
+    rank_curves = [
+        metrics.uniformity_check(
+            metrics.normalised_ranks(ranks[:, j], draws.shape[1], seed), seed=seed
+        )
+        for j in range(truths.shape[1])
+    ]
     out = {
         "n_maps": len(results),
         "hpd_coverage": metrics.uniformity_check(hpd, seed=seed),
@@ -43,17 +55,26 @@ def analysis_metrics(results: list[dict], box: PriorBox, seed: int = 0) -> dict:
             **metrics.uniformity_check(tarp, seed=seed),
             "bootstrap": metrics.tarp_bootstrap(tarp, seed=seed),
         },
-        "ranks": {name: {**rank_tests[j], "inside_band": rank_curves[j]["inside_band"],
-                         "max_deviation": rank_curves[j]["max_deviation"]}
-                  for j, name in enumerate(PARAM_NAMES)},
+        "ranks": {
+            name: {
+                **rank_tests[j],
+                "inside_band": rank_curves[j]["inside_band"],
+                "max_deviation": rank_curves[j]["max_deviation"],
+            }
+            for j, name in enumerate(PARAM_NAMES)
+        },
         "z_score": dict(zip(PARAM_NAMES, metrics.z_score_summary(z), strict=True)),
         # the truth can lie outside a refined grid (density 0): such maps are counted apart
         "neg_log_prob_truth": float(-np.mean(finite)) if finite.size else None,
         "truth_outside_grid": int(len(results) - finite.size),
         "temperatures": sorted({float(r.get("temperature", 1.0)) for r in results}),
-        "contraction": dict(zip(PARAM_NAMES,
-                                np.mean(metrics.contraction(stds**2, prior_var), 0).tolist(),
-                                strict=True)),
+        "contraction": dict(
+            zip(
+                PARAM_NAMES,
+                np.mean(metrics.contraction(stds**2, prior_var), 0).tolist(),
+                strict=True,
+            )
+        ),
         "mean_std": dict(zip(PARAM_NAMES, np.mean(stds, 0).tolist(), strict=True)),
         "mean_evaluations": float(np.mean([float(r["n_evaluations"]) for r in results])),
         "mean_seconds": float(np.mean([float(r["seconds"]) for r in results])),
@@ -85,8 +106,9 @@ def agreement(results: list[dict], reference: list[dict], n_c2st: int = 10) -> d
         return {}
     bias = np.array([(r["mean"] - q["mean"]) / np.sqrt(np.diag(q["cov"])) for r, q in pairs])
     ratio = np.array([np.sqrt(np.diag(r["cov"]) / np.diag(q["cov"])) for r, q in pairs])
-    c2st = [two_sample_accuracy(r["draws"], q["draws"], seed=int(r["index"]))
-            for r, q in pairs[:n_c2st]]
+    c2st = [
+        two_sample_accuracy(r["draws"], q["draws"], seed=int(r["index"])) for r, q in pairs[:n_c2st]
+    ]
     return {
         "n_maps": len(pairs),
         "bias_mean": dict(zip(PARAM_NAMES, bias.mean(0).tolist(), strict=True)),
@@ -99,11 +121,21 @@ def agreement(results: list[dict], reference: list[dict], n_c2st: int = 10) -> d
 
 def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: int = 3) -> dict:
     """Compute the report of the study in ``out`` from its finished results; write
-    ``report.json`` and (optionally) the figures; return the report."""
+    ``report.json`` and (optionally) the figures; return the report.
+
+    ``report.json`` is strict JSON: a number that is not finite (e.g. the spread of z-scores
+    over a single map) is written as null, and the returned report keeps it as NaN.
+
+    Raises
+    ------
+    DataFileError
+        ``out`` holds no ``study.json``, or a result file cannot be read (rerun the study
+        to recompute it).
+    """
     from diffinfer.io import read_json
 
     out = Path(out)
-    study = read_json(out / "study.json")
+    study = read_json(out / "study.json", what="study description")
     results = {a: load_results(out, a) for a in ANALYSES}
     results = {a: r for a, r in results.items() if r}
     box = _study_box(study)
@@ -115,12 +147,12 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
         }
         if a != "exact" and "exact" in results:
             report["analyses"][a]["vs_exact"] = agreement(res, results["exact"])
-    write_json_atomic(out / REPORT_FILE, report)
+    write_json_atomic(out / REPORT_FILE, _json_safe(report))
     if figures and results:
         from diffinfer.calibration.figures import study_figures
 
         report["figures"] = study_figures(out, results, report, box, n_triangles=n_triangles)
-        write_json_atomic(out / REPORT_FILE, report)
+        write_json_atomic(out / REPORT_FILE, _json_safe(report))
     return report
 
 

@@ -3,35 +3,49 @@
 A study draws test cosmologies (from the simulator, or the held-out split of a CAMELS-format
 data set), computes the posterior of every map under every analysis (the diffusion likelihood
 and the references: exact, power spectrum) through :func:`diffinfer.posterior`, and writes
-each result as it finishes. A killed study resumes without redoing finished maps. The work
-goes through a ``concurrent.futures`` executor: local processes by default, a Dask cluster
-when given a scheduler address.
+each result as it finishes. A killed or interrupted study resumes without redoing finished
+maps. The work goes through a ``concurrent.futures`` executor: local processes by default, a
+Dask cluster when given a scheduler address.
+
+Everything a study is given is checked before anything is written (:meth:`StudyConfig.
+__post_init__` for the values, :func:`check_study` for the model and the data): a study that
+cannot run leaves no directory behind. SIGINT (Ctrl-C) and SIGTERM stop the workers at once
+and raise :class:`KeyboardInterrupt`; finished results are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
+import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from diffinfer.errors import InputError
+from diffinfer.errors import DataFileError, InputError
 from diffinfer.io import read_json, write_json_atomic, write_npz_atomic
+from diffinfer.validation import check_choice, check_float, check_int
 
 ANALYSES = ("diffusion", "exact", "power")
 STUDY_FILE = "study.json"
+SPLITS = ("test", "validation")
+METHODS = ("grid", "emcee", "nuts")
+UNREADABLE = ("raise", "warn", "skip")
 
 
 @dataclass
 class StudyConfig:
-    """What a coverage study computes.
+    """What a coverage study computes; every value is checked on construction.
 
     Attributes
     ----------
@@ -62,7 +76,15 @@ class StudyConfig:
         Gaussian pixel noise (model space) added to every test map and assumed by the
         likelihoods.
     options
-        Further :func:`diffinfer.posterior` options (n_timesteps, n_coarse, ...).
+        Further :func:`diffinfer.posterior` options (n_timesteps, n_coarse, ...): names
+        from ``diffinfer.posterior.SAMPLER_OPTIONS[method]`` and the likelihood options,
+        JSON values (they are written to ``study.json``).
+
+    Raises
+    ------
+    InputError
+        A value of the wrong type or range, an unknown analysis, or an unknown posterior
+        option (a typo would otherwise be dropped by the reference analyses).
     """
 
     model: str = "lognormal64"
@@ -79,17 +101,94 @@ class StudyConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, os.PathLike):
+            self.model = os.fspath(self.model)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InputError(f"model must be a model name or directory, or 'oracle'; "
+                             f"got {self.model!r}")  # fmt: skip
+        self.likelihood = _check_likelihood(self.likelihood)
+        if isinstance(self.analyses, str) or not isinstance(self.analyses, (list, tuple)):
+            raise InputError(f"analyses must be a list drawn from {list(ANALYSES)}, "
+                             f"got {self.analyses!r}")  # fmt: skip
+        self.analyses = list(self.analyses)
         bad = [a for a in self.analyses if a not in ANALYSES]
         if bad or not self.analyses:
-            raise InputError(f"analyses must be among {ANALYSES}; got {self.analyses}")
-        if self.n_maps < 1 or self.n_draws < 10:
-            raise InputError("a study needs n_maps >= 1 and n_draws >= 10")
-        if self.noise_sigma < 0:
-            raise InputError(f"noise_sigma must be >= 0, got {self.noise_sigma}")
+            raise InputError(f"analyses must be among {list(ANALYSES)}; got {self.analyses} "
+                             f"(unknown: {bad})" if bad else
+                             f"analyses must name at least one of {list(ANALYSES)}")  # fmt: skip
+        if len(set(self.analyses)) != len(self.analyses):
+            raise InputError(f"analyses lists an analysis twice: {self.analyses}")
+        self.n_maps = check_int("n_maps", self.n_maps, low=1, what="test maps")
+        self.method = check_choice("method", self.method, METHODS)
+        if self.data is not None:
+            if not isinstance(self.data, (str, os.PathLike)) or not os.fspath(self.data):
+                raise InputError(f"data must be a directory or None, got {self.data!r}")
+            self.data = os.fspath(self.data)
+        self.split = check_choice("split", self.split, SPLITS)
+        self.seed = check_int("seed", self.seed, low=0)
+        self.n_draws = check_int("n_draws", self.n_draws, low=10, what="posterior draws per map")
+        if self.temperature is not None:
+            self.temperature = check_float("temperature", self.temperature, low=0,
+                                           low_open=True)  # fmt: skip
+        self.noise_sigma = check_float("noise_sigma", self.noise_sigma, low=0,
+                                       what="model-space pixel noise")  # fmt: skip
+        _check_options(self)
 
 
-# ----------------------------------------------------------------------- test maps
+def _check_likelihood(likelihood: object) -> str | list[int]:
+    """The diffusion term set: "vlb", "l0" or a non-empty list of distinct term indices."""
+    if isinstance(likelihood, str):
+        return check_choice("likelihood", likelihood, ("vlb", "l0"))
+    if isinstance(likelihood, (list, tuple)) and likelihood:
+        terms = [check_int("likelihood term index", i, low=0) for i in likelihood]
+        if len(set(terms)) != len(terms):
+            raise InputError(f"likelihood lists a term twice: {terms}")
+        return terms
+    raise InputError("likelihood must be 'vlb', 'l0' or a non-empty list of term indices, "
+                     f"got {likelihood!r}")  # fmt: skip
+
+
+def _check_options(config: StudyConfig) -> None:
+    """Names and values of the posterior options, against what :func:`diffinfer.posterior`
+    accepts for the study's method (every analysis sees the options it understands)."""
+    import importlib
+
+    post_module = importlib.import_module("diffinfer.posterior")  # the module, not the function
+
+    options = config.options
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InputError(f"options must be a dict of posterior options, got {options!r}")
+    if "noise_sigma" in options:
+        raise InputError("give the pixel noise as noise_sigma (--noise-sigma), not as a "
+                         "posterior option: it is added to the test maps and modelled")  # fmt: skip
+    names = (*post_module._LIKELIHOOD_OPTIONS, *post_module.SAMPLER_OPTIONS[config.method])
+    allowed = [o for o in names if o != "noise_sigma"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r} (did you mean {near[0]!r}?)" if near else repr(u) for u in unknown
+                 for near in [difflib.get_close_matches(u, allowed, n=1)]]  # fmt: skip
+        raise InputError(f"unknown posterior option {', '.join(hints)} for method "
+                         f"{config.method!r}; options: {allowed}")  # fmt: skip
+    try:
+        json.dumps(options, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"options must be JSON values (numbers, strings, lists; no NaN or "
+                         f"inf): they are written to {STUDY_FILE} ({exc}); give a fitted "
+                         "power-spectrum likelihood as a file name") from exc  # fmt: skip
+    # the values, as each analysis's posterior() will receive them
+    check = getattr(post_module, "check_posterior_options", None)
+    if check is not None:
+        for analysis in config.analyses:
+            kwargs = _posterior_kwargs(config, analysis)
+            likelihood = kwargs.pop("likelihood")
+            check(likelihood, config.method, config.seed, kwargs)
+
+
+# ----------------------------------------------------------------------- model and data
 _MODEL_CACHE: dict[str, object] = {}
+_DATA_CACHE: dict[tuple, _DataSource] = {}
 
 
 def _model(name: str):
@@ -100,6 +199,121 @@ def _model(name: str):
     return _MODEL_CACHE[name]
 
 
+@dataclass(frozen=True)
+class _DataSource:
+    """A CAMELS-format data set as a study reads it: the maps, the study's map order
+    (one map per cosmology of the split first, then the next map of each, ...), and whether
+    the exact references hold for its maps (``why_not`` says why not)."""
+
+    maps: object
+    order: np.ndarray
+    lognormal: bool
+    why_not: str
+
+
+def _data_source(config: StudyConfig, model) -> _DataSource:
+    """Open ``config.data`` as the study reads it (cached per process).
+
+    File names, maps per cosmology and the simulator come from the data set's
+    ``dataset.json`` when it has one, else from the model's card (the data it was trained
+    on), else CMD's defaults; the split (fractions and seed) is the model's training split,
+    so that test maps are held out from training.
+    """
+    from diffinfer.data.camels import MAPS_PER_COSMOLOGY, CamelsMaps
+
+    key = (config.data, config.split, config.model)
+    if key in _DATA_CACHE:
+        return _DATA_CACHE[key]
+    root = Path(config.data)
+    if not root.exists():
+        raise DataFileError(f"data directory not found: {root}")
+    if not root.is_dir():
+        raise DataFileError(f"data directory {root} is a file, not a directory")
+    meta_path = root / "dataset.json"
+    meta = read_json(meta_path, what="data set description") if meta_path.is_file() else {}
+    card = model.card or {}
+    trained = ((card.get("training") or {}).get("config") or {}).get("data") or {}
+    card_data = card.get("data") or {}
+    per = meta.get("maps_per_cosmology")
+    per = trained.get("maps_per_cosmology") if per is None else per
+    per = MAPS_PER_COSMOLOGY if per is None else per
+    per = check_int(f"maps_per_cosmology of {meta_path}", per, low=1)
+    maps = CamelsMaps.open(
+        root,
+        field=meta.get("field") or trained.get("field") or "Mtot",
+        suite=meta.get("suite") or trained.get("suite") or "IllustrisTNG",
+        set_name=meta.get("set") or trained.get("set") or "LH",
+        maps_per_cosmology=per,
+    )
+    split_info = card_data.get("split") or meta.get("split") or {}
+    fractions = tuple(trained.get("fractions") or split_info.get("fractions")
+                      or (0.7, 0.15, 0.15))  # fmt: skip
+    split_seed = trained.get("split_seed", split_info.get("seed", 0))
+    chosen = maps.split_maps(config.split, fractions, seed=int(split_seed))
+    order = chosen.reshape(-1, per).T.ravel()
+    # the exact and power-spectrum references hold for log-normal maps of the model's geometry
+    simulator = meta.get("simulator") or card_data.get("simulator")
+    lognormal, why_not = simulator == "lognormal", ""
+    if not lognormal:
+        why_not = (f"{root} holds maps of another simulator ({simulator or 'unknown'}; "
+                   "dataset.json names it)")  # fmt: skip
+    elif "config" in meta:
+        from diffinfer.fields import FieldConfig
+
+        stored, mine = FieldConfig.from_dict(meta["config"]), model.field
+        same = (stored.n_pix == mine.n_pix and math.isclose(stored.box_size, mine.box_size)
+                and math.isclose(stored.depth, mine.depth))  # fmt: skip
+        if not same:
+            lognormal = False
+            why_not = (f"{root} holds {stored.n_pix}^2 maps of a {stored.box_size:g} Mpc/h "
+                       f"box, {stored.depth:g} Mpc/h deep; the model describes "
+                       f"{mine.n_pix}^2 maps, {mine.box_size:g} Mpc/h, {mine.depth:g} "
+                       "deep")  # fmt: skip
+    source = _DataSource(maps=maps, order=order, lognormal=lognormal, why_not=why_not)
+    _DATA_CACHE[key] = source
+    return source
+
+
+def check_study(config: StudyConfig) -> None:
+    """Check that a study can run before anything is written: the model loads, its term
+    indices exist, and the data set (if any) is readable, holds ``n_maps`` maps in the
+    split, and suits the reference analyses.
+
+    Raises
+    ------
+    InputError, DataFileError
+        With the fix (another model, analyses, split or ``n_maps``).
+    """
+    if not isinstance(config, StudyConfig):
+        raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
+    model = _model(config.model)
+    if isinstance(config.likelihood, list):
+        n_steps = model.schedule.n_steps
+        if max(config.likelihood) >= n_steps:
+            raise InputError(f"likelihood term indices must lie in [0, {n_steps - 1}] (the "
+                             f"model has {n_steps} timesteps), got "
+                             f"{config.likelihood}")  # fmt: skip
+    if config.data is None:
+        return
+    source = _data_source(config, model)
+    if len(source.order) == 0:
+        raise InputError(f"the {config.split} split of {config.data} holds no maps "
+                         f"({source.maps.n_cosmologies} cosmologies); use a larger data "
+                         "set")  # fmt: skip
+    if config.n_maps > len(source.order):
+        raise InputError(f"the {config.split} split of {config.data} has "
+                         f"{len(source.order)} maps; n_maps={config.n_maps} asks for "
+                         "more")  # fmt: skip
+    needs = [a for a in config.analyses
+             if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
+    if needs and not source.lognormal:
+        raise InputError(
+            f"the {needs} references assume log-normal maps of the model's geometry, but "
+            f"{source.why_not}: use analyses=['diffusion'] (a power-spectrum likelihood "
+            "fitted to those maps can be given as options['spectrum'])"
+        )
+
+
 def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     """The density map and true parameters of test map ``index`` (deterministic)."""
     import torch
@@ -107,15 +321,6 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     from diffinfer.fields.lognormal import LognormalSimulator
 
     model = _model(config.model)
-    if config.data is not None and model.card.get("data", {}).get("simulator") != "lognormal":
-        bad = [a for a in config.analyses
-               if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
-        if bad:
-            raise InputError(
-                f"the {bad} references assume log-normal maps, but {config.data} holds maps "
-                "of another simulator: use analyses=['diffusion'] (a power-spectrum "
-                "likelihood fitted to those maps can be given as options['spectrum'])"
-            )
     if config.data is None:
         sim = LognormalSimulator(model.field, model.transform)
         rng = np.random.default_rng([config.seed, index])
@@ -123,26 +328,13 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
         theta = low + width * rng.random(2)
         density = sim.simulate(theta, 1, seed=config.seed + 7919, row_offset=index)[0]
     else:
-        from diffinfer.data.camels import CamelsMaps
-
-        # the model's own data description: file names and the split it was trained with
-        d = model.card.get("training", {}).get("config", {}).get("data", {})
-        maps = CamelsMaps.open(
-            config.data,
-            field=d.get("field", "Mtot"),
-            suite=d.get("suite", "IllustrisTNG"),
-            set_name=d.get("set", "LH"),
-        )
-        test = maps.split_maps(config.split, tuple(d.get("fractions", (0.7, 0.15, 0.15))),
-                               seed=int(d.get("split_seed", 0)))  # fmt: skip
-        # one map per test cosmology first, then the next map of each, ...
-        per = maps.maps_per_cosmology
-        order = test.reshape(-1, per).T.ravel()
+        source = _data_source(config, model)
+        order = source.order
         if index >= len(order):
             raise InputError(
                 f"the {config.split} split has {len(order)} maps; asked for map {index}"
             )
-        density, theta = maps.load(order[index : index + 1], n_pix=model.field.n_pix)
+        density, theta = source.maps.load(order[index : index + 1], n_pix=model.field.n_pix)
         density, theta = density[0], theta[0]
     if config.noise_sigma > 0:
         rng = np.random.default_rng([config.seed, index, 1])
@@ -231,22 +423,89 @@ def load_result(path: Path) -> dict | None:
         return None
 
 
-def load_results(out: str | os.PathLike, analysis: str) -> list[dict]:
-    """Every finished result of one analysis, in map order (each with its ``index``)."""
-    folder = Path(out) / "results" / analysis
-    results = []
-    for p in sorted(folder.glob("[0-9][0-9][0-9][0-9][0-9].npz")):
+def _result_files(out: str | os.PathLike, analysis: str) -> list[Path]:
+    check_choice("analysis", analysis, ANALYSES)
+    return sorted((Path(out) / "results" / analysis).glob("[0-9][0-9][0-9][0-9][0-9].npz"))
+
+
+def unreadable_results(out: str | os.PathLike, analysis: str) -> list[Path]:
+    """The result files of one analysis that cannot be read (truncated, corrupted)."""
+    return [p for p in _result_files(out, analysis) if load_result(p) is None]
+
+
+def load_results(out: str | os.PathLike, analysis: str, *, unreadable: str = "raise") -> list[dict]:
+    """Every finished result of one analysis, in map order (each with its ``index``).
+
+    Parameters
+    ----------
+    out
+        The study directory.
+    analysis
+        ``"diffusion"``, ``"exact"`` or ``"power"``.
+    unreadable
+        What to do with result files that cannot be read: ``"raise"`` (default) a
+        :class:`~diffinfer.errors.DataFileError` naming them, ``"warn"`` skip them with a
+        warning naming them, ``"skip"`` skip them silently. Skipping changes every metric
+        computed from the results: rerunning the study recomputes those maps.
+
+    Raises
+    ------
+    DataFileError
+        Unreadable result files (with ``unreadable="raise"``).
+    """
+    check_choice("unreadable", unreadable, UNREADABLE)
+    results, bad = [], []
+    for p in _result_files(out, analysis):
         r = load_result(p)
-        if r is not None:
-            r["index"] = int(p.stem)
-            results.append(r)
+        if r is None:
+            bad.append(p)
+            continue
+        r["index"] = int(p.stem)
+        results.append(r)
+    if bad and unreadable != "skip":
+        text = (f"{len(bad)} unreadable {analysis} result file(s) in {out}: "
+                f"{', '.join(p.name for p in bad)}")  # fmt: skip
+        if unreadable == "raise":
+            raise DataFileError(f"{text}; rerun the study (same command) to recompute them, "
+                                "or delete them to go on without those maps")  # fmt: skip
+        warnings.warn(f"skipped {text}", stacklevel=2)
     return results
 
 
 # ----------------------------------------------------------------------- the runner
+def _worker_init(parent_pid: int) -> None:
+    """Initialiser of local worker processes: they ignore SIGINT (the parent stops them) and
+    die with the parent, even when it is killed outright (SIGKILL)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            armed = libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
 def make_executor(workers: int = 1, scheduler: str | None = None) -> Executor:
     """A ``concurrent.futures`` executor: local processes, or a Dask cluster's
-    (``scheduler="tcp://host:port"``; needs ``pip install diffinfer[dask]``)."""
+    (``scheduler="tcp://host:port"``; needs ``pip install diffinfer[dask]``).
+
+    Local workers ignore SIGINT and die with this process (see :func:`run_study`)."""
+    workers = check_int("workers", workers, low=1)
     if scheduler:
         try:
             from distributed import Client
@@ -259,7 +518,71 @@ def make_executor(workers: int = 1, scheduler: str | None = None) -> Executor:
     import multiprocessing
 
     return ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context("spawn"))  # fmt: skip
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))  # fmt: skip
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as SIGINT does) while the block runs, so that a
+    terminated study stops its workers; the previous handler is restored afterwards."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while the workers are being stopped."""
+    if not _in_main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+def _stop(pool: Executor, futures: list, own: bool, kill: bool) -> None:
+    """Cancel what has not started; on an interrupt (``kill``) also end the running tasks:
+    terminate the local worker processes (SIGTERM, then SIGKILL after 5 s)."""
+    with _signals_held():
+        for f in futures:
+            f.cancel()
+        if not own:
+            return
+        if isinstance(pool, ProcessPoolExecutor):
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=not kill, cancel_futures=True)
+            if kill:
+                for proc in processes:
+                    if proc.is_alive():
+                        proc.terminate()
+                deadline = time.monotonic() + 5.0
+                for proc in processes:
+                    proc.join(max(0.0, deadline - time.monotonic()))
+                    if proc.is_alive():
+                        proc.kill()
+                        proc.join(1.0)
+        else:
+            pool.shutdown(wait=not kill)
 
 
 def run_study(
@@ -275,6 +598,12 @@ def run_study(
 ) -> dict:
     """Run (or resume) a study and return its report (:func:`diffinfer.calibration.report`).
 
+    Everything is checked (:class:`StudyConfig`, :func:`check_study`, the options below)
+    before ``out`` is created or ``study.json`` written. SIGINT and SIGTERM (converted to
+    :class:`KeyboardInterrupt` while the study runs) cancel the queued maps and terminate
+    the local worker processes, which also die with this process if it is killed outright;
+    finished results are kept, and running the same study again resumes it.
+
     Parameters
     ----------
     config
@@ -289,48 +618,94 @@ def run_study(
     Raises
     ------
     InputError
-        ``out`` holds a different study (change ``out`` or delete it to start afresh).
+        A bad argument, or ``out`` holds a different study (change ``out`` or delete it to
+        start afresh).
+    DataFileError
+        The model or the data set cannot be read.
+    KeyboardInterrupt
+        On SIGINT or SIGTERM, after the workers are stopped.
     """
     from tqdm.auto import tqdm
 
     from diffinfer.calibration.report import write_report
 
+    if not isinstance(config, StudyConfig):
+        raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
+    workers = check_int("workers", workers, low=1, what="local worker processes")
+    threads = check_int("threads", threads, low=1, what="torch threads per task")
+    if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
+        raise InputError(f"scheduler must be a Dask scheduler address, got {scheduler!r}")
+    if scheduler and executor is not None:
+        raise InputError("give a Dask scheduler or an executor, not both")
+    if on_result is not None and not callable(on_result):
+        raise InputError(f"on_result must be callable, got {on_result!r}")
+    check_study(config)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = asdict(config)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file: the study directory (--out) must be a directory")
+    spec = _json_safe(asdict(config))
     study_file = out / STUDY_FILE
     if study_file.exists():
-        old = read_json(study_file)
-        if {k: v for k, v in old.items() if k != "n_maps"} != {
-            k: v for k, v in json.loads(json.dumps(spec)).items() if k != "n_maps"
-        }:
+        old = read_json(study_file, what="study description")
+        if not _same_study(old, spec):
             raise InputError(f"{out} holds a different study ({study_file}); use another --out "
                              "or delete it to start afresh")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(study_file, spec)
     todo = [(a, i) for i in range(config.n_maps) for a in config.analyses
             if load_result(result_path(out, a, i)) is None]  # fmt: skip
     own = executor is None
-    if own and workers <= 1 and scheduler is None:
-        for a, i in tqdm(todo, desc="posteriors", disable=not progress):
-            path = run_one(spec, a, i, str(out), threads)
-            if on_result:
-                on_result(path)
-    elif todo:
-        pool = executor or make_executor(workers, scheduler)
-        try:
-            futures = [pool.submit(run_one, spec, a, i, str(out), threads) for a, i in todo]
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="posteriors",
-                            disable=not progress):  # fmt: skip
-                path = fut.result()
+    with _sigterm_as_interrupt():
+        if own and workers <= 1 and scheduler is None:
+            for a, i in tqdm(todo, desc="posteriors", disable=not progress):
+                path = run_one(spec, a, i, str(out), threads)
                 if on_result:
                     on_result(path)
-        finally:
-            if own:
-                pool.shutdown(wait=True)
+        elif todo:
+            pool = executor or make_executor(workers, scheduler)
+            futures: list = []
+            try:
+                futures = [pool.submit(run_one, spec, a, i, str(out), threads) for a, i in todo]
+                for fut in tqdm(as_completed(futures), total=len(futures), desc="posteriors",
+                                disable=not progress):  # fmt: skip
+                    path = fut.result()
+                    if on_result:
+                        on_result(path)
+            except BaseException as exc:
+                _stop(pool, futures, own, kill=isinstance(exc, (KeyboardInterrupt, SystemExit)))
+                raise
+            else:
+                if own:
+                    pool.shutdown(wait=True)
+            finally:
                 client = getattr(pool, "owned_client", None)
-                if client is not None:
+                if own and client is not None:
                     client.close()
-    return write_report(out)
+        return write_report(out)
+
+
+def _json_safe(obj: object) -> object:
+    """``obj`` as strict JSON writes it: NaN and infinities become None (null), tuples lists."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _same_study(old: dict, new: dict) -> bool:
+    """Whether a study.json describes the same study as ``new`` (``n_maps`` may differ;
+    NaN and null compare equal, as a strict JSON writer turns one into the other)."""
+
+    def key(spec: dict) -> str:
+        spec = {k: v for k, v in _json_safe(spec).items() if k != "n_maps"}
+        return json.dumps(spec, sort_keys=True)
+
+    return key(old) == key(new)
 
 
 def fit_temperature(results: list[dict]) -> dict:
@@ -347,35 +722,90 @@ def fit_temperature(results: list[dict]) -> dict:
     -------
     dict
         ``temperature``, ``se``, ``n_maps``.
+
+    Raises
+    ------
+    InputError
+        Fewer than 5 results, or a result that is incomplete, not finite, of another
+        dimension, or whose covariance is singular (a zero-width posterior); the message
+        names the map.
     """
+    if not isinstance(results, (list, tuple)):
+        raise InputError(f"results must be a list of result dicts, got {type(results).__name__}")
     if len(results) < 5:
-        raise InputError("fitting a temperature needs at least 5 maps")
-    d2 = []
-    for r in results:
-        diff = np.asarray(r["mean"]) - np.asarray(r["truth"])
+        raise InputError(f"fitting a temperature needs at least 5 maps, got {len(results)}")
+    d2, dim = [], None
+    for k, r in enumerate(results):
+        name = _map_name(r, k)
+        if not isinstance(r, dict):
+            raise InputError(f"{name}: a result must be a dict, got {type(r).__name__}")
+        missing = [key for key in ("mean", "truth", "cov") if key not in r]
+        if missing:
+            raise InputError(f"{name}: the result lacks {missing}")
+        try:
+            mean, truth, cov = (np.asarray(r[key], dtype=float) for key in ("mean", "truth", "cov"))
+            used = float(r.get("temperature", 1.0))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name}: mean, truth, cov and temperature must be numbers "
+                             f"({exc})") from exc  # fmt: skip
+        dim = truth.size if dim is None else dim
+        if truth.shape != (dim,) or mean.shape != (dim,) or cov.shape != (dim, dim):
+            raise InputError(f"{name}: expected a mean and truth of {dim} parameters and a "
+                             f"{dim} x {dim} covariance; got shapes {mean.shape}, "
+                             f"{truth.shape}, {cov.shape}")  # fmt: skip
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(truth))
+                and np.all(np.isfinite(cov))):  # fmt: skip
+            raise InputError(f"{name}: the posterior mean, truth or covariance is not finite")
+        if not (math.isfinite(used) and used > 0):
+            raise InputError(f"{name}: temperature must be a positive number, got {used}")
+        eig = np.linalg.eigvalsh(0.5 * (cov + cov.T))
+        if eig.max() <= 0 or eig.min() <= 1e-12 * eig.max():
+            raise InputError(
+                f"{name}: the posterior covariance is singular (eigenvalues "
+                f"{np.array2string(eig, precision=3)}; a zero-width posterior, e.g. all its "
+                "mass in one grid cell); delete that result and rerun the study with a finer "
+                "grid, or leave the map out"
+            )
+        diff = mean - truth
         # a posterior computed at temperature t has covariance t C: undo it, so that the
         # fit is always relative to the untempered likelihood
-        used = float(r.get("temperature", 1.0))
-        d2.append(used * float(diff @ np.linalg.solve(np.asarray(r["cov"]), diff)))
+        d2.append(used * float(diff @ np.linalg.solve(cov, diff)))
     d2 = np.asarray(d2)
-    dim = len(results[0]["truth"])
     return {"temperature": float(d2.mean() / dim),
             "se": float(d2.std(ddof=1) / dim / math.sqrt(len(d2))), "n_maps": len(d2)}  # fmt: skip
+
+
+def _map_name(result: object, position: int) -> str:
+    index = result.get("index") if isinstance(result, dict) else None
+    if index is None:
+        return f"result {position}"
+    return f"map {int(index):05d} (results/.../{int(index):05d}.npz)"
 
 
 def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, n_noise: int,
                       noise_sigma: float = 0.0, report: dict | None = None) -> Path:  # fmt: skip
     """Record a fitted temperature in a model card (``calibration``, a list with one entry
-    per term set), atomically; the posterior then applies it to this term set by default."""
-    from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir, update_card
+    per term set), atomically; the posterior then applies it to this term set by default.
 
-    card = read_json(resolve_model_dir(model_dir) / CARD_FILE)
+    Raises
+    ------
+    InputError
+        The oracle (it has no card), or a fit that is not a positive temperature.
+    DataFileError
+        ``model_dir`` is not a model directory with a complete card and weights entry.
+    """
+    from diffinfer.diffusion.checkpoint import read_card, resolve_model_dir, update_card
+
+    if str(model_dir) == "oracle":
+        raise InputError("the oracle has no model card to store a temperature in")
+    check_float("temperature", fit.get("temperature"), low=0, low_open=True)
+    card = read_card(resolve_model_dir(model_dir))
     entry = {
-        "temperature": fit["temperature"],
-        "se": fit["se"],
-        "n_maps": fit["n_maps"],
+        "temperature": float(fit["temperature"]),
+        "se": float(fit["se"]),
+        "n_maps": int(fit["n_maps"]),
         "likelihood": likelihood,
-        "n_noise": n_noise,
+        "n_noise": int(n_noise),
         "noise_sigma": float(noise_sigma),
         **({"report": report} if report else {}),
     }
@@ -384,5 +814,43 @@ def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, 
     old = [old] if isinstance(old, dict) else list(old)
     key = (likelihood, n_noise, float(noise_sigma))
     kept = [e for e in old if (e.get("likelihood"), e.get("n_noise"),
-                                float(e.get("noise_sigma", 0.0))) != key]  # fmt: skip
+                                float(e.get("noise_sigma") or 0.0)) != key]  # fmt: skip
     return update_card(model_dir, {"calibration": [*kept, entry]})
+
+
+def check_same_model(
+    named: str | os.PathLike, study_model: object, study: str | os.PathLike
+) -> str:
+    """Check that the model a user names is the one a study ran with; returns its name.
+
+    Names and directories are compared as the directories they resolve to, so
+    ``lognormal64`` and the path of the shipped ``lognormal64`` are the same model.
+
+    Raises
+    ------
+    DataFileError
+        ``named`` is not a model name or directory.
+    InputError
+        The study ran with another model (or names one that does not exist here).
+    """
+    from diffinfer.diffusion.checkpoint import resolve_model_dir
+
+    named = os.fspath(named)
+    mismatch = InputError(
+        f"{study} was computed with model {study_model!r}, not {named!r}: a temperature "
+        "fitted on one model's posteriors does not apply to another; name the study's model"
+    )
+    if named == "oracle" or study_model == "oracle":
+        if named != study_model:
+            raise mismatch
+        return named
+    mine = resolve_model_dir(named).resolve()
+    if not isinstance(study_model, str) or not study_model:
+        raise mismatch
+    try:
+        theirs = resolve_model_dir(study_model).resolve()
+    except DataFileError:
+        raise mismatch from None
+    if mine != theirs:
+        raise mismatch
+    return named

@@ -114,33 +114,88 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
+    import os
+    import shutil
     from pathlib import Path
 
     from diffinfer.diffusion import load_model
     from diffinfer.fields import LognormalSimulator
     from diffinfer.plots import emulation_figure
+    from diffinfer.validation import check_choice, check_device, check_float
 
-    model = load_model(args.model, device=args.device)
-    theta = np.array([args.omega_m, args.sigma_8])
-    maps = model.sample(
-        theta,
-        args.n,
-        steps=args.steps,
-        sampler=args.sampler,
-        seed=args.seed,
-        precision=args.precision,
-        progress=not args.no_progress,
+    # Every input is checked before sampling starts; --out is created (and test-written)
+    # only after all the other checks pass, so a bad call leaves nothing behind.
+    n = check_int("--n", args.n, low=1, what="maps to emulate")
+    if args.steps is not None:
+        check_int("--steps", args.steps, low=1, what="denoiser calls")
+    seed = check_int("--seed", args.seed, low=0)
+    sampler = check_choice("--sampler", args.sampler, ("ddpm", "ddim"))
+    precision = check_choice("--precision", args.precision, ("fp32", "bf16"))
+    device = check_device("--device", args.device)
+    model = load_model(args.model, device=device)
+    # theta against the model's prior box (this also refuses NaN and inf)
+    prior = model.field.prior
+    given = (("--omega-m", args.omega_m), ("--sigma-8", args.sigma_8))
+    theta = np.array(
+        [
+            check_float(name, value, low=lo, high=hi, what="the model's prior box")
+            for (name, value), lo, hi in zip(given, prior.low, prior.high, strict=True)
+        ]
     )
+    T = model.schedule.n_steps
+    steps = args.steps if args.steps is not None else (T if sampler == "ddpm" else min(50, T))
+    steps = check_int("--steps", steps, low=1, high=T, what=f"the model has T = {T} steps")
+    n_pix = model.field.n_pix
+    need = n * n_pix**2 * 12  # float64 maps and their float32 copy
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        memory = None
+    if memory and need > 0.8 * memory:
+        raise InputError(
+            f"--n {n} maps of {n_pix}^2 pixels need {need / 2**30:.1f} GiB, more than this "
+            f"machine's memory ({memory / 2**30:.1f} GiB): emulate fewer maps per call"
+        )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DataFileError(f"--out {args.out} exists and is not a directory; choose another path")
+    # the topmost directory this call creates, removed again if anything fails
+    created = None
+    if not out.exists():
+        created = next((p for p in [out, *out.parents] if p.parent.exists()), out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".diffinfer-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        if created is not None and created.is_dir():
+            shutil.rmtree(created, ignore_errors=True)
+        raise DataFileError(
+            f"--out {args.out} cannot be created or written ({exc.strerror or exc}); "
+            "choose another directory"
+        ) from exc
+    try:
+        maps = model.sample(
+            theta,
+            n,
+            steps=steps,
+            sampler=sampler,
+            seed=seed,
+            precision=precision,
+            progress=not args.no_progress,
+        )
+    except BaseException:
+        if created is not None and not any(out.iterdir()):
+            shutil.rmtree(created, ignore_errors=True)  # nothing written yet: leave nothing
+        raise
     tmp = out / "maps.partial.npy"
     np.save(tmp, maps.astype(np.float32))
     tmp.replace(out / "maps.npy")
     simulated = None
     if model.is_oracle or model.card.get("data", {}).get("simulator") == "lognormal":
         sim = LognormalSimulator(model.field, model.transform)
-        simulated = sim.simulate(theta, max(args.n, 64), seed=args.seed + 1)
-    steps = args.steps or (model.schedule.n_steps if args.sampler == "ddpm" else 50)
+        simulated = sim.simulate(theta, max(n, 64), seed=seed + 1)
     fig = emulation_figure(
         maps,
         theta,
@@ -148,7 +203,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         out / "emulate.png",
         simulated=simulated,
         title=(
-            f"{model.card.get('name', args.model)}: {args.sampler.upper()} {steps} steps, "
+            f"{model.card.get('name', args.model)}: {sampler.upper()} {steps} steps, "
             rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}"
         ),
     )
@@ -572,15 +627,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="lognormal64", help="model name or directory; 'oracle' for the exact one"
     )
-    p.add_argument("--omega-m", type=float, default=0.3, help="Omega_m (default 0.3)")
-    p.add_argument("--sigma-8", type=float, default=0.8, help="sigma_8 (default 0.8)")
-    p.add_argument("--n", type=int, default=16, help="maps to emulate (default 16)")
+    p.add_argument(
+        "--omega-m", type=float, default=0.3, help="Omega_m, inside the model's prior (default 0.3)"
+    )
+    p.add_argument(
+        "--sigma-8", type=float, default=0.8, help="sigma_8, inside the model's prior (default 0.8)"
+    )
+    p.add_argument("--n", type=int, default=16, help="maps to emulate, >= 1 (default 16)")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
-    p.add_argument("--steps", type=int, help="denoiser calls (default: T for ddpm, 50 for ddim)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps", type=int, help="denoiser calls, 1 ... T (default: T for ddpm, 50 for ddim)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="non-negative integer (default 0)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (created after the inputs are checked; must be writable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_emulate)
 

@@ -11,6 +11,7 @@ Sellentin-Heavens t-distribution that marginalises over the covariance's estimat
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,88 @@ def _features(theta_unit: torch.Tensor, degree: int) -> torch.Tensor:
     u, v = theta_unit[:, 0], theta_unit[:, 1]
     cols = [u**a * v**b for a in range(degree + 1) for b in range(degree + 1 - a)]
     return torch.stack(cols, dim=-1)
+
+
+# --------------------------------------------------------------------------- the fit
+# The fit is deterministic by construction: numpy only (single-threaded, no BLAS), every sum
+# over simulations an exactly rounded math.fsum (independent of order, chunking and thread
+# count), and the small normal equations solved by a Cholesky factorisation written out here
+# with fsum dot products. torch.linalg.lstsq and matrix products go through multi-threaded
+# BLAS/LAPACK whose rounding depends on the thread count (the fit differed at 1e-13 between
+# processes with 1 and 2 threads).
+
+
+def _features_np(theta_unit: np.ndarray, degree: int) -> np.ndarray:
+    """:func:`_features` in numpy, powers by repeated multiplication, shape (M, n_features)."""
+    u, v = theta_unit[:, 0], theta_unit[:, 1]
+    pu, pv = [np.ones_like(u)], [np.ones_like(v)]
+    for _ in range(degree):
+        pu.append(pu[-1] * u)
+        pv.append(pv[-1] * v)
+    cols = [pu[a] * pv[b] for a in range(degree + 1) for b in range(degree + 1 - a)]
+    return np.stack(cols, axis=-1)
+
+
+def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a.T @ b`` with every entry an exactly rounded sum of the rounded products."""
+    out = np.empty((a.shape[1], b.shape[1]))
+    for i in range(a.shape[1]):
+        products = (a[:, i : i + 1] * b).T.tolist()
+        out[i] = [math.fsum(col) for col in products]
+    return out
+
+
+def _apply(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``x @ coef`` summed over the features in a fixed order, elementwise only."""
+    out = x[:, :1] * coef[0]
+    for k in range(1, x.shape[1]):
+        out = out + x[:, k : k + 1] * coef[k]
+    return out
+
+
+def _cholesky(g: np.ndarray, what: str) -> list[list[float]]:
+    """Lower Cholesky factor of a small symmetric positive-definite matrix (fsum dots)."""
+    n = g.shape[0]
+    low = [[0.0] * n for _ in range(n)]
+    for j in range(n):
+        d = float(g[j, j]) - math.fsum(low[j][k] ** 2 for k in range(j))
+        if not d > 1e-12 * float(g[j, j]):
+            raise InputError(
+                f"the parameters of the simulations do not determine the {what} (a "
+                f"{n}-term polynomial in theta): simulate more distinct cosmologies or lower "
+                "the degree"
+            )
+        low[j][j] = math.sqrt(d)
+        for i in range(j + 1, n):
+            dot = math.fsum(low[i][k] * low[j][k] for k in range(j))
+            low[i][j] = (float(g[i, j]) - dot) / low[j][j]
+    return low
+
+
+def _cholesky_solve(low: list[list[float]], rhs: np.ndarray) -> np.ndarray:
+    """Solve L L^T x = rhs for each column of ``rhs`` (n, q)."""
+    n = len(low)
+    out = np.empty((n, rhs.shape[1]))
+    for c in range(rhs.shape[1]):
+        y = [0.0] * n
+        for i in range(n):
+            y[i] = (float(rhs[i, c]) - math.fsum(low[i][k] * y[k] for k in range(i))) / low[i][i]
+        x = [0.0] * n
+        for i in reversed(range(n)):
+            x[i] = (y[i] - math.fsum(low[k][i] * x[k] for k in range(i + 1, n))) / low[i][i]
+        out[:, c] = x
+    return out
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
+    """Least-squares coefficients of ``y`` (M, q) on ``x`` (M, p), deterministically.
+
+    Normal equations with exact sums, plus one step of iterative refinement (which restores
+    the accuracy the normal equations lose by squaring the condition number).
+    """
+    low = _cholesky(_gram(x, x), what)
+    coef = _cholesky_solve(low, _gram(x, y))
+    return coef + _cholesky_solve(low, _gram(x, y - _apply(x, coef)))
 
 
 @dataclass
@@ -160,6 +243,13 @@ class PowerSpectrumLikelihood:
             Summary bins and polynomial degrees of the mean and of the log standard deviation.
         correction
             ``"hartlap"``, ``"sellentin-heavens"`` or ``"none"``.
+
+        Notes
+        -----
+        The fit is deterministic: the same maps and parameters give the same arrays bit for
+        bit in every process and with any thread count (numpy without BLAS, exactly rounded
+        sums over the simulations, a written-out Cholesky solve of the normal equations plus
+        one refinement step), so a resumed calibration study matches an uninterrupted one.
         """
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (len(density), 2):
@@ -168,27 +258,29 @@ class PowerSpectrumLikelihood:
         p = len(edges) - 1
         proto = cls(field, edges, np.zeros((1, p)), np.zeros((1, p)), np.eye(p),
                     len(density) + 10, degree, std_degree, correction)  # fmt: skip
-        s = torch.as_tensor(proto.summary(density))
-        if not bool(torch.isfinite(s).all()):
+        s = np.asarray(proto.summary(density), dtype=np.float64)
+        if not np.all(np.isfinite(s)):
             raise InputError("some maps have empty power-spectrum bins")
-        u = proto._unit(torch.as_tensor(theta))
-        x = _features(u, degree)
-        mean_coef = torch.linalg.lstsq(x, s).solution
-        resid = s - x @ mean_coef
+        # deterministic by construction (see _least_squares): the same maps give the same
+        # arrays bit for bit in every process and with any thread count
+        low, width = np.asarray(field.prior.low), np.asarray(field.prior.width)
+        u = 2 * (theta - low) / width - 1
+        x = _features_np(u, degree)
+        mean_coef = _least_squares(x, s, "mean")
+        resid = s - _apply(x, mean_coef)
         # E[log r^2] = log sigma^2 + digamma(1/2) + log 2 for Gaussian residuals
-        xs = _features(u, std_degree)
-        target = 0.5 * (torch.log(resid**2 + 1e-300) - (digamma(0.5) + np.log(2.0)))
-        log_std_coef = torch.linalg.lstsq(xs, target).solution
-        z = resid / torch.exp(xs @ log_std_coef)
+        xs = _features_np(u, std_degree)
+        target = 0.5 * (np.log(resid**2 + 1e-300) - (digamma(0.5) + np.log(2.0)))
+        log_std_coef = _least_squares(xs, target, "standard deviations")
+        z = resid / np.exp(_apply(xs, log_std_coef))
         dof = len(density) - x.shape[1]
-        corr = (z.T @ z / dof).numpy()
+        corr = _gram(z, z) / dof
         d = np.sqrt(np.diag(corr))
         corr = corr / np.outer(d, d)
         # the per-bin scale lost by the log-variance fit is put back into the std
-        log_std_coef = log_std_coef.clone()
-        log_std_coef[0] += torch.log(torch.as_tensor(d))
+        log_std_coef[0] += np.log(d)
         # residual degrees of freedom + 1 play the role of the number of simulations
-        return cls(field, edges, mean_coef.numpy(), log_std_coef.numpy(), corr, dof + 1, degree,
+        return cls(field, edges, mean_coef, log_std_coef, corr, dof + 1, degree,
                    std_degree, correction)  # fmt: skip
 
     @classmethod
@@ -216,10 +308,12 @@ class PowerSpectrumLikelihood:
         density = np.concatenate(maps)
         theta = np.repeat(thetas, maps_per_cosmology, axis=0)
         if noise_sigma > 0:
+            # the simulator's transform (ln rho - shift) / scale and its inverse, written in
+            # numpy (single-threaded) so that the fit does not depend on the thread count
             rng = np.random.default_rng(seed + 2)
-            y = simulator.transform.forward(density)
-            y = y + noise_sigma * torch.as_tensor(rng.normal(size=y.shape), dtype=y.dtype)
-            density = simulator.transform.inverse(y).numpy()
+            shift, scale = simulator.transform.shift, simulator.transform.scale
+            y = (np.log(density) - shift) / scale + noise_sigma * rng.normal(size=density.shape)
+            density = np.exp(y * scale + shift)
         return cls.fit(density, theta, simulator.config, **fit_options)
 
     # ------------------------------------------------------------------ files

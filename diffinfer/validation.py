@@ -77,7 +77,9 @@ def check_float(
     InputError
         Not a real number, NaN/inf, or out of range; the message names ``name``.
     """
-    expected = f"a number {_range_text(low, high, low_open, high_open)}"
+    expected = f"a number {_range_text(low, high, low_open, high_open)}".replace(
+        "a number finite", "a finite number"
+    )
     if what:
         expected += f" ({what})"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -105,7 +105,12 @@ def test_synthetic_writer_is_deterministic_and_loadable(tmp_path):
     b = write_synthetic_dataset(
         tmp_path / "b", n_cosmologies=6, config=cfg, seed=3, chunk=4, progress=False
     )
-    assert a.read_bytes() == b.read_bytes()
+    # the same seed gives the same files; another chunking of the cosmologies changes the
+    # spectra by rounding only (docs/simulator.md), i.e. float32 maps within one ulp or so
+    again = write_synthetic_dataset(tmp_path / "c", n_cosmologies=6, config=cfg, seed=3,
+                                    progress=False)  # fmt: skip
+    assert a.read_bytes() == again.read_bytes()
+    np.testing.assert_allclose(np.load(a), np.load(b), rtol=1e-6)
     data = CamelsMaps.open(tmp_path / "a", suite="Lognormal")
     assert (data.n_maps, data.n_pix) == (90, 16) and data.maps.dtype == np.float32
     assert np.all(data.params[:, 2:] == 1.0)

@@ -18,7 +18,7 @@ from diffinfer.diffusion import (
     load_model,
     save_model,
 )
-from diffinfer.diffusion.checkpoint import CARD_FILE, WEIGHTS_FILE
+from diffinfer.diffusion.checkpoint import CARD_FILE, WEIGHTS_FILE, seal_card
 from diffinfer.diffusion.oracle import sampler_variance_ratio
 from diffinfer.errors import DataFileError, InputError, OutsidePriorError
 from diffinfer.fields import FieldConfig, LognormalSimulator
@@ -183,11 +183,15 @@ def test_model_directory_errors(tmp_path):
     card = json.loads((path / CARD_FILE).read_text())
     card["architecture"]["base_channels"] = 16
     (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(DataFileError, match="was edited"):  # card_sha256 catches the edit
+        load_model(path)
+    # resealed (as a buggy writer would): the weights still refuse to fit the card
+    (path / CARD_FILE).write_text(json.dumps(seal_card(card)))
     with pytest.raises(DataFileError, match="do not match the architecture"):
         load_model(path)
     card["architecture"]["base_channels"] = 8
     card["architecture"]["spectral"] = False  # the weights hold spectral-branch tensors
-    (path / CARD_FILE).write_text(json.dumps(card))
+    (path / CARD_FILE).write_text(json.dumps(seal_card(card)))
     with pytest.raises(DataFileError, match="unexpected"):
         load_model(path)
     (path / CARD_FILE).write_text("{ truncated")
@@ -226,6 +230,6 @@ def test_a_card_whose_priors_disagree_is_a_data_error(tmp_path):
     path = save_model(_tiny_model(), tmp_path / "m")
     card = json.loads((path / CARD_FILE).read_text())
     card["field"]["prior"] = {"Omega_m": [0.2, 0.4], "sigma_8": [0.7, 0.9]}
-    (path / CARD_FILE).write_text(json.dumps(card))
+    (path / CARD_FILE).write_text(json.dumps(seal_card(card)))
     with pytest.raises(DataFileError, match="prior box"):
         load_model(path)

@@ -346,7 +346,7 @@ def test_fit_proposal_command(capsys):
     assert "no model card" in capsys.readouterr().err
     assert main(["fit-proposal", "--model", "oracle", "--n-maps", "1"]) == 2
     assert main(["fit-proposal", "--model", "oracle", "--n-maps", "2", "--floor", "2"]) == 2
-    assert "floor must lie in (0, 1]" in capsys.readouterr().err
+    assert "floor must be a number in (0, 1]" in capsys.readouterr().err
 
 
 def test_aligned_option_must_be_a_boolean(sim):

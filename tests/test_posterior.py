@@ -94,7 +94,7 @@ def test_posterior_with_the_oracle_diffusion_likelihood(density, reference):
 def test_posterior_bad_input(density):
     with pytest.raises(InputError, match="method"):
         posterior(density, model=None, likelihood="exact", method="hmc")
-    with pytest.raises(InputError, match="unknown options"):
+    with pytest.raises(InputError, match="unknown option"):
         posterior(density, model=None, likelihood="exact", method="grid", n_walkers=8)
     with pytest.raises(InputError, match="NaN"):
         posterior(np.full((64, 64), np.nan), model=None, likelihood="exact")

@@ -1,6 +1,10 @@
 """The power-spectrum reference likelihood: fitting, files, bad input. Its calibration over
 100 maps is checked with the coverage study (tests/test_calibration_study.py)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +74,57 @@ def test_corrections_and_bad_input(fitted):
         fitted.for_map(np.ones((32, 32)))
     with pytest.raises(InputError):
         fitted.for_map(np.full((64, 64), np.nan))
+
+
+_FIT_IN_A_PROCESS = """
+import sys
+import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+from diffinfer.fields import LognormalSimulator
+from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
+fit = PowerSpectrumLikelihood.from_simulator(LognormalSimulator(), n_cosmologies=30,
+                                             maps_per_cosmology=4, noise_sigma=0.1)
+np.savez(sys.argv[2], mean_coef=fit.mean_coef, log_std_coef=fit.log_std_coef,
+         correlation=fit.correlation)
+"""
+
+
+def test_fit_is_identical_across_processes_and_thread_counts(tmp_path):
+    # the torch.linalg.lstsq / BLAS fit differed at 1e-13 between a 1-thread and a 2-thread
+    # process (at this size too): determinism is the claim, so the arrays must be equal
+    procs = []
+    for threads in (1, 2):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "OPENBLAS_NUM_THREADS": str(threads)}  # fmt: skip
+        out = tmp_path / f"fit{threads}.npz"
+        cmd = [sys.executable, "-c", _FIT_IN_A_PROCESS, str(threads), str(out)]
+        procs.append((subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True), out))
+    arrays = []
+    for proc, out in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        with np.load(out) as f:
+            arrays.append({k: f[k] for k in f.files})
+    for key in ("mean_coef", "log_std_coef", "correlation"):
+        assert np.array_equal(arrays[0][key], arrays[1][key]), key
+
+
+def test_deterministic_least_squares_matches_lapack():
+    from diffinfer.spectrum_likelihood import _features_np, _least_squares
+
+    rng = np.random.default_rng(0)
+    x = _features_np(rng.uniform(-1, 1, size=(500, 2)), 3)
+    y = x @ rng.normal(size=(10, 3)) + 0.1 * rng.normal(size=(500, 3))
+    ours = _least_squares(x, y, "mean")
+    ref = np.linalg.lstsq(x, y, rcond=None)[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-11, atol=1e-13)
+    with pytest.raises(InputError, match="do not determine the mean"):
+        _least_squares(x[:, [0, 1, 1]], y, "mean")
+
+
+def test_fit_with_too_few_distinct_cosmologies_is_refused():
+    maps = LognormalSimulator().simulate(np.array([[0.3, 0.8]] * 3), 10, seed=0)
+    with pytest.raises(InputError, match="distinct cosmologies"):
+        PowerSpectrumLikelihood.fit(maps.reshape(-1, 64, 64), np.array([[0.3, 0.8]] * 30),
+                                    LognormalSimulator().config)  # fmt: skip

@@ -23,6 +23,7 @@ from diffinfer.fields.grid import FieldConfig, as_density, as_maps
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.fields.transform import Transform
 from diffinfer.parameters import as_theta
+from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
 SAMPLERS = ("ddpm", "ddim")
 PRECISIONS = ("fp32", "bf16")
@@ -202,7 +203,7 @@ class DiffusionModel(nn.Module):
         sampler: str = "ddpm",
         eta: float | None = None,
         seed: int = 0,
-        batch_size: int = 64,
+        batch_size: int | None = 64,
         precision: str = "fp32",
         density: bool = True,
         progress: bool = False,
@@ -216,7 +217,7 @@ class DiffusionModel(nn.Module):
         n
             Maps per parameter vector.
         steps
-            Denoiser calls; default T for ``"ddpm"`` and 50 for ``"ddim"``.
+            Denoiser calls, 1 ... T; default T for ``"ddpm"`` and 50 for ``"ddim"`` (at most T).
         sampler
             ``"ddpm"``: ancestral sampling with the posterior variance of q(x_{t-1} | x_t, x_0)
             (eta = 1); with fewer than T steps it is the respaced ancestral sampler.
@@ -224,10 +225,12 @@ class DiffusionModel(nn.Module):
         eta
             Override the stochasticity of the generalised DDIM update (0 ... 1).
         seed
-            Map j of parameter row b draws all its noise from
-            :func:`map_generator` ``(seed, b, j)``: results do not depend on ``batch_size``.
+            A non-negative integer. Map j of parameter row b draws all its noise from
+            :func:`map_generator` ``(seed, b, j)``: the noise does not depend on
+            ``batch_size``, and the maps agree across batch sizes to rounding (~1e-12
+            relative; batched FFTs round differently), bit for bit for the same call.
         batch_size
-            Maps denoised together.
+            Maps denoised together (a positive integer), or None for all at once.
         precision
             ``"fp32"`` or ``"bf16"`` (autocast; faster on CPUs with bf16 units).
         density
@@ -239,22 +242,48 @@ class DiffusionModel(nn.Module):
         -------
         numpy.ndarray
             Shape (n, N, N) for one theta, (B, n, N, N) for a batch; float64.
+
+        Raises
+        ------
+        InputError
+            Any argument of the wrong type or out of range (checked before any work), naming
+            the argument, the value and what is expected.
+        OutsidePriorError
+            A parameter vector outside the model's prior box.
         """
-        if sampler not in SAMPLERS:
-            raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        if int(n) != n or n < 1:
-            raise InputError(f"n must be a positive integer, got {n}")
+        # every argument is checked here, before anything is computed
+        sampler = check_choice("sampler", sampler, SAMPLERS)
+        n = check_int("n", n, low=1, what="maps per parameter vector")
         single = np.ndim(theta) == 1
+        complex_theta = theta.is_complex() if isinstance(theta, torch.Tensor) else None
+        if complex_theta is None:
+            try:
+                complex_theta = np.iscomplexobj(np.asarray(theta))
+            except (TypeError, ValueError):  # ragged lists and the like: as_theta says why
+                complex_theta = False
+        if complex_theta:
+            raise InputError("theta must be real (Omega_m, sigma_8), got complex values")
         theta = as_theta(theta, self.field.prior)
+        if theta.shape[0] == 0:
+            raise InputError("theta has no parameter vectors (shape (0, 2)); give at least one")
         T = self.schedule.n_steps
-        steps = steps if steps is not None else (T if sampler == "ddpm" else 50)
-        eta = float(eta if eta is not None else (1.0 if sampler == "ddpm" else 0.0))
-        if not 0.0 <= eta <= 1.0:
-            raise InputError(f"eta must lie in [0, 1], got {eta}")
+        if steps is None:
+            steps = T if sampler == "ddpm" else min(50, T)
+        steps = check_int("steps", steps, low=1, high=T, what="denoiser calls, at most T")
+        if eta is None:
+            eta = 1.0 if sampler == "ddpm" else 0.0
+        eta = check_float("eta", eta, low=0.0, high=1.0)
+        seed = check_int("seed", seed, low=0)
+        if batch_size is not None:
+            batch_size = check_int("batch_size", batch_size, low=1, what="or None")
+        precision = check_choice("precision", precision, PRECISIONS)
+        density = check_bool("density", density)
+        progress = check_bool("progress", progress)
         ts = self.schedule.sampling_timesteps(steps)
         rows = np.repeat(np.arange(theta.shape[0]), n)
         index = np.tile(np.arange(n), theta.shape[0])
         out = np.empty((rows.size, self.field.n_pix, self.field.n_pix))
+        batch_size = rows.size if batch_size is None else batch_size
         for lo in range(0, rows.size, batch_size):
             sl = slice(lo, lo + batch_size)
             gens = [

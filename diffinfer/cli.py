@@ -542,9 +542,16 @@ def _cmd_fit_proposal(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``diffinfer COMMAND: error: ... (see --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``diffinfer`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffinfer",
         description="Cosmological inference with diffusion models on matter-density maps.",
     )

@@ -112,8 +112,12 @@ def as_theta(
         A row lies outside ``prior``.
     """
     if isinstance(theta, torch.Tensor):
+        if theta.is_complex():
+            raise InputError("theta must be real numbers, got a complex tensor")
         t = theta if theta.is_floating_point() else theta.to(dtype)
     else:
+        if np.iscomplexobj(theta):
+            raise InputError(f"theta must be real numbers, got complex values {theta!r}")
         try:
             t = torch.as_tensor(np.asarray(theta, dtype=np.float64), dtype=dtype)
         except (TypeError, ValueError) as exc:

@@ -69,6 +69,9 @@ def test_grid_and_emcee_agree_with_the_dense_reference(exact_case, method):
     density, reference = exact_case
     samples = posterior(density, model=None, likelihood="exact", method=method, seed=3).sample()
     _check(samples, reference)
+    if method == "emcee":  # run until the chain is 50 autocorrelation times long
+        diag = samples.info["diagnostics"]
+        assert diag["converged"] and diag["steps"] >= 50 * diag["autocorrelation_time"]
 
 
 @pytest.mark.slow

@@ -177,8 +177,9 @@ def test_bad_sample_sizes(n, network):
 @pytest.mark.parametrize(
     ("theta", "fragment"),
     [(np.array([0.3]), "shape (2,) or (B, 2)"), (np.array([[0.3, 0.8, 1.0]]), "shape"),
-     (np.array([np.nan, 0.8]), "NaN"), ("0.3, 0.8", "numeric"), (np.ones((2, 2, 2)), "shape")],
-    ids=["one-number", "three-columns", "nan", "string", "three-dimensional"],
+     (np.array([np.nan, 0.8]), "NaN"), ("0.3, 0.8", "numeric"), (np.ones((2, 2, 2)), "shape"),
+     (np.array([0.3 + 1j, 0.8]), "real numbers")],
+    ids=["one-number", "three-columns", "nan", "string", "three-dimensional", "complex"],
 )  # fmt: skip
 def test_bad_theta_for_the_likelihood(theta, fragment, oracle):
     like = di.DiffusionLikelihood(oracle, MAP, terms="l0")

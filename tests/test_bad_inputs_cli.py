@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffinfer.cli import _read_map, main
+from tests.cli_helpers import run_bad
 
 ROOT = Path(__file__).resolve().parents[1]
 MAP = ROOT / "examples" / "lognormal64" / "map1.npy"
@@ -55,18 +56,6 @@ def fill(argv: list[str], names: dict[str, Path | str]) -> list[str]:
             a = a.replace("{" + k + "}", str(v))
         out.append(a)
     return out
-
-
-def run_bad(argv: list[str], capsys, fragment: str) -> str:
-    """Run the CLI in-process; assert one clean error line naming ``fragment``."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("diffinfer: error:"), err
-    assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 EXACT = ["--model", "none", "--likelihood", "exact"]
@@ -208,8 +197,11 @@ def test_fit_proposal_bad_inputs(case, capsys):
 
 
 def test_unknown_command_and_option_are_usage_errors(capsys):
-    for argv in (["frobnicate"], ["infer", str(MAP), "--out", "x", "--bogus"]):
+    for argv in (["frobnicate"], ["infer", str(MAP), "--out", "x", "--bogus"],
+                 ["emulate", "--n", "abc", "--out", "x"], []):  # fmt: skip
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
-        assert "Traceback" not in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "error:" in err and "--help" in err

@@ -20,6 +20,7 @@ from diffinfer.cli import main
 from diffinfer.diffusion import load_model
 from diffinfer.diffusion.checkpoint import resolve_model_dir
 from diffinfer.errors import DataFileError, InputError, OutsidePriorError
+from tests.cli_helpers import run_bad
 
 THETA = np.array([0.3, 0.8])
 
@@ -170,18 +171,6 @@ CLI_CASES = {
     "out-is-a-file": (["--out", "{a-file}"], "exists and is not a directory"),
     "out-under-a-file": (["--out", "{a-file}/maps"], "cannot be created or written"),
 }
-
-
-def run_bad(argv: list[str], capsys, fragment: str) -> str:
-    """Run the CLI in-process; assert one clean error line naming ``fragment``."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("diffinfer: error:"), err
-    assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def emulate_argv(extra: list[str], out: Path) -> list[str]:

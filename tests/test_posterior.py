@@ -51,6 +51,7 @@ def test_grid_summary_map_and_samples(density, reference, tmp_path):
         Samples.load(tmp_path / "broken.npz")
 
 
+@pytest.mark.slow  # the default run checks emcee in test_agreement.py (100 s each)
 def test_emcee_agrees_with_the_grid(density, reference):
     post = posterior(density, model=None, likelihood="exact", method="emcee", seed=1)
     samples = post.sample(4000)

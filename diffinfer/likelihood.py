@@ -34,6 +34,7 @@ from diffinfer.diffusion.model import DiffusionModel, autocast, resolve_precisio
 from diffinfer.errors import InputError
 from diffinfer.grid import LocateError
 from diffinfer.parameters import as_theta
+from diffinfer.validation import check_float, check_int
 
 TERM_NAMES = ("l0", "vlb")
 
@@ -259,6 +260,9 @@ class DiffusionLikelihood:
     ) -> None:
         if space not in ("density", "model"):
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
+        check_int("seed", seed, low=0)
+        if noise_sigma is not None:
+            check_float("noise_sigma", noise_sigma, low=0, what="model-space pixel noise")
         if int(n_noise) != n_noise or n_noise < 1:
             raise InputError(f"n_noise must be a positive integer, got {n_noise}")
         if box_size is not None and not math.isclose(box_size, model.field.box_size, rel_tol=1e-6):

@@ -35,8 +35,13 @@ class PriorBox:
     high: tuple[float, float] = (0.5, 1.0)
 
     def __post_init__(self) -> None:
+        from diffinfer.validation import check_float
+
         if len(self.low) != N_PARAMS or len(self.high) != N_PARAMS:
             raise InputError(f"a prior box needs {N_PARAMS} lows and highs, in order {PARAM_NAMES}")
+        for side, values in (("low", self.low), ("high", self.high)):
+            for name, v in zip(PARAM_NAMES, values, strict=True):
+                check_float(f"prior box {side} edge of {name}", v)
         if not all(lo < hi for lo, hi in zip(self.low, self.high, strict=True)):
             raise InputError(
                 f"prior box edges must satisfy low < high, got {self.low}, {self.high}"

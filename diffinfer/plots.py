@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffinfer.errors import InputError
 from diffinfer.fields.grid import FieldConfig
 from diffinfer.fields.stats import power_spectrum
 
@@ -117,7 +118,11 @@ def triangle(
 
     from diffinfer.parameters import PARAM_NAMES
 
+    if not samples:
+        raise InputError("triangle needs at least one Samples object to plot")
     labels = labels or [s.info.get("label", s.method) for s in samples]
+    if len(labels) != len(samples):
+        raise InputError(f"{len(labels)} labels for {len(samples)} sample sets")
     roots = [s.to_getdist(label) for s, label in zip(samples, labels, strict=True)]
     g = gdplots.get_subplot_plotter(width_inch=6)
     markers = None if truth is None else dict(zip(PARAM_NAMES, map(float, truth), strict=True))

@@ -439,6 +439,9 @@ def posterior(
             return untempered(theta) / temperature
 
         description += f", tempered by {temperature:.3g}"
+    if prior is not None and not isinstance(prior, Prior):
+        raise InputError(f"prior must be a diffinfer.Prior (e.g. di.Prior.gaussian(mean, std)) "
+                         f"or None, got {prior!r}")  # fmt: skip
     prior = prior or Prior(box)
     info = {
         "likelihood": description,

@@ -31,6 +31,12 @@ class Prior:
     """
 
     def __init__(self, box: PriorBox = DEFAULT_PRIOR, distribution: Distribution | None = None):
+        if not isinstance(box, PriorBox):
+            raise InputError(f"box must be a PriorBox (e.g. di.PriorBox((0.1, 0.6), (0.5, 1.0))), "
+                             f"got {box!r}")  # fmt: skip
+        if distribution is not None and not isinstance(distribution, Distribution):
+            raise InputError(f"distribution must be a torch.distributions.Distribution or None, "
+                             f"got {distribution!r}")  # fmt: skip
         self.box = box
         self.distribution = distribution
         if distribution is not None and tuple(distribution.event_shape) != (2,):
@@ -42,8 +48,16 @@ class Prior:
     @classmethod
     def gaussian(cls, mean, std, box: PriorBox = DEFAULT_PRIOR) -> Prior:
         """Independent Gaussians on each parameter, truncated to the box."""
-        mean = torch.as_tensor(mean, dtype=torch.float64)
-        std = torch.as_tensor(std, dtype=torch.float64)
+        mean = torch.as_tensor(np.asarray(mean, dtype=np.float64))
+        std = torch.as_tensor(np.asarray(std, dtype=np.float64))
+        if mean.shape != (2,) or std.shape != (2,):
+            raise InputError(f"mean and std need 2 numbers each (Omega_m, sigma_8), got shapes "
+                             f"{tuple(mean.shape)}, {tuple(std.shape)}")  # fmt: skip
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise InputError(
+                "a Gaussian prior needs finite means and positive finite standard deviations, "
+                f"got mean {mean.tolist()}, std {std.tolist()}"
+            )
         return cls(box, torch.distributions.Independent(torch.distributions.Normal(mean, std), 1))
 
     @property

@@ -57,6 +57,9 @@ class Samples:
             self.theta = self.theta[None]
         if self.theta.ndim != 3 or self.theta.shape[-1] != 2:
             raise InputError(f"theta must have shape (chains, draws, 2); got {self.theta.shape}")
+        if self.theta.size == 0 or not np.isfinite(self.theta).all():
+            raise InputError("samples must be a non-empty array of finite numbers (NaN or inf "
+                             "found, or no draws)")  # fmt: skip
 
     @property
     def flat(self) -> np.ndarray:

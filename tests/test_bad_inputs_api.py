@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import diffinfer as di
+from diffinfer import plots, proposal
 from diffinfer.diffusion.checkpoint import (
     CARD_FILE,
     WEIGHTS_FILE,
@@ -335,3 +336,78 @@ def test_load_model_on_a_device_this_machine_lacks(device, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match="device"):
         load_model("oracle", device=device)
+
+
+# ------------------------------------------------------------------ the rest of the public API
+def _oracle_like(**kwargs):
+    return di.DiffusionLikelihood(load_model("oracle"), MAP, **kwargs)
+
+
+_SIM = di.LognormalSimulator()
+_Y = _SIM.transform.forward(MAP)
+OTHER_CASES = {
+    "prior-box-nan": (lambda: di.PriorBox((np.nan, 0.6), (0.5, 1.0)), "finite number"),
+    "prior-box-inf": (lambda: di.PriorBox((0.1, 0.6), (np.inf, 1.0)), "finite number"),
+    "prior-box-string": (lambda: di.PriorBox(("a", 0.6), (0.5, 1.0)), "prior box low edge"),
+    "prior-box-reversed": (lambda: di.PriorBox((0.5, 0.6), (0.1, 1.0)), "low < high"),
+    "prior-box-three-edges": (lambda: di.PriorBox((0.1, 0.6, 0), (0.5, 1.0, 1)), "2 lows"),
+    "prior-not-a-box": (lambda: di.Prior("uniform"), "box must be a PriorBox"),
+    "prior-not-a-distribution": (lambda: di.Prior(di.PriorBox(), "normal"), "Distribution"),
+    "gaussian-negative-std": (lambda: di.Prior.gaussian([0.3, 0.8], [-0.1, 0.1]), "positive"),
+    "gaussian-nan-mean": (lambda: di.Prior.gaussian([np.nan, 0.8], [0.1, 0.1]), "finite"),
+    "gaussian-three-numbers": (lambda: di.Prior.gaussian([0.3, 0.8, 1], [0.1, 0.1]), "2 numbers"),
+    "posterior-prior-string": (
+        lambda: di.posterior(MAP, model=None, likelihood="exact", prior="flat"),
+        "prior must be a diffinfer.Prior",
+    ),
+    "simulate-no-maps": (lambda: _SIM.simulate(np.array([0.3, 0.8]), 0), "n must be"),
+    "simulate-negative-seed": (lambda: _SIM.simulate(np.array([0.3, 0.8]), 1, seed=-1), "seed"),
+    "simulate-outside-prior": (lambda: _SIM.simulate(np.array([0.7, 0.8]), 1), "outside the prior"),
+    "exact-nan-map": (lambda: _SIM.exact_log_prob(np.full((64, 64), np.nan), [0.3, 0.8]), "NaN"),
+    "exact-outside-raise": (lambda: _SIM.exact_log_prob(_Y, [0.9, 0.8]), "outside the prior"),
+    "exact-outside-bogus": (lambda: _SIM.exact_log_prob(_Y, [0.3, 0.8], outside="x"), "outside"),
+    "exact-negative-noise": (
+        lambda: _SIM.exact_log_prob(_Y, [0.3, 0.8], noise_sigma=-1),
+        "noise_sigma must be",
+    ),
+    "ml-nan-map": (lambda: _SIM.maximum_likelihood(np.full((64, 64), np.nan)), "NaN"),
+    "power-negative-box": (lambda: di.power_spectrum(MAP, box_size=-1), "box_size must be"),
+    "power-1d": (lambda: di.power_spectrum(MAP.ravel(), box_size=500.0), "shape"),
+    "power-nan": (lambda: di.power_spectrum(np.full((64, 64), np.nan), box_size=500.0), "NaN"),
+    "samples-bad-shape": (lambda: di.Samples(np.ones(3), "grid"), "shape (chains, draws, 2)"),
+    "samples-nan": (lambda: di.Samples(np.full((1, 10, 2), np.nan), "grid"), "finite"),
+    "samples-empty": (lambda: di.Samples(np.ones((1, 0, 2)), "grid"), "non-empty"),
+    "samples-load-missing": (lambda: di.Samples.load("/nonexistent.npz"), "No such file"),
+    "camels-missing-dir": (
+        lambda: di.CamelsMaps.open("/nonexistent", suite="Lognormal"),
+        "not found",
+    ),
+    "field-config-string": (lambda: di.FieldConfig(n_pix="64"), "n_pix must be an integer"),
+    "field-config-odd": (lambda: di.FieldConfig(n_pix=63), "even"),
+    "transform-negative-density": (lambda: _SIM.transform.forward(-MAP), "positive"),
+    "likelihood-unknown-terms": (lambda: _oracle_like(terms="foo"), "unknown likelihood terms"),
+    "likelihood-term-beyond-T": (lambda: _oracle_like(terms=[5000]), "term"),
+    "likelihood-negative-noise": (lambda: _oracle_like(noise_sigma=-1), "noise_sigma must be"),
+    "likelihood-bad-space": (lambda: _oracle_like(space="x"), "space must be"),
+    "likelihood-negative-seed": (lambda: _oracle_like(seed=-1), "seed must be"),
+    "likelihood-precision-fp8": (lambda: _oracle_like(precision="fp8"), "precision"),
+    "likelihood-kind": (lambda: _oracle_like(kind="counts"), "kind must be one of"),
+    "triangle-nothing": (lambda: plots.triangle([], "/tmp/never.png"), "at least one"),
+    "save-the-oracle": (lambda: di.save_model(load_model("oracle"), "/tmp/never"), "oracle"),
+    "power-spectrum-file-missing": (
+        lambda: di.posterior(MAP, model=None, likelihood="power", spectrum="/nonexistent.st"),
+        "No such file",
+    ),
+    "fit-proposal-one-map": (
+        lambda: proposal.fit_timestep_proposal(load_model("oracle"), [MAP]),
+        "at least 2 pilot maps",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_CASES), ids=list(OTHER_CASES))
+def test_bad_input_to_the_rest_of_the_api(case):
+    call, fragment = OTHER_CASES[case]
+    with pytest.raises((InputError, DataFileError)) as info:
+        call()
+    assert fragment in str(info.value), str(info.value)

@@ -30,7 +30,7 @@ from diffinfer.errors import InputError
 from diffinfer.fields.grid import FieldConfig, as_maps, wavenumber_grid
 from diffinfer.fields.transform import Transform
 from diffinfer.parameters import as_theta
-from diffinfer.validation import check_int
+from diffinfer.validation import check_float, check_int
 
 _OUTSIDE = ("raise", "-inf", "ignore")
 # Where the maximum-likelihood search may go: the spectrum is defined well beyond the prior.
@@ -228,6 +228,10 @@ class LognormalSimulator:
         """
         if outside not in _OUTSIDE:
             raise InputError(f"outside must be one of {_OUTSIDE}, got {outside!r}")
+        if not isinstance(noise_sigma, torch.Tensor):
+            check_float("noise_sigma", noise_sigma, low=0, what="model-space pixel noise")
+        elif not bool(torch.isfinite(noise_sigma).all()):
+            raise InputError("noise_sigma contains NaN or inf")
         n = self.config.n_pix
         y = as_maps(y, n_pix=n, what="model-space map")
         theta = as_theta(theta, self.config.prior if outside == "raise" else None)

@@ -98,6 +98,9 @@ def power_spectrum(
     PowerSpectrum
         k in h/Mpc, power in (Mpc/h)^2, mode counts.
     """
+    from diffinfer.validation import check_float
+
+    check_float("box_size", box_size, low=0, low_open=True, what="map side in Mpc/h")
     f = as_maps(field, what="map").numpy()
     n_pix = f.shape[-1]
     modes = np.abs(np.fft.fft2(f)) ** 2 * (box_size / n_pix**2) ** 2

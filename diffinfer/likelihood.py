@@ -24,6 +24,7 @@ theta, and differentiable through the denoiser.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -342,8 +343,11 @@ class DiffusionLikelihood:
     def __call__(self, theta: np.ndarray | torch.Tensor) -> torch.Tensor:
         """log L at each row of theta (B, 2) or at one theta (2,) -> (B,) float64 tensor.
 
-        Differentiable when ``theta`` is a tensor that requires gradients.
+        Differentiable when ``theta`` is a tensor that requires gradients (as the gradient
+        samplers' is); otherwise evaluated without an autograd graph, so that memory does not
+        grow with the number of theta rows (the graph of the network costs about 1 GB per row).
         """
+        grad = isinstance(theta, torch.Tensor) and theta.requires_grad
         theta = as_theta(theta).cpu()  # bookkeeping on the CPU; the network runs on its device
         prior = self.model.field.prior
         inside = prior.contains(theta.detach())
@@ -351,7 +355,8 @@ class DiffusionLikelihood:
         if not bool(inside.any()):
             return out
         th = theta[inside]
-        log_l = self.term_log_l(th).sum(dim=-1)
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            log_l = self.term_log_l(th).sum(dim=-1)
         return out.index_put((torch.nonzero(inside)[:, 0],), log_l)
 
     def term_log_l(self, theta: torch.Tensor) -> torch.Tensor:
@@ -394,7 +399,8 @@ class DiffusionLikelihood:
         """
         th = as_theta(theta).cpu()
         scale = (self.plan.weights / self.n_noise).sqrt().repeat_interleave(self.n_noise)
-        diffs = torch.cat(list(self._differences(th.detach(), precision)))
+        with torch.no_grad():  # finite differences: no graph (about 1 GB per theta row)
+            diffs = torch.cat(list(self._differences(th.detach(), precision)))
         diffs = diffs.reshape(th.shape[0], -1, diffs[0].numel())
         return (diffs * scale[None, :, None]).reshape(th.shape[0], -1)
 

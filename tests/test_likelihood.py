@@ -195,3 +195,19 @@ def test_fourier_space_oracle_equals_calling_the_denoiser(oracle, y, kwargs):
     x = theta[:1].clone().requires_grad_(True)
     like(x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), slow_grad.numpy(), rtol=1e-9)
+
+
+def test_the_graph_is_built_only_when_theta_asks_for_gradients():
+    from pathlib import Path
+
+    from diffinfer.diffusion import load_model
+
+    field = np.load(Path(__file__).resolve().parents[1] / "examples" / "lognormal64" / "map1.npy")
+    like = DiffusionLikelihood(load_model("lognormal64"), field, terms=[1, 200])
+    plain = like(np.array([[0.25, 0.78], [0.3, 0.8]]))
+    assert plain.grad_fn is None and not plain.requires_grad
+    theta = torch.tensor([[0.25, 0.78]], dtype=torch.float64, requires_grad=True)
+    value = like(theta)
+    value.sum().backward()
+    assert theta.grad is not None and torch.isfinite(theta.grad).all()
+    assert float(value.detach()) == pytest.approx(float(plain[0]), rel=1e-6, abs=1e-6)

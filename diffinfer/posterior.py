@@ -107,8 +107,15 @@ class Posterior:
             self._grid = grid_posterior(self.log_prob, self.prior.box, locate=locate, **opts)
         return self._grid
 
-    def sample(self, n: int = 4000) -> Samples:
-        """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`."""
+    def sample(self, n: int | tuple[int] = 4000) -> Samples:
+        """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`.
+
+        ``n`` may also be a sample shape ``(n,)``, as sbi and torch distributions take it.
+        """
+        if isinstance(n, (tuple, list, torch.Size)):
+            if len(n) != 1:
+                raise InputError(f"a sample shape must be (n,), got {tuple(n)!r}")
+            n = n[0]
         n = check_int("n", n, low=1, what="posterior draws")
         if self.method == "grid":
             g = self.grid()

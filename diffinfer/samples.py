@@ -61,6 +61,10 @@ class Samples:
             raise InputError("samples must be a non-empty array of finite numbers (NaN or inf "
                              "found, or no draws)")  # fmt: skip
 
+    def __len__(self) -> int:
+        """Number of draws over all chains."""
+        return int(self.theta.shape[0] * self.theta.shape[1])
+
     @property
     def flat(self) -> np.ndarray:
         """All draws, (chains * draws, 2)."""

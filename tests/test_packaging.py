@@ -20,7 +20,7 @@ def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the sources (the checkout is left untouched)."""
     pytest.importorskip("setuptools")
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "diffinfer", src / "diffinfer",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip

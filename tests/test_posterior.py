@@ -147,3 +147,12 @@ def test_top_level_call(density):
 
     samples = diffinfer.posterior(density, model=None, likelihood="exact").sample(500)
     assert isinstance(samples, diffinfer.Samples) and samples.flat.shape == (500, 2)
+
+
+def test_sbi_style_sample_shape_and_len(density):
+    post = posterior(density, model=None, likelihood="exact")
+    a, b = post.sample((500,)), post.sample(500)
+    assert len(a) == len(b) == 500
+    np.testing.assert_array_equal(a.theta, b.theta)  # same seed, same draws
+    with pytest.raises(InputError, match=r"sample shape must be \(n,\)"):
+        post.sample((10, 2))

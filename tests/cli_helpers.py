@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diffinfer.cli import main
 
 
@@ -16,3 +18,13 @@ def run_bad(argv: list[str], capsys, fragment: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("diffinfer: error:"), err
     assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def fill(argv: list[str], names: dict[str, Path | str]) -> list[str]:
+    """Replace ``{name}`` in each argument by the path of that test file."""
+    out = []
+    for a in argv:
+        for k, v in names.items():
+            a = a.replace("{" + k + "}", str(v))
+        out.append(a)
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffinfer.cli import _read_map, main
-from tests.cli_helpers import run_bad
+from tests.cli_helpers import fill, run_bad
 
 ROOT = Path(__file__).resolve().parents[1]
 MAP = ROOT / "examples" / "lognormal64" / "map1.npy"
@@ -46,16 +46,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (d / "a-file").write_text("x")
     paths["a-file"] = d / "a-file"
     return paths
-
-
-def fill(argv: list[str], names: dict[str, Path | str]) -> list[str]:
-    """Replace ``{name}`` in each argument by the path of that test file."""
-    out = []
-    for a in argv:
-        for k, v in names.items():
-            a = a.replace("{" + k + "}", str(v))
-        out.append(a)
-    return out
 
 
 EXACT = ["--model", "none", "--likelihood", "exact"]

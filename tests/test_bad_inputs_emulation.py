@@ -20,7 +20,7 @@ from diffinfer.cli import main
 from diffinfer.diffusion import load_model
 from diffinfer.diffusion.checkpoint import resolve_model_dir
 from diffinfer.errors import DataFileError, InputError, OutsidePriorError
-from tests.cli_helpers import run_bad
+from tests.cli_helpers import fill, run_bad
 
 THETA = np.array([0.3, 0.8])
 
@@ -127,16 +127,6 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     return {"dir": d, "a-file": d / "a-file", "no-card": d / "no-card",
             "bad-json": d / "bad-json", "no-weights": d / "no-weights",
             "corrupt-weights": d / "corrupt-weights", "read-only": read_only}  # fmt: skip
-
-
-def fill(argv: list[str], names: dict[str, Path | str]) -> list[str]:
-    """Replace ``{name}`` in each argument by the path of that test file."""
-    out = []
-    for a in argv:
-        for k, v in names.items():
-            a = a.replace("{" + k + "}", str(v))
-        out.append(a)
-    return out
 
 
 # (arguments replacing the defaults below, fragment of the one error line)

@@ -387,7 +387,8 @@ def posterior(
         raise InputError(f"model must be a model name, a directory, a DiffusionModel or None, "
                          f"got {type(model).__name__}")  # fmt: skip
     n_pix = model.field.n_pix if model is not None else LognormalSimulator().config.n_pix
-    field = as_density(field, kind=kind, n_pix=n_pix)
+    data_mean = model.data_mean if model is not None else 1.0
+    field = as_density(field, kind=kind, n_pix=n_pix, data_mean=data_mean)
     if field.ndim != 2:
         raise InputError(f"one map at a time: got a stack of shape {tuple(field.shape)}; "
                          "pick one map, e.g. field[0]")  # fmt: skip

@@ -411,3 +411,23 @@ def test_bad_input_to_the_rest_of_the_api(case):
     with pytest.raises((InputError, DataFileError)) as info:
         call()
     assert fragment in str(info.value), str(info.value)
+
+
+def test_a_model_of_maps_in_physical_units_checks_its_own_units(network):
+    """A model trained on maps in M_sun/h per (Mpc/h)^2 (a CAMELS recipe): its maps pass,
+    density contrasts are refused with the fix, and kind='mass' converts them."""
+    import copy
+
+    from diffinfer.fields.transform import Transform
+
+    physical = copy.deepcopy(network)
+    t = network.transform
+    object.__setattr__(physical, "transform", Transform(t.shift + np.log(1e11), t.scale))
+    assert physical.data_mean == pytest.approx(1e11 * np.exp(t.shift + t.scale**2 / 2))
+    di.posterior(MAP * 1e11, model=physical)
+    with pytest.raises(InputError, match=r"this model's maps have mean about 1\.00"):
+        di.posterior(MAP, model=physical)
+    y_mass = physical.to_model_space(MAP, kind="mass")
+    y_contrast = network.to_model_space(MAP / MAP.mean())
+    # the model's mean density is the log-normal one of its transform constants
+    np.testing.assert_allclose(y_mass.numpy(), y_contrast.numpy(), atol=0.01)

@@ -137,6 +137,15 @@ class DiffusionModel(nn.Module):
         )
 
     @property
+    def data_mean(self) -> float:
+        """Mean density of the training maps in the card's data units: 1 for density
+        contrasts rho / rho_mean (the simulator's and the shipped models'); for maps in
+        physical units (a transform shift of ln rho beyond +-2), exp(shift + scale^2 / 2), the
+        mean of a log-normal with the transform's constants."""
+        shift, scale = self.transform.shift, self.transform.scale
+        return 1.0 if abs(shift) <= 2 else float(math.exp(shift + scale**2 / 2))
+
+    @property
     def is_oracle(self) -> bool:
         """Whether the denoiser is the closed-form oracle."""
         return isinstance(self.denoiser, OracleDenoiser)
@@ -157,7 +166,7 @@ class DiffusionModel(nn.Module):
     ) -> torch.Tensor:
         """Density maps to model space, checked against the card and for the density-contrast
         convention (``kind``: what the maps hold, see :func:`~diffinfer.fields.grid.as_density`)."""
-        density = as_density(density, kind=kind, n_pix=self.field.n_pix)
+        density = as_density(density, kind=kind, n_pix=self.field.n_pix, data_mean=self.data_mean)
         return self.transform.forward(density)
 
     # ----------------------------------------------------------------- denoiser

@@ -105,6 +105,11 @@ def as_maps(
         Require strictly positive values (densities).
     what
         Name used in error messages.
+    data_mean
+        Mean density of the model's data in its units (1 for density contrasts, the
+        default; see :attr:`~diffinfer.diffusion.DiffusionModel.data_mean` for a model trained
+        on maps in physical units, e.g. CAMELS M_sun/h per (Mpc/h)^2). The accepted mean range
+        scales with it, and the converted kinds are multiplied by it.
 
     Raises
     ------
@@ -167,9 +172,10 @@ def as_density(
     kind: str = "density",
     n_pix: int | None = None,
     what: str = "density map",
+    data_mean: float = 1.0,
 ) -> torch.Tensor:
-    """A user's map(s) as density contrast rho / rho_mean (float64), checked for the
-    convention the models and likelihoods expect.
+    """A user's map(s) in the data units of a model (default: density contrast
+    rho / rho_mean), float64, checked for that convention.
 
     Parameters
     ----------
@@ -222,15 +228,22 @@ def as_density(
         )
     if kind == "mass":
         t = t / t.mean(dim=(-2, -1), keepdim=True)
-    means = t.mean(dim=(-2, -1)).reshape(-1)
+    if kind != "density" and data_mean != 1.0:
+        t = t * data_mean  # a density contrast, in the model's units
+    means = t.mean(dim=(-2, -1)).reshape(-1) / data_mean
     lo, hi = DENSITY_MEAN_RANGE
     bad = (means < lo) | (means > hi)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0, 0])
         where = "" if t.ndim == 2 else f" (map {i})"
+        expected = (
+            "a density contrast rho/rho_mean has mean about 1"
+            if data_mean == 1.0
+            else f"this model's maps have mean about {data_mean:.4g}"
+        )
         raise InputError(
-            f"{what}{where} has mean {float(means[i]):.4g}, but a density contrast "
-            f"rho/rho_mean has mean about 1 ({lo:g}-{hi:g} for single maps); {hint}"
+            f"{what}{where} has mean {float(means[i]) * data_mean:.4g}, but {expected} "
+            f"({lo:g}-{hi:g} times that for single maps); {hint}"
         )
     log_std = torch.log(t).std(dim=(-2, -1)).reshape(-1)
     flat = log_std < MIN_LOG_STD

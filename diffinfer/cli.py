@@ -324,18 +324,23 @@ def _read_map(path: str, index: int | None = None) -> np.ndarray:
         raise DataFileError(f"map {path} is a directory; give a .npy or .npz file")
     if not p.is_file():
         raise DataFileError(f"map file not found: {path}")
+    import zipfile
+    import zlib
+
     try:
         data = np.load(p, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                names = list(data.files)
+                if len(names) != 1 and "map" not in names:
+                    raise DataFileError(f"{path} holds arrays {names}: name the map 'map' or "
+                                        "save one array per file")  # fmt: skip
+                data = data["map" if "map" in names else names[0]]
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, DataFileError):
+            raise
         raise DataFileError(f"cannot read map {path} ({exc}); expected a .npy or .npz file of "
                             "numbers (N x N, or a stack with --index)") from exc  # fmt: skip
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            names = list(data.files)
-            if len(names) != 1 and "map" not in names:
-                raise DataFileError(f"{path} holds arrays {names}: name the map 'map' or save "
-                                    "one array per file")  # fmt: skip
-            data = data["map" if "map" in names else names[0]]
     if data.dtype.kind not in "iuf":
         raise DataFileError(f"map {path} holds {data.dtype} values; expected real numbers")
     if data.ndim == 3:
@@ -802,8 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("diffinfer: interrupted; finished results are kept (rerun to resume)",
-              file=sys.stderr)  # fmt: skip
+        print("diffinfer: interrupted (calibrate, simulate and train --resume continue from "
+              "what was finished)", file=sys.stderr)  # fmt: skip
         return 130
     except Exception as exc:
         if debug:

@@ -22,8 +22,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def json_safe(obj: object) -> object:
-    """``obj`` with NaN and infinities replaced by None (JSON ``null``) and numpy scalars and
-    arrays turned into Python numbers and lists, so that strict JSON readers accept it."""
+    """``obj`` with NaN and infinities replaced by None (JSON ``null``), numpy scalars and
+    arrays turned into Python numbers and lists and paths into strings, so that strict JSON
+    readers accept it."""
     import math
 
     import numpy as np
@@ -34,6 +35,8 @@ def json_safe(obj: object) -> object:
         return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return json_safe(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -10,6 +10,7 @@ unconstrained space, several chains).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 
@@ -373,6 +374,9 @@ def posterior(
         warmup_steps, max_tree_depth).
     """
     check_posterior_options(likelihood, method, seed, options)
+    if prior is not None and not isinstance(prior, Prior):
+        raise InputError(f"prior must be a diffinfer.Prior (e.g. di.Prior.gaussian(mean, std)) "
+                         f"or None, got {prior!r}")  # fmt: skip
     like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
     if likelihood == "vlb":
         like_opts.setdefault("n_timesteps", DEFAULT_VLB_TIMESTEPS)
@@ -380,6 +384,10 @@ def posterior(
     spectrum = like_opts.pop("spectrum", None)
     sampler_opts = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[method]}
     if isinstance(model, str):
+        from diffinfer.diffusion.checkpoint import load_model
+
+        model = load_model(model)
+    elif isinstance(model, os.PathLike):
         from diffinfer.diffusion.checkpoint import load_model
 
         model = load_model(model)
@@ -447,9 +455,6 @@ def posterior(
             return untempered(theta) / temperature
 
         description += f", tempered by {temperature:.3g}"
-    if prior is not None and not isinstance(prior, Prior):
-        raise InputError(f"prior must be a diffinfer.Prior (e.g. di.Prior.gaussian(mean, std)) "
-                         f"or None, got {prior!r}")  # fmt: skip
     prior = prior or Prior(box)
     info = {
         "likelihood": description,
@@ -501,7 +506,7 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
     o = {k: v for k, v in options.items() if v is not None}
     ints = {"n_noise": 1, "max_batch": 1, "n_coarse": 4, "n_fine": 4, "n_aligned": 4,
             "upsample": 1, "max_passes": 0, "n_walkers": 4, "max_steps": 1, "num_chains": 1,
-            "warmup_steps": 0, "max_tree_depth": 1, "n_timesteps": 1}  # fmt: skip
+            "warmup_steps": 0, "n_timesteps": 1}  # fmt: skip
     for name, low in ints.items():
         if name in o:
             check_int(name, o[name], low=low)

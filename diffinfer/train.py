@@ -63,7 +63,7 @@ DEFAULTS: dict = {
         "transform": "fit",  # "fit" (train split), "prior" (log-normal only) or {shift, scale}
         "box_size": None,  # Mpc/h; default from dataset.json
         "depth": None,  # Mpc/h; default from dataset.json
-        "prior": None,  # {"low": [..], "high": [..]}; default from dataset.json
+        "prior": None,  # {"Omega_m": [lo, hi], "sigma_8": [lo, hi]}; default from dataset.json
     },
     "model": {
         "base_channels": 32,
@@ -237,6 +237,17 @@ def _number(
     return check
 
 
+def _or_infinity(check: _Check) -> _Check:
+    """``check``, but also accepting +infinity (YAML ``.inf``: the feature switched off)."""
+
+    def checked(name: str, value: object) -> object:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == math.inf:
+            return math.inf
+        return check(name, value)
+
+    return checked
+
+
 def _choice(choices: tuple) -> _Check:
     return lambda name, value: check_choice(name, value, choices)
 
@@ -347,7 +358,7 @@ _CHECKS: dict[str, _Check] = {
     "train.min_lr": _number(0.0),
     "train.warmup": _integer(0),
     "train.weight_decay": _number(0.0),
-    "train.grad_clip": _number(0.0, open_low=True),
+    "train.grad_clip": _or_infinity(_number(0.0, open_low=True)),  # .inf: no clipping
     "train.ema_decay": _number(0.0, 1.0, open_high=True),
     "train.augment": check_bool,
     "train.precision": _choice(PRECISIONS),
@@ -359,7 +370,7 @@ _CHECKS: dict[str, _Check] = {
     "validation.n_maps": _integer(1),
     "validation.bands": _int_list(1, min_len=2),
     "validation.seed": _integer(0),
-    "checkpoint.every_minutes": _number(0.0),
+    "checkpoint.every_minutes": _or_infinity(_number(0.0)),  # .inf: by steps only
     "checkpoint.every_steps": _optional(_integer(1)),
 }
 if sorted(_CHECKS) != sorted(_leaves()):  # pragma: no cover

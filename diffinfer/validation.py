@@ -28,6 +28,13 @@ def _range_text(low: float | None, high: float | None, low_open: bool, high_open
     return "finite"
 
 
+def _scalar(value: object) -> object:
+    """A 0-d numpy or torch value as a Python scalar (other values unchanged)."""
+    if hasattr(value, "ndim") and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 def check_int(
     name: str,
     value: object,
@@ -46,6 +53,7 @@ def check_int(
     InputError
         Not an integer, or out of range; the message names ``name`` and the range.
     """
+    value = _scalar(value)
     expected = f"an integer {_range_text(low, high, False, False)}".replace(" finite", "")
     if what:
         expected += f" ({what})"
@@ -77,6 +85,7 @@ def check_float(
     InputError
         Not a real number, NaN/inf, or out of range; the message names ``name``.
     """
+    value = _scalar(value)
     expected = f"a number {_range_text(low, high, low_open, high_open)}".replace(
         "a number finite", "a finite number"
     )
@@ -107,7 +116,8 @@ def check_choice(name: str, value: object, choices: tuple | list) -> object:
 
 
 def check_bool(name: str, value: object) -> bool:
-    """``value`` if it is True or False (not merely truthy)."""
+    """``value`` if it is True or False (not merely truthy; numpy and torch booleans count)."""
+    value = _scalar(value)
     if not isinstance(value, bool):
         raise InputError(f"{name} must be True or False, got {value!r}")
     return value

@@ -431,3 +431,17 @@ def test_a_model_of_maps_in_physical_units_checks_its_own_units(network):
     y_contrast = network.to_model_space(MAP / MAP.mean())
     # the model's mean density is the log-normal one of its transform constants
     np.testing.assert_allclose(y_mass.numpy(), y_contrast.numpy(), atol=0.01)
+
+
+def test_good_inputs_of_other_types_are_accepted(model_copy):
+    """Paths, numpy scalars and NaN in descriptive numbers are valid input, not errors."""
+    from diffinfer.train import DEFAULTS, check_config
+
+    di.posterior(MAP, model=model_copy, likelihood="exact")  # a pathlib.Path model
+    update_card(model_copy, {"calibration": [{"temperature": np.float32(1.2),
+                                              "report": {"z_std": math.nan}}]})  # fmt: skip
+    assert load_model(model_copy).card["calibration"][0]["report"]["z_std"] is None
+    config = json.loads(json.dumps(DEFAULTS))
+    config["train"]["grad_clip"] = math.inf  # YAML .inf: no clipping
+    config["checkpoint"]["every_minutes"] = math.inf
+    assert check_config(config)["train"]["grad_clip"] == math.inf

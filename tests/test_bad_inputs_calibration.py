@@ -141,7 +141,7 @@ CONFIG_CASES = [
     ("option_unknown", {"options": {"bogus": 1}}, "unknown posterior option 'bogus'"),
     ("option_other_method", {"options": {"n_walkers": 16}}, "unknown posterior option"),
     ("option_noise", {"options": {"noise_sigma": 0.1}}, "--noise-sigma"),
-    ("option_nan", {"options": {"tol": math.nan}}, "JSON values"),
+    ("option_nan", {"options": {"tol": math.nan}}, "tol must be a number"),
     ("model_empty", {"model": ""}, "model must be"),
     ("data_not_a_path", {"data": 3}, "data must be a directory"),
 ]
@@ -497,7 +497,8 @@ def test_sigterm_stops_the_workers_and_the_study_resumes(tmp_path, capsys):
             proc.wait()
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [
-        "diffinfer: interrupted; finished results are kept (rerun to resume)"
+        "diffinfer: interrupted (calibrate, simulate and train --resume continue from what "
+        "was finished)"
     ]
     done = _snapshot(folder)
     time.sleep(1.0)

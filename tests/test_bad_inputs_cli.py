@@ -195,3 +195,10 @@ def test_unknown_command_and_option_are_usage_errors(capsys):
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert "error:" in err and "--help" in err
+
+
+def test_a_truncated_npz_is_a_file_error(tmp_path, capsys):
+    path = tmp_path / "map.npz"
+    np.savez_compressed(path, map=np.load(MAP))
+    path.write_bytes(path.read_bytes()[:200])
+    run_bad(["infer", str(path), "--out", str(tmp_path / "o"), *EXACT], capsys, "cannot read map")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.calibration import metrics
-from diffinfer.calibration.study import ANALYSES, _json_safe, load_results
+from diffinfer.calibration.study import ANALYSES, load_results
 from diffinfer.errors import InputError
 from diffinfer.io import write_json_atomic
 from diffinfer.parameters import PARAM_NAMES, PriorBox
@@ -147,12 +147,12 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
         }
         if a != "exact" and "exact" in results:
             report["analyses"][a]["vs_exact"] = agreement(res, results["exact"])
-    write_json_atomic(out / REPORT_FILE, _json_safe(report))
+    write_json_atomic(out / REPORT_FILE, report)
     if figures and results:
         from diffinfer.calibration.figures import study_figures
 
         report["figures"] = study_figures(out, results, report, box, n_triangles=n_triangles)
-        write_json_atomic(out / REPORT_FILE, _json_safe(report))
+        write_json_atomic(out / REPORT_FILE, report)
     return report
 
 

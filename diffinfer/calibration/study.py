@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.io import read_json, write_json_atomic, write_npz_atomic
+from diffinfer.io import json_safe, read_json, write_json_atomic, write_npz_atomic
 from diffinfer.validation import check_choice, check_float, check_int
 
 ANALYSES = ("diffusion", "exact", "power")
@@ -172,7 +172,7 @@ def _check_options(config: StudyConfig) -> None:
         raise InputError(f"unknown posterior option {', '.join(hints)} for method "
                          f"{config.method!r}; options: {allowed}")  # fmt: skip
     try:
-        json.dumps(options, allow_nan=False)
+        json.dumps(json_safe(options), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError(f"options must be JSON values (numbers, strings, lists; no NaN or "
                          f"inf): they are written to {STUDY_FILE} ({exc}); give a fitted "
@@ -643,7 +643,7 @@ def run_study(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: the study directory (--out) must be a directory")
-    spec = _json_safe(asdict(config))
+    spec = json_safe(asdict(config))
     study_file = out / STUDY_FILE
     if study_file.exists():
         old = read_json(study_file, what="study description")
@@ -665,14 +665,17 @@ def run_study(
             pool = executor or make_executor(workers, scheduler)
             futures: list = []
             try:
-                futures = [pool.submit(run_one, spec, a, i, str(out), threads) for a, i in todo]
+                for a, i in todo:  # appended one by one: an interrupt here cancels what was sent
+                    futures.append(pool.submit(run_one, spec, a, i, str(out), threads))
                 for fut in tqdm(as_completed(futures), total=len(futures), desc="posteriors",
                                 disable=not progress):  # fmt: skip
                     path = fut.result()
                     if on_result:
                         on_result(path)
-            except BaseException as exc:
-                _stop(pool, futures, own, kill=isinstance(exc, (KeyboardInterrupt, SystemExit)))
+            except BaseException:
+                # an interrupt or a failed map: end the running tasks too (finished results are
+                # kept and a rerun resumes), so that no wait outlives the error
+                _stop(pool, futures, own, kill=True)
                 raise
             else:
                 if own:
@@ -684,25 +687,12 @@ def run_study(
         return write_report(out)
 
 
-def _json_safe(obj: object) -> object:
-    """``obj`` as strict JSON writes it: NaN and infinities become None (null), tuples lists."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def _same_study(old: dict, new: dict) -> bool:
     """Whether a study.json describes the same study as ``new`` (``n_maps`` may differ;
     NaN and null compare equal, as a strict JSON writer turns one into the other)."""
 
     def key(spec: dict) -> str:
-        spec = {k: v for k, v in _json_safe(spec).items() if k != "n_maps"}
+        spec = {k: v for k, v in json_safe(spec).items() if k != "n_maps"}
         return json.dumps(spec, sort_keys=True)
 
     return key(old) == key(new)

@@ -43,7 +43,9 @@ def card_digest(card: dict) -> str:
     edit."""
     import json
 
-    covered = {k: card[k] for k in HASHED_SECTIONS if k in card}
+    from diffinfer.io import json_safe
+
+    covered = json_safe({k: card[k] for k in HASHED_SECTIONS if k in card})
     text = json.dumps(covered, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

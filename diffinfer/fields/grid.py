@@ -158,12 +158,12 @@ FIELD_KINDS = ("density", "overdensity", "mass", "log10")
 """
 
 DENSITY_MEAN_RANGE = (0.2, 5.0)
-"""Accepted mean of a density-contrast map: maps of the prior box have means 0.66-1.48
-(200 log-normal maps per corner, standard deviation at most 0.15)."""
+"""Accepted mean of a density-contrast map: maps of the prior box have means 0.58-1.75
+(3,000 log-normal maps at the widest corner, Omega_m = 0.1, sigma_8 = 1.0)."""
 
 MIN_LOG_STD = 0.02
 """Least standard deviation of ln rho of a map with structure (log-normal maps of the prior:
-0.5-0.85)."""
+0.47-0.85)."""
 
 
 def as_density(
@@ -252,6 +252,6 @@ def as_density(
         where = "" if t.ndim == 2 else f" (map {i})"
         raise InputError(
             f"{what}{where} has almost no structure (std of ln rho {float(log_std[i]):.3g}; "
-            "matter maps have 0.3-1): is it a constant or a mask?"
+            "maps of the prior have 0.47-0.85): is it a constant or a mask?"
         )
     return t

@@ -141,8 +141,8 @@ class LognormalSimulator:
         ``numpy.random.SeedSequence(seed)`` and is coloured on its own, by one real FFT of
         fixed shape (N, N) in numpy (single-threaded). So a call is reproducible bit for bit
         on a given machine and library build; map j does not depend on ``n`` (it is the same
-        for any n > j) nor on torch's thread count; and a call with a single parameter vector
-        gives the same maps whatever ``row_offset`` and ``n`` (bit for bit).
+        for any n > j) nor on torch's thread count; and a call with the single parameter
+        vector of row b and ``row_offset=b`` gives row b of the longer call (bit for bit).
 
         The spectra of the parameter vectors are evaluated ``chunk`` at a time, and a
         spectrum evaluated in a batch differs from the same spectrum evaluated alone by

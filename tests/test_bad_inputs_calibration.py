@@ -315,6 +315,8 @@ CLI_CASES = [
     ("likelihood_reference", ["--likelihood", "exact"], "likelihood must be one of"),
     ("likelihood_term", ["--analyses", "diffusion", "--likelihood", "0,5000"], "term indices"),
     ("likelihood_text", ["--likelihood", "0,x"], "--likelihood"),
+    ("spectrum_missing", ["--analyses", "power", "--set", "spectrum=MISSING"],
+     "power-spectrum likelihood file not found"),
 ]
 
 
@@ -322,7 +324,8 @@ CLI_CASES = [
                          ids=[c[0] for c in CLI_CASES])  # fmt: skip
 def test_calibrate_cli_refuses_before_creating_out(tmp_path, capsys, extra, fragment):
     out = tmp_path / "study"
-    extra = [str(tmp_path / "no-such-data") if e == "MISSING" else e for e in extra]
+    missing = str(tmp_path / "no-such-data")
+    extra = [e.replace("MISSING", missing) for e in extra]
     argv = ["calibrate", "--model", "oracle", "--analyses", "exact", "--n-maps", "2",
             "--out", str(out), "--no-progress", *extra]  # fmt: skip
     rc, _, err = _cli(argv, capsys)

@@ -286,6 +286,11 @@ def check_study(config: StudyConfig) -> None:
     """
     if not isinstance(config, StudyConfig):
         raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
+    spectrum = config.options.get("spectrum")
+    if isinstance(spectrum, (str, os.PathLike)) and not Path(spectrum).is_file():
+        raise DataFileError(f"power-spectrum likelihood file not found: {spectrum} (option "
+                            "spectrum); fit one with PowerSpectrumLikelihood or leave the "
+                            "option out to fit it to the simulator")  # fmt: skip
     model = _model(config.model)
     if isinstance(config.likelihood, list):
         n_steps = model.schedule.n_steps

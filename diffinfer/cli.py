@@ -121,7 +121,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     from diffinfer.diffusion import load_model
     from diffinfer.fields import LognormalSimulator
     from diffinfer.plots import emulation_figure
-    from diffinfer.validation import check_choice, check_device, check_float
+    from diffinfer.validation import check_device, check_float
 
     # Every input is checked before sampling starts; --out is created (and test-written)
     # only after all the other checks pass, so a bad call leaves nothing behind.
@@ -129,8 +129,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     if args.steps is not None:
         check_int("--steps", args.steps, low=1, what="denoiser calls")
     seed = check_int("--seed", args.seed, low=0)
-    sampler = check_choice("--sampler", args.sampler, ("ddpm", "ddim"))
-    precision = check_choice("--precision", args.precision, ("fp32", "bf16"))
+    sampler, precision = args.sampler, args.precision  # argparse's choices checked them
     device = check_device("--device", args.device)
     model = load_model(args.model, device=device)
     # theta against the model's prior box (this also refuses NaN and inf)
@@ -461,9 +460,8 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
         STUDY_FILE,
         check_same_model,
         fit_temperature,
-        load_results,
+        read_results,
         store_temperature,
-        unreadable_results,
     )
     from diffinfer.errors import InputError
     from diffinfer.io import read_json
@@ -479,7 +477,7 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
         )
     if args.model is not None:
         check_same_model(args.model, study.get("model"), folder)
-    bad = unreadable_results(folder, "diffusion")
+    results, bad = read_results(folder, "diffusion")
     names = ", ".join(p.name for p in bad)
     if bad and not args.skip_unreadable:
         raise DataFileError(
@@ -490,7 +488,6 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
     if bad:
         print(f"diffinfer: warning: skipped {len(bad)} unreadable result file(s): {names}",
               file=sys.stderr)  # fmt: skip
-    results = load_results(folder, "diffusion", unreadable="skip")
     if not results:
         raise DiffinferError(
             f"{folder} holds no diffusion results (analyses {study.get('analyses')}): the "

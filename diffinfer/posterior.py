@@ -445,9 +445,8 @@ def posterior(
                       "expensive": not model.is_oracle}  # fmt: skip
     if temperature is None:
         temperature = calibration if calibration is not None else 1.0
-    temperature = float(temperature)
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise InputError(f"temperature must be a positive number, got {temperature}")
+    # the option was checked above; this also checks a temperature read from the card
+    temperature = check_float("temperature", temperature, low=0, low_open=True)
     if temperature != 1.0:
         untempered = log_like
 

@@ -151,9 +151,7 @@ def _check_likelihood(likelihood: object) -> str | list[int]:
 def _check_options(config: StudyConfig) -> None:
     """Names and values of the posterior options, against what :func:`diffinfer.posterior`
     accepts for the study's method (every analysis sees the options it understands)."""
-    import importlib
-
-    post_module = importlib.import_module("diffinfer.posterior")  # the module, not the function
+    from diffinfer.posterior import _LIKELIHOOD_OPTIONS, SAMPLER_OPTIONS, check_posterior_options
 
     options = config.options
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
@@ -161,7 +159,7 @@ def _check_options(config: StudyConfig) -> None:
     if "noise_sigma" in options:
         raise InputError("give the pixel noise as noise_sigma (--noise-sigma), not as a "
                          "posterior option: it is added to the test maps and modelled")  # fmt: skip
-    names = (*post_module._LIKELIHOOD_OPTIONS, *post_module.SAMPLER_OPTIONS[config.method])
+    names = (*_LIKELIHOOD_OPTIONS, *SAMPLER_OPTIONS[config.method])
     allowed = [o for o in names if o != "noise_sigma"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -178,12 +176,10 @@ def _check_options(config: StudyConfig) -> None:
                          f"inf): they are written to {STUDY_FILE} ({exc}); give a fitted "
                          "power-spectrum likelihood as a file name") from exc  # fmt: skip
     # the values, as each analysis's posterior() will receive them
-    check = getattr(post_module, "check_posterior_options", None)
-    if check is not None:
-        for analysis in config.analyses:
-            kwargs = _posterior_kwargs(config, analysis)
-            likelihood = kwargs.pop("likelihood")
-            check(likelihood, config.method, config.seed, kwargs)
+    for analysis in config.analyses:
+        kwargs = _posterior_kwargs(config, analysis)
+        likelihood = kwargs.pop("likelihood")
+        check_posterior_options(likelihood, config.method, config.seed, kwargs)
 
 
 # ----------------------------------------------------------------------- model and data
@@ -433,9 +429,18 @@ def _result_files(out: str | os.PathLike, analysis: str) -> list[Path]:
     return sorted((Path(out) / "results" / analysis).glob("[0-9][0-9][0-9][0-9][0-9].npz"))
 
 
-def unreadable_results(out: str | os.PathLike, analysis: str) -> list[Path]:
-    """The result files of one analysis that cannot be read (truncated, corrupted)."""
-    return [p for p in _result_files(out, analysis) if load_result(p) is None]
+def read_results(out: str | os.PathLike, analysis: str) -> tuple[list[dict], list[Path]]:
+    """The finished results of one analysis, in map order (each with its ``index``), and
+    the result files that cannot be read (truncated, corrupted); one pass over the files."""
+    results, bad = [], []
+    for p in _result_files(out, analysis):
+        r = load_result(p)
+        if r is None:
+            bad.append(p)
+            continue
+        r["index"] = int(p.stem)
+        results.append(r)
+    return results, bad
 
 
 def load_results(out: str | os.PathLike, analysis: str, *, unreadable: str = "raise") -> list[dict]:
@@ -459,14 +464,7 @@ def load_results(out: str | os.PathLike, analysis: str, *, unreadable: str = "ra
         Unreadable result files (with ``unreadable="raise"``).
     """
     check_choice("unreadable", unreadable, UNREADABLE)
-    results, bad = [], []
-    for p in _result_files(out, analysis):
-        r = load_result(p)
-        if r is None:
-            bad.append(p)
-            continue
-        r["index"] = int(p.stem)
-        results.append(r)
+    results, bad = read_results(out, analysis)
     if bad and unreadable != "skip":
         text = (f"{len(bad)} unreadable {analysis} result file(s) in {out}: "
                 f"{', '.join(p.name for p in bad)}")  # fmt: skip
@@ -751,8 +749,7 @@ def fit_temperature(results: list[dict]) -> dict:
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(truth))
                 and np.all(np.isfinite(cov))):  # fmt: skip
             raise InputError(f"{name}: the posterior mean, truth or covariance is not finite")
-        if not (math.isfinite(used) and used > 0):
-            raise InputError(f"{name}: temperature must be a positive number, got {used}")
+        check_float(f"{name}: temperature", used, low=0, low_open=True)
         eig = np.linalg.eigvalsh(0.5 * (cov + cov.T))
         if eig.max() <= 0 or eig.min() <= 1e-12 * eig.max():
             raise InputError(

@@ -159,11 +159,11 @@ FIELD_KINDS = ("density", "overdensity", "mass", "log10")
 
 DENSITY_MEAN_RANGE = (0.2, 5.0)
 """Accepted mean of a density-contrast map: maps of the prior box have means 0.58-1.75
-(3,000 log-normal maps at the widest corner, Omega_m = 0.1, sigma_8 = 1.0)."""
+(3,000 log-normal maps at each corner and the centre: ``scripts/density_convention.py``)."""
 
 MIN_LOG_STD = 0.02
 """Least standard deviation of ln rho of a map with structure (log-normal maps of the prior:
-0.47-0.85)."""
+0.44-0.97, ``scripts/density_convention.py``)."""
 
 
 def as_density(
@@ -252,6 +252,6 @@ def as_density(
         where = "" if t.ndim == 2 else f" (map {i})"
         raise InputError(
             f"{what}{where} has almost no structure (std of ln rho {float(log_std[i]):.3g}; "
-            "maps of the prior have 0.47-0.85): is it a constant or a mask?"
+            "maps of the prior have 0.44-0.97): is it a constant or a mask?"
         )
     return t

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.calibration import metrics
-from diffinfer.calibration.report import agreement
+from diffinfer.calibration.report import agreement, min_detectable_deviation, verdict
 from diffinfer.calibration.study import fit_temperature, load_results
 
 ROOT = Path("calibration")
@@ -32,8 +32,19 @@ def _nan_for_null(obj):
     return float("nan") if obj is None else obj
 
 
-def coverage_row(name: str, a: str, rep: dict) -> str:
+def study_verdict(rep: dict, seed: int) -> tuple[str, float]:
+    """The verdict and minimum detectable deviation of one analysis. Reports written before
+    the three-state verdict have neither, and their ``calibrated`` means only that every
+    check passed: both follow from it, the number of maps and the study's seed."""
+    if "verdict" in rep:
+        return rep["verdict"], rep["min_detectable_deviation"]
+    return (verdict(rep["calibrated"], rep["n_maps"], seed),
+            min_detectable_deviation(rep["n_maps"], seed))  # fmt: skip
+
+
+def coverage_row(name: str, a: str, rep: dict, seed: int = 0) -> str:
     z = rep["z_score"]
+    state, mdd = study_verdict(rep, seed)
     return (
         f"| {name} | {a} | {rep['n_maps']} | {rep['hpd_coverage']['max_deviation']:.3f} | "
         f"{rep['hpd_coverage']['signed_area']:+.3f} | {rep['tarp']['max_deviation']:.3f} | "
@@ -42,7 +53,7 @@ def coverage_row(name: str, a: str, rep: dict) -> str:
         f"{z['Omega_m']['mean']:+.2f} ± {z['Omega_m']['mean_se']:.2f} / "
         f"{z['sigma_8']['mean']:+.2f} ± {z['sigma_8']['mean_se']:.2f} | "
         f"{z['Omega_m']['std']:.2f} / {z['sigma_8']['std']:.2f} | "
-        f"{'yes' if rep['calibrated'] else 'no'} |"
+        f"{mdd:.3f} | {state} |"
     )
 
 
@@ -58,14 +69,15 @@ def agreement_row(name: str, a: str, vs: dict) -> str:
 def main() -> None:
     studies = sorted(p.parent for p in ROOT.glob("*/report.json"))
     print("| study | analysis | maps | HPD max dev | HPD signed area | TARP max dev | "
-          "rank KS p (Ω_m / σ_8) | z mean (Ω_m / σ_8) | z std | calibrated |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "rank KS p (Ω_m / σ_8) | z mean (Ω_m / σ_8) | z std | min detectable dev | "
+          "verdict |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     reports = {}
     for s in studies:
         rep = _nan_for_null(json.loads((s / "report.json").read_text()))
         reports[s.name] = rep
         for a, r in rep["analyses"].items():
-            print(coverage_row(s.name, a, r))
+            print(coverage_row(s.name, a, r, seed=int(rep["study"].get("seed", 0))))
     print()
     print("| study | analysis | maps | mean bias [σ_exact] (Ω_m / σ_8) | mean abs bias | "
           "width ratio | C2ST accuracy |")  # fmt: skip

@@ -25,7 +25,7 @@ from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
 from diffinfer.posterior import Posterior, posterior
 from diffinfer.prior import Prior
-from diffinfer.samples import Samples
+from diffinfer.samples import Samples, arviz_labeller
 from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ __all__ = [
     "PriorBox",
     "Samples",
     "Transform",
+    "arviz_labeller",
     "load_model",
     "one_point_pdf",
     "posterior",

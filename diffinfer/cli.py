@@ -52,8 +52,11 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
     sim = LognormalSimulator(_config(args))
     truth = None
+    if args.map is not None and args.map_option is not None:
+        raise InputError("give the map once: as the positional MAP (--map is its old name)")
+    args.map = args.map if args.map is not None else args.map_option
     if args.map is not None:
-        density = as_density(_read_map(args.map, args.index), kind=args.kind,
+        density = as_density(_read_map(args.map, args.index, args.downsample), kind=args.kind,
                              n_pix=args.n_pix, what=f"map {args.map}")  # fmt: skip
         source = f"map {args.map}"
     else:
@@ -213,16 +216,21 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 def _cmd_infer(args: argparse.Namespace) -> int:
     import time
 
+    import torch
+
     from diffinfer.io import write_json_atomic, write_text_atomic
     from diffinfer.plots import triangle
-    from diffinfer.posterior import posterior
+    from diffinfer.posterior import SAMPLER_OPTIONS, posterior
     from diffinfer.validation import check_device
 
-    density = _read_map(args.map, args.index)
+    density = _read_map(args.map, args.index, args.downsample)
     check_int("--n-samples", args.n_samples, low=1)
     check_int("--seed", args.seed, low=0)
+    if args.threads is not None:
+        check_int("--threads", args.threads, low=1)
     check_device("--device", args.device)
     likelihood = _parse_likelihood(args.likelihood)
+    set_options = _parse_set(args.set)
     from diffinfer.diffusion import load_model
 
     model = None if args.model == "none" else load_model(args.model, device=args.device)
@@ -232,12 +240,19 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         options["n_timesteps"] = args.n_timesteps or None
     if likelihood in ("exact", "power"):
         options = {}
-    runs = [(likelihood, options)]
-    if args.reference != "none":
-        runs.append((args.reference, {}))
+    if args.temperature is not None:  # posterior() checks it
+        options["temperature"] = args.temperature
+    sampler_names = set(SAMPLER_OPTIONS[args.method]) if args.method in SAMPLER_OPTIONS else set()
+    runs = [(likelihood, {**options, **set_options})]
+    if args.reference != "none":  # the reference takes the sampler's options only
+        runs.append((args.reference, {k: v for k, v in set_options.items()
+                                      if k in sampler_names}))  # fmt: skip
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     # every input is checked (map, options, truth) before anything is computed or written
     posts = [posterior(density, model=model, likelihood=like, method=args.method,
-                       seed=args.seed, kind=args.kind, **opts) for like, opts in runs]  # fmt: skip
+                       seed=args.seed, kind=args.kind, progress=not args.no_progress, **opts)
+             for like, opts in runs]  # fmt: skip
     if args.truth:
         from diffinfer.parameters import as_theta
 
@@ -255,6 +270,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         summary = post.summary()
         seconds = time.perf_counter() - start
         name = "samples.npz" if k == 0 else f"samples_{likelihood}.npz"
+        if args.truth:
+            samples.truth = np.array(args.truth, dtype=float)
         samples.save(out / name)
         theta_map = dict(zip(PARAM_NAMES, map(float, post.map()), strict=True))
         reports.append({**samples.info, "summary": summary, "map_estimate": theta_map,
@@ -298,6 +315,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+_N_TIMESTEPS_HELP = (
+    "importance-sampled timesteps of the vlb likelihood (default 16: "
+    "diffinfer.posterior.DEFAULT_VLB_TIMESTEPS; 0: every term)"
+)
 _MAP_HELP = (
     "the density contrast rho/rho_mean, positive with mean about 1, unless --kind says "
     "otherwise; N x N pixels as the model expects"
@@ -311,11 +332,17 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
                         "map's mean), log10 (log10 of rho/rho_mean)")  # fmt: skip
     p.add_argument("--index", type=int,
                    help="which map of a stack (M, N, N), e.g. a CAMELS maps file")  # fmt: skip
+    p.add_argument("--downsample", type=int, metavar="F",
+                   help="average the map over F x F pixel blocks first (a 256^2 map of the "
+                        "model's box with F = 4 for a 64^2 model; a block mean's pixel "
+                        "window differs from the log-normal simulator's: docs/usage.md)",
+                   )  # fmt: skip
 
 
-def _read_map(path: str, index: int | None = None) -> np.ndarray:
+def _read_map(path: str, index: int | None = None, downsample: int | None = None) -> np.ndarray:
     """One map from a .npy file, or from a .npz file (its only array or the one named
-    ``map``), or map ``index`` of a stack; no pickles."""
+    ``map``), or map ``index`` of a stack, averaged over ``downsample`` x ``downsample``
+    pixel blocks if given; no pickles."""
     from pathlib import Path
 
     p = Path(path)
@@ -351,6 +378,16 @@ def _read_map(path: str, index: int | None = None) -> np.ndarray:
         data = data[index]
     elif index is not None:
         raise InputError(f"--index given but {path} holds one map of shape {data.shape}")
+    if downsample is not None:
+        from diffinfer.fields.grid import downsample as block_mean
+
+        check_int("--downsample", downsample, low=1, what="pixels per block side")
+        if data.ndim != 2 or data.shape[0] != data.shape[1]:
+            raise InputError(f"--downsample needs a square map; {path} has shape {data.shape}")
+        if data.shape[0] % downsample:
+            raise InputError(f"--downsample {downsample} does not divide the map's "
+                             f"{data.shape[0]} pixels")  # fmt: skip
+        data = block_mean(data, downsample)
     return data
 
 
@@ -379,25 +416,15 @@ def _parse_likelihood(text: str) -> str | list[int]:
         ) from exc
 
 
-def _cmd_calibrate(args: argparse.Namespace) -> int:
+def _parse_set(items: Sequence[str] | None) -> dict:
+    """Posterior options given as ``--set OPTION=VALUE`` (values read as YAML scalars or
+    lists); the option names and values are checked by ``posterior``."""
     import math
 
     import yaml
 
-    from diffinfer.calibration.study import StudyConfig, run_study
-    from diffinfer.errors import InputError
-    from diffinfer.validation import check_float, check_int
-
-    # every value is checked before run_study creates --out or writes study.json
-    for flag, value, low in (("--n-maps", args.n_maps, 1), ("--n-draws", args.n_draws, 10),
-                             ("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                             ("--seed", args.seed, 0)):  # fmt: skip
-        check_int(flag, value, low=low)
-    check_float("--noise-sigma", args.noise_sigma, low=0)
-    if args.temperature is not None:
-        check_float("--temperature", args.temperature, low=0, low_open=True)
     options: dict = {}
-    for item in args.set or []:
+    for item in items or []:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name.isidentifier():
@@ -411,6 +438,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"--set {item!r}: the value must be finite")
         options[name] = value
+    return options
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from diffinfer.calibration.study import StudyConfig, run_study
+    from diffinfer.validation import check_float, check_int
+
+    # every value is checked before run_study creates --out or writes study.json
+    for flag, value, low in (("--n-maps", args.n_maps, 1), ("--n-draws", args.n_draws, 10),
+                             ("--workers", args.workers, 1), ("--threads", args.threads, 1),
+                             ("--seed", args.seed, 0)):  # fmt: skip
+        check_int(flag, value, low=low)
+    check_float("--noise-sigma", args.noise_sigma, low=0)
+    if args.temperature is not None:
+        check_float("--temperature", args.temperature, low=0, low_open=True)
+    options = _parse_set(args.set)
     if args.n_timesteps is not None:
         check_int("--n-timesteps", args.n_timesteps, low=0, what="0: every term")
         options["n_timesteps"] = args.n_timesteps or None
@@ -430,7 +473,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _report_table(report: dict) -> str:
     """The table ``calibrate`` prints; a number that is missing (null in report.json) or
-    not finite (e.g. the spread over one map) shows as nan."""
+    not finite (e.g. the spread over one map) shows as nan.
+
+    ``min dev`` is the minimum detectable deviation of the study's coverage bands and the
+    last column the verdict (``calibrated``, ``not enough maps`` with the maps needed to
+    resolve the verdict's resolution, or ``miscalibrated``); see
+    :func:`diffinfer.calibration.report.verdict`.
+    """
 
     def num(value: object, fmt: str) -> str:
         width = int(fmt.split(".")[0])
@@ -440,15 +489,18 @@ def _report_table(report: dict) -> str:
 
     lines = [
         f"  {'analysis':<10} {'maps':>5} {'HPD dev':>8} {'TARP dev':>9} "
-        f"{'z mean Om':>9} {'z sd Om':>8} {'z mean s8':>9} {'z sd s8':>8} calibrated"
+        f"{'z mean Om':>9} {'z sd Om':>8} {'z mean s8':>9} {'z sd s8':>8} {'min dev':>7} verdict"
     ]
     for a, r in report["analyses"].items():
         z = list(r["z_score"].values())
+        verdict = r["verdict"]
+        if verdict == "not enough maps":
+            verdict += f" (about {r['maps_needed']} needed)"
         lines.append(
             f"  {a:<10} {r['n_maps']:5d} {num(r['hpd_coverage']['max_deviation'], '8.3f')} "
             f"{num(r['tarp']['max_deviation'], '9.3f')} {num(z[0]['mean'], '9.2f')} "
             f"{num(z[0]['std'], '8.2f')} {num(z[1]['mean'], '9.2f')} "
-            f"{num(z[1]['std'], '8.2f')} {'yes' if r['calibrated'] else 'NO'}"
+            f"{num(z[1]['std'], '8.2f')} {num(r['min_detectable_deviation'], '7.3f')} {verdict}"
         )
     return "\n".join(lines)
 
@@ -592,7 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
             "and print the maximum-likelihood parameters with their Fisher errors."
         ),
     )
-    p.add_argument("--map", help="a map to analyse (.npy, or .npz: " + _MAP_HELP + ")")
+    p.add_argument("map", nargs="?", help="a map to analyse (.npy, or .npz: " + _MAP_HELP
+                   + "); without it a map is simulated at --omega-m, --sigma-8")  # fmt: skip
+    p.add_argument("--map", dest="map_option", help=argparse.SUPPRESS)  # its former name
     _add_map_options(p)
     p.add_argument("--omega-m", type=float, default=0.3, help="true Omega_m of the simulated map")
     p.add_argument("--sigma-8", type=float, default=0.8, help="true sigma_8 of the simulated map")
@@ -662,9 +716,13 @@ def build_parser() -> argparse.ArgumentParser:
         "infer",
         help="posterior of (Omega_m, sigma_8) for one map",
         description=(
-            "Compute the posterior of one density map (N x N .npy) with a diffusion model or "
-            "the exact log-normal likelihood; write samples, a summary (text and JSON), "
-            "diagnostics and a GetDist triangle plot into --out."
+            "Compute the posterior of one map with a diffusion model, the exact log-normal "
+            "likelihood or the power-spectrum likelihood; write samples (with --truth in "
+            "them), a summary (text and JSON), diagnostics and a GetDist triangle plot into "
+            "--out. The map is the projected density contrast rho/rho_mean (positive, mean "
+            "about 1; --kind for overdensity, mass or log10 maps) on the model's grid: "
+            "lognormal64 takes 64 x 64 pixels over 500 Mpc/h with a 50 Mpc/h slab (the "
+            "model card's field section)."
         ),
     )
     p.add_argument("map", help="the map, .npy or .npz: " + _MAP_HELP)
@@ -680,8 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="vlb (default), l0, comma-separated term indices, exact, or power",
     )
     p.add_argument("--n-timesteps", type=int,
-                   help="sampled timesteps for vlb (default: DEFAULT_VLB_TIMESTEPS; 0: every "
-                        "term)")  # fmt: skip
+                   help=_N_TIMESTEPS_HELP)
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network precision of the diffusion likelihood (auto: bf16 where "
@@ -692,9 +749,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--truth", type=float, nargs=2, metavar=("OMEGA_M", "SIGMA_8"), help="mark a known theta"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--temperature", type=float,
+                   help="likelihood temperature: the posterior uses L^(1/T) (default: the "
+                        "card's for the diffusion likelihood, else 1)")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="OPTION=VALUE",
+                   help="posterior option, e.g. n_aligned=12 or n_walkers=32 (repeatable; "
+                        "docs/posterior.md lists them)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seeds the likelihood and the sampler")
+    p.add_argument("--threads", type=int,
+                   help="torch threads, >= 1 (default: torch's choice here)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_infer)
 
     p = sub.add_parser(
@@ -712,8 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="lognormal64", help="model name or directory, or 'oracle'")
     p.add_argument("--likelihood", default="vlb", help="diffusion terms: vlb, l0 or 0,1,2")
     p.add_argument("--n-timesteps", type=int,
-                   help="sampled timesteps for vlb (default: DEFAULT_VLB_TIMESTEPS; 0: every "
-                        "term)")  # fmt: skip
+                   help=_N_TIMESTEPS_HELP)
     p.add_argument("--analyses", default="diffusion,exact,power",
                    help="comma-separated: diffusion, exact, power (default all)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,12 @@ from diffinfer.diffusion.model import DiffusionModel, autocast, resolve_precisio
 from diffinfer.errors import InputError
 from diffinfer.grid import LocateError
 from diffinfer.parameters import as_theta
-from diffinfer.validation import check_float, check_int
+from diffinfer.validation import check_bool, check_float, check_int
 
 TERM_NAMES = ("l0", "vlb")
+PROGRESS_MIN_CALLS = 256
+"""Denoiser calls above which a direct call of the likelihood shows a progress bar (a few
+seconds of a network on a CPU)."""
 
 
 def term_weights(model: DiffusionModel) -> torch.Tensor:
@@ -230,6 +234,9 @@ class DiffusionLikelihood:
     box_size
         Side of the map in Mpc/h, if known: checked against the model card (a map of another
         physical size has another spectrum, whatever its pixel count).
+    progress
+        Show a progress bar (theta points, with the remaining time) on calls that take
+        more than :data:`PROGRESS_MIN_CALLS` denoiser calls; False: silent.
 
     Notes
     -----
@@ -241,6 +248,12 @@ class DiffusionLikelihood:
     fast_oracle: bool = True
     """With the oracle, evaluate in Fourier space (:meth:`_oracle_log_l`); False calls the
     denoiser like a network (the tests compare the two)."""
+
+    on_chunk: Callable[[float], None] | None = None
+    """Called after each chunk of denoiser calls with the theta points it completed (a
+    fraction of a point when a point's calls span chunks); the posterior's progress bar sets
+    it (:mod:`diffinfer.progress`). When None, a call of more than
+    :data:`PROGRESS_MIN_CALLS` denoiser calls shows its own bar unless ``progress=False``."""
 
     def __init__(
         self,
@@ -258,6 +271,7 @@ class DiffusionLikelihood:
         noise_sigma: float | None = None,
         box_size: float | None = None,
         proposal: str | np.ndarray = "card",
+        progress: bool = True,
     ) -> None:
         if space not in ("density", "model"):
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
@@ -286,6 +300,7 @@ class DiffusionLikelihood:
         self.terms, self.n_noise, self.seed = terms, int(n_noise), int(seed)
         self.n_timesteps, self.max_batch, self.precision = n_timesteps, int(max_batch), precision
         self.noise_sigma = noise_sigma
+        self.progress = check_bool("progress", progress)
         self._fourier: dict | None = None
         g = torch.Generator().manual_seed(int(seed))
         schedule = model.schedule
@@ -355,14 +370,30 @@ class DiffusionLikelihood:
         if not bool(inside.any()):
             return out
         th = theta[inside]
-        with contextlib.nullcontext() if grad else torch.no_grad():
-            log_l = self.term_log_l(th).sum(dim=-1)
+        own_bar = (self.on_chunk is None and self.progress and not self._fast_path
+                   and th.shape[0] * self.n_evaluations_per_theta > PROGRESS_MIN_CALLS)  # fmt: skip
+        if own_bar:
+            from diffinfer.progress import EvaluationBar
+
+            bar = EvaluationBar(True, "likelihood", th.shape[0], unit="theta points")
+            self.on_chunk = bar.advance
+        try:
+            with contextlib.nullcontext() if grad else torch.no_grad():
+                log_l = self.term_log_l(th).sum(dim=-1)
+        finally:
+            if own_bar:
+                self.on_chunk = None
+                bar.close()
         return out.index_put((torch.nonzero(inside)[:, 0],), log_l)
+
+    @property
+    def _fast_path(self) -> bool:
+        return self.model.is_oracle and self.fast_oracle
 
     def term_log_l(self, theta: torch.Tensor) -> torch.Tensor:
         """Each term's contribution to log L at the rows of theta (inside the prior box):
         -weight_k mean_m ||eps_hat - target||^2, shape (B, K); log L is their sum."""
-        if self.model.is_oracle and self.fast_oracle:
+        if self._fast_path:
             return self._oracle_log_l(theta)
         errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(theta)]
         err = torch.cat(errors).reshape(theta.shape[0], -1, self.n_noise).mean(dim=-1)
@@ -389,6 +420,8 @@ class DiffusionLikelihood:
                     th[bi].to(device=device, dtype=net_dtype),
                 )
             yield eps_hat.to(torch.float64).cpu() - eps[ji]
+            if self.on_chunk is not None:
+                self.on_chunk(len(bi) / J)
 
     def residuals(self, theta: np.ndarray | torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """The weighted residual vector r(theta) of each row of theta, (B, M) float64, with
@@ -551,6 +584,8 @@ class DiffusionLikelihood:
             err = (err + r0.abs().pow(2)) / (n * n)  # (c, J)
             err = err.reshape(err.shape[0], -1, self.n_noise).mean(dim=-1)
             out.append(-(err * self.plan.weights))
+            if self.on_chunk is not None:
+                self.on_chunk(float(err.shape[0]))
         return torch.cat(out)
 
     def seed_spread(

@@ -9,10 +9,11 @@ unconstrained space, several chains).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from diffinfer.grid import GridPosterior, LocateError, grid_posterior
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
+from diffinfer.progress import EvaluationBar
 from diffinfer.samples import SUMMARY_LEVELS, Samples, summary_entry
 from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
@@ -37,6 +39,10 @@ against 0.51-0.53 sigma, oracle, 24 maps); 256 bring it to 0.14 sigma at the for
 (docs/posterior.md, ``scripts/mc_shift.py``)."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                        "box_size", "temperature", "spectrum", "proposal")  # fmt: skip
+LOCATE_PLAN = 14
+"""Likelihood evaluations the progress bar plans for the locator (Levenberg-Marquardt: 13.6
+on average over the 100 maps of calibration/lognormal64-fast-test, whose posteriors cost 77.6
+evaluations with the 64 of the aligned grid)."""
 SAMPLER_OPTIONS = {
     "grid": ("n_coarse", "n_fine", "tol", "max_passes", "upsample", "aligned", "n_aligned",
              "radius"),
@@ -61,9 +67,20 @@ class Posterior:
         sampler_options: dict,
         info: dict,
         locator: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None,
+        progress: bool = True,
+        chunked: DiffusionLikelihood | None = None,
     ) -> None:
         self.log_likelihood = log_likelihood
         self.locator = locator
+        self.progress = check_bool("progress", progress)
+        self._chunked = chunked
+        self._bar: EvaluationBar | None = None
+        self._ticked = 0.0
+        self.sampler = None
+        """The sampler object of the last :meth:`sample` (MCMC methods), for diagnostics of
+        one's own: the ``emcee.EnsembleSampler`` (method ``"emcee"``), the list of
+        ``pyro.infer.MCMC`` runs, one per chain (plain ``"nuts"``); None for the grid and
+        for NUTS with delayed acceptance (whose chains are in the returned Samples)."""
         self.prior = prior
         self.method = method
         self.seed = seed
@@ -73,8 +90,25 @@ class Posterior:
         self._samples: Samples | None = None
         self.n_evaluations = 0
 
-    def log_prob(self, theta: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Unnormalised log posterior at each row of theta (B, 2); -inf outside the prior."""
+    def log_prob(
+        self, theta: np.ndarray | torch.Tensor, *, normalized: bool = False
+    ) -> torch.Tensor:
+        """Log posterior density at each row of theta (B, 2); -inf outside the prior.
+
+        Parameters
+        ----------
+        theta
+            Points (B, 2) or one point (2,).
+        normalized
+            False (default): log prior + log likelihood, up to a constant, evaluated
+            afresh (the function the samplers use; differentiable for a theta that requires
+            gradients). True: the normalised density, from the grid posterior (computed
+            once, whatever the method; the interpolated log density of the tabulated
+            posterior, integrating to 1 over theta), as sbi's ``log_prob`` returns it.
+        """
+        if check_bool("normalized", normalized):
+            pts = as_theta(theta).detach().numpy()
+            return torch.as_tensor(self.grid().log_pdf(pts), dtype=torch.float64)
         theta = as_theta(theta)
         lp = self.prior.log_prob(theta)
         out = torch.full_like(lp, -math.inf)
@@ -82,8 +116,36 @@ class Posterior:
         if bool(ok.any()):
             idx = torch.nonzero(ok)[:, 0]
             self.n_evaluations += len(idx)
+            ticked = self._ticked
             out = out.index_put((idx,), lp[idx] + self.log_likelihood(theta[idx]))
+            if self._bar is not None:  # the part the likelihood did not count chunk by chunk
+                self._bar.advance(len(idx) - (self._ticked - ticked))
         return out
+
+    @contextlib.contextmanager
+    def _progress(self, desc: str, total: float) -> Iterator[EvaluationBar]:
+        """The bar of one computation (re-entrant: an inner one, e.g. the grid of a
+        two-stage sampler, adds its plan to the outer bar)."""
+        if self._bar is not None:
+            self._bar.plan(self._bar.bar.total - self._bar.n + total)
+            yield self._bar
+            return
+        bar = EvaluationBar(self.progress, desc, total)
+        self._bar = bar
+        if self._chunked is not None:
+            self._chunked.on_chunk = self._tick
+        try:
+            yield bar
+        finally:
+            self._bar = None
+            if self._chunked is not None:
+                self._chunked.on_chunk = None
+            bar.close()
+
+    def _tick(self, amount: float) -> None:
+        self._ticked += amount
+        if self._bar is not None:
+            self._bar.advance(amount)
 
     # ---------------------------------------------------------------- methods
     def locate(self) -> tuple[np.ndarray, np.ndarray, int]:
@@ -92,8 +154,16 @@ class Posterior:
         spent; :class:`~diffinfer.grid.LocateError` if the likelihood has no locator."""
         if self.locator is None:
             raise LocateError("this likelihood has no locator")
+        ticked = self._ticked
+        if self._bar is not None:
+            self._bar.stage("locating the maximum")
         centre, cov, spent = self.locator()
         self.n_evaluations += int(spent)
+        if self._bar is not None:
+            self._bar.advance(int(spent) - (self._ticked - ticked))
+            n_grid = int(self.options.get("n_aligned", 8)) ** 2
+            self._bar.plan(n_grid)
+            self._bar.stage("aligned grid")
         return centre, cov * float(self.info.get("temperature", 1.0)), spent
 
     def grid(self) -> GridPosterior:
@@ -105,7 +175,14 @@ class Posterior:
             if not isinstance(aligned, bool):
                 raise InputError(f"aligned must be True or False, got {aligned!r}")
             locate = self.locate if aligned and self.locator is not None else None
-            self._grid = grid_posterior(self.log_prob, self.prior.box, locate=locate, **opts)
+            if locate is not None:
+                plan = LOCATE_PLAN + int(opts.get("n_aligned", 8)) ** 2
+            else:
+                plan = int(opts.get("n_coarse", 8)) ** 2 + 2 * int(opts.get("n_fine", 12)) ** 2
+            with self._progress("posterior (grid)", plan) as bar:
+                bar.stage("locating the maximum" if locate else "adaptive grid")
+                self._grid = grid_posterior(self.log_prob, self.prior.box, locate=locate,
+                                            **opts)  # fmt: skip
         return self._grid
 
     def sample(self, n: int | tuple[int] = 4000) -> Samples:
@@ -198,20 +275,29 @@ class Posterior:
 
             moves = independence_move(surrogate)
         sampler = emcee.EnsembleSampler(walkers, 2, log_prob, vectorize=True, moves=moves)
+        self.sampler = sampler
         sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
         state, tau, converged = start, np.inf, False
         block = 500 if surrogate is None else 25  # independence proposals mix in a few steps
-        while sampler.iteration < max_steps:
-            state = sampler.run_mcmc(state, min(block, max_steps - sampler.iteration),
-                                     progress=False)  # fmt: skip
-            with np.errstate(invalid="ignore", divide="ignore"):
-                tau = float(np.max(sampler.get_autocorr_time(tol=0)))
-            if not math.isfinite(tau):  # a walker that has not moved yet
-                continue
-            kept = (sampler.iteration - 2 * tau) / max(1, int(tau / 2)) * walkers
-            if sampler.iteration >= multiple * tau and kept >= n:
-                converged = True
-                break
+        # emcee evaluates each walker about once per step (the stretch move: two halves)
+        with self._progress("posterior (emcee)", walkers * min(block, max_steps)) as bar:
+            while sampler.iteration < max_steps:
+                state = sampler.run_mcmc(state, min(block, max_steps - sampler.iteration),
+                                         progress=False)  # fmt: skip
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    tau = float(np.max(sampler.get_autocorr_time(tol=0)))
+                if not math.isfinite(tau):  # a walker that has not moved yet
+                    bar.plan(walkers * min(block, max_steps - sampler.iteration))
+                    continue
+                kept = (sampler.iteration - 2 * tau) / max(1, int(tau / 2)) * walkers
+                if sampler.iteration >= multiple * tau and kept >= n:
+                    converged = True
+                    break
+                # the chain length this tau asks for: multiple * tau, and n draws kept
+                need = max(multiple * tau, 2 * tau + n / walkers * max(1, int(tau / 2)))
+                steps = min(max_steps, math.ceil(need)) - sampler.iteration
+                bar.plan(walkers * max(steps, min(block, max_steps - sampler.iteration)))
+                bar.stage(f"step {sampler.iteration}, autocorrelation time {tau:.0f}")
         if not math.isfinite(tau):
             tau = float(sampler.iteration)  # no walker-wise estimate: the most pessimistic
         if not converged:
@@ -265,9 +351,11 @@ class Posterior:
         if surrogate is not None:
             from diffinfer.two_stage import delayed_acceptance_nuts
 
+            self.sampler = None
             theta, lp, diag = delayed_acceptance_nuts(
                 self.log_prob, surrogate, prior, chains=chains, warmup=warmup, draws=per_chain,
                 max_tree_depth=int(opts.get("max_tree_depth", 8)), seed=self.seed,
+                progress=self.progress,
             )  # fmt: skip
             diag["n_evaluations"] = int(self.n_evaluations)
             diag["first_stage"] = "NUTS on the grid surrogate (delayed acceptance)"
@@ -282,6 +370,7 @@ class Posterior:
             return -lp
 
         draws, lps, divergent, accept = [], [], [], []
+        self.sampler = []
         start = self.prior.sample(chains, seed=self.seed)
         if self._grid is not None:
             start = self._grid.sample(chains, seed=self.seed)
@@ -291,8 +380,9 @@ class Posterior:
                           max_tree_depth=int(opts.get("max_tree_depth", 8)))  # fmt: skip
             z0 = prior.to_unconstrained(torch.as_tensor(start[c : c + 1]))[0]
             mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=warmup,
-                        initial_params={"z": z0}, disable_progbar=True)  # fmt: skip
+                        initial_params={"z": z0}, disable_progbar=not self.progress)  # fmt: skip
             mcmc.run()
+            self.sampler.append(mcmc)
             z = mcmc.get_samples()["z"]
             theta = prior.from_unconstrained(z)
             draws.append(theta.numpy())
@@ -332,6 +422,7 @@ def posterior(
     prior: Prior | None = None,
     seed: int = 0,
     kind: str = "density",
+    progress: bool = True,
     **options,
 ) -> Posterior:
     """The posterior of (Omega_m, sigma_8) given one map.
@@ -364,6 +455,10 @@ def posterior(
         ``"log10"`` (log10 of the density contrast). A map that does not look like its kind
         (values <= 0, a mean far from 1, no structure) is refused with a message naming the
         kind that fits (:func:`~diffinfer.fields.grid.as_density`).
+    progress
+        Show a progress bar while the posterior is computed (likelihood evaluations with
+        the remaining time; Pyro's own bar for NUTS); False: silent. Bars appear after half
+        a second, so fast posteriors print nothing.
     **options
         Likelihood options (n_noise, n_timesteps, max_batch, precision, noise_sigma,
         box_size; ``temperature``: the posterior uses L^(1/temperature), default the value
@@ -374,6 +469,7 @@ def posterior(
         warmup_steps, max_tree_depth).
     """
     check_posterior_options(likelihood, method, seed, options)
+    check_bool("progress", progress)
     if prior is not None and not isinstance(prior, Prior):
         raise InputError(f"prior must be a diffinfer.Prior (e.g. di.Prior.gaussian(mean, std)) "
                          f"or None, got {prior!r}")  # fmt: skip
@@ -424,15 +520,16 @@ def posterior(
             box = spec.field.prior
             description = f"power-spectrum likelihood ({spec.n_bins} bins, {spec.correction})"
             locator = None
-        calibration, terms_info = None, {}
+        calibration, terms_info, chunked = None, {}, None
     else:
         if model is None:
             raise InputError(
                 "the diffusion likelihood needs a model: give one (a name, a directory or "
                 "'oracle'), or use likelihood='exact' or 'power'"
             )
-        like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, **like_opts)
-        log_like = like
+        like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, progress=progress,
+                                   **like_opts)  # fmt: skip
+        log_like = chunked = like
 
         def locator() -> tuple[np.ndarray, np.ndarray, int]:
             loc = like.locate()
@@ -467,7 +564,7 @@ def posterior(
         **terms_info,
     }
     return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
-                     info=info, locator=locator)  # fmt: skip
+                     info=info, locator=locator, progress=progress, chunked=chunked)  # fmt: skip
 
 
 def check_posterior_options(likelihood: object, method: object, seed: object,

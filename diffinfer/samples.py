@@ -43,6 +43,9 @@ class Samples:
         JSON-ready provenance: likelihood, prior box, evaluations, diagnostics, truth if known.
     weights
         Optional importance weights (chains, draws).
+    truth
+        The true theta (2,) of a simulated map, if known: saved with the draws, marked in
+        :meth:`triangle` plots and carried into ArviZ (``posterior.attrs["truth"]``).
     """
 
     theta: np.ndarray
@@ -50,6 +53,7 @@ class Samples:
     stats: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     weights: np.ndarray | None = None
+    truth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.theta = np.asarray(self.theta, dtype=np.float64)
@@ -60,6 +64,12 @@ class Samples:
         if self.theta.size == 0 or not np.isfinite(self.theta).all():
             raise InputError("samples must be a non-empty array of finite numbers (NaN or inf "
                              "found, or no draws)")  # fmt: skip
+        self.truth = _check_truth(self.truth)
+
+    def __repr__(self) -> str:
+        chains, draws, _ = self.theta.shape
+        truth = "" if self.truth is None else f", truth={self.truth.tolist()}"
+        return f"Samples(method={self.method!r}, chains={chains}, draws={draws}{truth})"
 
     def __len__(self) -> int:
         """Number of draws over all chains."""
@@ -91,17 +101,26 @@ class Samples:
         return out
 
     def to_arviz(self):
-        """ArviZ InferenceData (0.x) / DataTree (1.x) with chains and sampler statistics."""
+        """ArviZ InferenceData (0.x) / DataTree (1.x) with chains and sampler statistics;
+        the truth, if known, in ``posterior.attrs["truth"]``. Pass :func:`arviz_labeller`
+        to ArviZ plots for the LaTeX parameter labels."""
         import arviz as az
 
         posterior = {name: self.theta[..., j] for j, name in enumerate(PARAM_NAMES)}
         stats = {k: np.asarray(v) for k, v in self.stats.items()}
+        attrs = {"sampler": self.method}
+        if self.truth is not None:
+            attrs["truth"] = [float(v) for v in self.truth]
         if int(az.__version__.split(".")[0]) >= 1:
             groups = {"posterior": posterior}
             if stats:
                 groups["sample_stats"] = stats
-            return az.from_dict(groups)
-        return az.from_dict(posterior=posterior, sample_stats=stats or None)
+            data = az.from_dict(groups)
+            data["posterior"].attrs.update(attrs)
+            return data
+        data = az.from_dict(posterior=posterior, sample_stats=stats or None)
+        data.posterior.attrs.update(attrs)
+        return data
 
     def to_getdist(self, label: str | None = None):
         """GetDist MCSamples with names, LaTeX labels, the prior ranges and weights."""
@@ -123,6 +142,8 @@ class Samples:
         arrays.update({f"stats_{k}": np.asarray(v) for k, v in self.stats.items()})
         if self.weights is not None:
             arrays["weights"] = self.weights
+        if self.truth is not None:
+            arrays["truth"] = _check_truth(self.truth)
         return write_npz_atomic(path, **arrays)
 
     @classmethod
@@ -135,9 +156,35 @@ class Samples:
                     theta=f["theta"], method=str(f["method"]), stats=stats,
                     info=json.loads(str(f["info"])),
                     weights=f["weights"] if "weights" in f.files else None,
+                    truth=f["truth"] if "truth" in f.files else None,
                 )  # fmt: skip
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise DataFileError(f"cannot read samples from {path}: {exc}") from exc
+
+
+def _check_truth(value) -> np.ndarray | None:
+    """The truth as a (2,) float array, or None; InputError otherwise."""
+    if value is None:
+        return None
+    out = np.asarray(value, dtype=np.float64).reshape(-1)
+    if out.shape != (2,) or not np.isfinite(out).all():
+        raise InputError(f"truth must be two finite numbers (Omega_m, sigma_8), got "
+                         f"{out.tolist()}")  # fmt: skip
+    return out
+
+
+def arviz_labeller():
+    """An ArviZ labeller that writes the parameters as LaTeX (Omega_m -> $\\Omega_m$), for
+    ``az.plot_trace(samples.to_arviz(), labeller=arviz_labeller())`` and the other plots.
+
+    Works with ArviZ 0.x (``arviz.labels``) and 1.x (``arviz_base.labels``).
+    """
+    try:
+        from arviz_base.labels import MapLabeller
+    except ImportError:
+        from arviz.labels import MapLabeller
+    names = {name: f"${label}$" for name, label in zip(PARAM_NAMES, PARAM_LABELS, strict=True)}
+    return MapLabeller(var_name_map=names)
 
 
 def _weighted_quantiles(x: np.ndarray, q, w: np.ndarray | None) -> list[float]:

@@ -143,11 +143,13 @@ def delayed_acceptance_nuts(
     draws: int,
     max_tree_depth: int,
     seed: int,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """NUTS on the surrogate with a delayed-acceptance second stage on ``log_prob``.
 
     Chains run in the unconstrained z of the prior box (the log-Jacobian cancels in the
     second-stage ratio). Warm-up adapts step size and mass matrix on the surrogate only.
+    ``progress`` shows a bar over the NUTS iterations of all chains (warm-up and draws).
 
     Returns
     -------
@@ -160,6 +162,9 @@ def delayed_acceptance_nuts(
         stage, first-stage acceptance per chain.
     """
     from pyro.infer import NUTS
+    from tqdm.auto import tqdm
+
+    from diffinfer.progress import SHOW_AFTER
 
     def surrogate_potential(params: dict) -> torch.Tensor:
         z = params["z"]
@@ -170,6 +175,8 @@ def delayed_acceptance_nuts(
     start = surrogate.grid.sample(chains, seed=seed)
     out, lps, second, first, divergent = [], [], [], [], 0
     n_eval = 0
+    bar = tqdm(total=chains * (warmup + draws), desc="posterior (NUTS, delayed acceptance)",
+               unit="step", disable=not progress, leave=False, delay=SHOW_AFTER)  # fmt: skip
     for c in range(chains):
         torch.manual_seed(seed * 1000 + c)
         kernel = NUTS(potential_fn=surrogate_potential, max_tree_depth=max_tree_depth,
@@ -178,8 +185,11 @@ def delayed_acceptance_nuts(
         kernel.initial_params = {"z": z}
         kernel.setup(warmup)
         params = {"z": z}
+        bar.set_postfix_str(f"chain {c + 1}/{chains}: warm-up on the surrogate", refresh=False)
         for _ in range(warmup):
             params = kernel.sample(params)
+            bar.update()
+        bar.set_postfix_str(f"chain {c + 1}/{chains}: draws", refresh=False)
         theta = prior.from_unconstrained(params["z"][None])
         with torch.no_grad():
             lp_x = float(log_prob(theta)[0])
@@ -206,6 +216,7 @@ def delayed_acceptance_nuts(
                 kernel.clear_cache()  # the kernel cached the rejected point
             chain.append(theta.detach().numpy()[0])
             chain_lp.append(lp_x)
+            bar.update()
         report = kernel.diagnostics()
         divergent += len(report.get("divergences", []))
         first.append(float(report.get("acceptance rate", np.nan)))
@@ -213,6 +224,7 @@ def delayed_acceptance_nuts(
         out.append(np.array(chain))
         lps.append(np.array(chain_lp))
         second.append(accepted / draws)
+    bar.close()
     diag = {"n_evaluations": n_eval, "second_stage_acceptance": second,
             "first_stage_acceptance": first, "divergences": divergent,
             "chains": chains, "warmup_steps": warmup}  # fmt: skip

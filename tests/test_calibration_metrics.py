@@ -4,25 +4,42 @@ Gaussian toy problem whose posteriors are known to be calibrated, overconfident 
 import numpy as np
 import pytest
 
-from diffinfer.calibration import metrics
+from diffinfer.calibration import metrics, report
+from diffinfer.cli import _report_table
 from diffinfer.errors import InputError
+from diffinfer.parameters import PriorBox
 
 M, L = 300, 400
 
 
-def gaussian_toy(kind: str, seed: int = 0):
-    """theta ~ N(0, I_2), x ~ N(theta, s^2 I): posterior N(x / (1 + s^2), s^2 / (1 + s^2))."""
+def gaussian_toy(kind: str, seed: int = 0, m: int = M, n_draws: int = L):
+    """theta ~ N(0, I_2), x ~ N(theta, s^2 I): posterior N(x / (1 + s^2), s^2 / (1 + s^2)),
+    for m maps with n_draws draws each."""
     rng = np.random.default_rng(seed)
     s2 = 0.25
-    truths = rng.normal(size=(M, 2))
-    x = truths + np.sqrt(s2) * rng.normal(size=(M, 2))
-    mean, std = x / (1 + s2), np.full((M, 2), np.sqrt(s2 / (1 + s2)))
+    truths = rng.normal(size=(m, 2))
+    x = truths + np.sqrt(s2) * rng.normal(size=(m, 2))
+    mean, std = x / (1 + s2), np.full((m, 2), np.sqrt(s2 / (1 + s2)))
     if kind == "overconfident":
         std = 0.6 * std
     elif kind == "biased":
         mean = mean + 1.0 * std
-    draws = mean[:, None, :] + std[:, None, :] * rng.normal(size=(M, L, 2))
+    draws = mean[:, None, :] + std[:, None, :] * rng.normal(size=(m, n_draws, 2))
     return draws, truths, mean, std
+
+
+def toy_results(kind: str, m: int, seed: int = 0) -> list[dict]:
+    """The Gaussian toy as the per-map results of a coverage study (``analysis_metrics``);
+    the truth's HPD level of a 2-d Gaussian is exact: 1 - exp(-d^2 / 2)."""
+    draws, truths, mean, std = gaussian_toy(kind, seed=seed, m=m, n_draws=100)
+    d2 = np.sum(((truths - mean) / std) ** 2, axis=1)
+    return [{"index": i, "truth": truths[i], "draws": draws[i], "mean": mean[i],
+             "cov": np.diag(std[i] ** 2), "credibility": 1 - np.exp(-d2[i] / 2),
+             "log_pdf_truth": -d2[i] / 2, "n_evaluations": 1, "seconds": 0.0,
+             "edge_mass": 0.0} for i in range(m)]  # fmt: skip
+
+
+TOY_BOX = PriorBox(low=(-4.0, -4.0), high=(4.0, 4.0))
 
 
 def test_ranks_match_a_direct_count():
@@ -87,6 +104,58 @@ def test_ecdf_band_has_its_simultaneous_coverage():
         inside.append(np.all((c >= lo) & (c <= hi)))
     # 90 % nominal; 400 trials give a standard error of 1.5 %
     assert 0.85 < np.mean(inside) < 0.95
+
+
+@pytest.mark.parametrize(("kind", "m", "expected"), [
+    ("calibrated", 8, "not enough maps"),  # passes every check, but the bands are too wide
+    ("calibrated", 400, "calibrated"),  # 400 maps resolve 0.1 (0.0875)
+    ("overconfident", 400, "miscalibrated"),
+    ("overconfident", 8, "not enough maps"),  # 8 maps cannot tell
+])  # fmt: skip
+def test_three_state_verdict(kind, m, expected):
+    rep = report.analysis_metrics(toy_results(kind, m), TOY_BOX)
+    assert rep["verdict"] == expected
+    assert rep["calibrated"] == (expected == "calibrated")
+    assert rep["min_detectable_deviation"] == report.min_detectable_deviation(m)
+    assert rep["verdict_resolution"] == report.VERDICT_RESOLUTION == 0.1
+    if expected == "not enough maps":
+        # every check passed: the coverage curves lie inside bands wider than 0.5
+        assert rep["hpd_coverage"]["inside_band_99"] and rep["tarp"]["inside_band_99"]
+        assert rep["min_detectable_deviation"] > 0.5
+        assert rep["maps_needed"] > m
+    if expected == "calibrated":
+        assert rep["min_detectable_deviation"] <= 0.1 and rep["maps_needed"] <= m
+    if expected == "miscalibrated":
+        assert not rep["hpd_coverage"]["inside_band_99"]
+    # the table `diffinfer calibrate` prints: the verdict and the minimum detectable deviation
+    row = _report_table({"analyses": {"toy": rep}}).splitlines()[1]
+    assert row.endswith(f"{rep['min_detectable_deviation']:.3f} {expected}"
+                        + (f" (about {rep['maps_needed']} needed)" if m == 8 else ""))
+
+
+def test_min_detectable_deviation_shrinks_as_one_over_sqrt_n():
+    ns = (8, 25, 100, 200, 500)
+    mdd = np.array([report.min_detectable_deviation(n) for n in ns])
+    assert np.all(np.diff(mdd) < 0)
+    # the farthest band edge from the diagonal: it is the deviation a curve must exceed to
+    # be flagged, so it matches the band: upper - z or z - lower at its widest level
+    z, lo, hi = metrics.ecdf_band(100, alpha=0.01)
+    assert mdd[2] == pytest.approx(np.max(np.maximum(hi - z, z - lo)[1:-1]))
+    # large n: the 99 % Kolmogorov band has half-width 1.63 / sqrt(n); this band, equal
+    # pointwise levels at 101 levels, is wider in the middle, measured 1.70-1.77 / sqrt(n)
+    # for n from 100 to 1000 (edges move in steps of 1 / n and the band is simulated)
+    c = mdd * np.sqrt(ns)
+    assert np.all((c[2:] > 1.63) & (c[2:] < 1.8)), c
+    # few maps: relatively narrower (1.60 at n = 8), and above 0.5 (the curve cannot be
+    # judged at all)
+    assert 1.5 < c[0] < 1.7 and mdd[0] > 0.5
+    # about (1.73 / 0.1)^2 = 300 maps resolve 0.1; each answer does, by construction
+    for n in (8, 100, 500):
+        needed = report.maps_needed(n)
+        assert 280 < needed < 320
+        assert report.resolves(needed) and (needed <= n) == report.resolves(n)
+    with pytest.raises(InputError, match="resolution"):
+        report.maps_needed(10, resolution=0)
 
 
 def test_thinning_removes_autocorrelation():

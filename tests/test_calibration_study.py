@@ -80,7 +80,13 @@ def exact_studies(tmp_path_factory):
 def test_exact_posterior_is_calibrated_and_the_power_spectrum_nearly(exact_studies):
     _, reports, _ = exact_studies
     rep = reports["exact"]
-    assert rep["calibrated"], json.dumps({k: rep[k] for k in ("ranks", "z_score")})
+    # every check passes, but 100 maps cannot resolve a coverage deviation of 0.1: their
+    # 99 % bands let a curve stray 0.17 from the diagonal
+    assert rep["verdict"] == "not enough maps", json.dumps(
+        {k: rep[k] for k in ("ranks", "z_score")})  # fmt: skip
+    assert not rep["calibrated"]
+    assert rep["min_detectable_deviation"] == pytest.approx(0.17)
+    assert 280 < rep["maps_needed"] < 320
     assert rep["hpd_coverage"]["max_deviation"] < 0.15
     # the located grids allow up to 1 % on their outer ring (at 3.4-4.5 sigma; a Gaussian
     # puts 0.15 % there), the adaptive grid 1e-3
@@ -99,7 +105,7 @@ def test_exact_posterior_is_calibrated_and_the_power_spectrum_nearly(exact_studi
 
 def test_tempered_likelihood_is_detected_as_overconfident(exact_studies):
     _, _, rep = exact_studies
-    assert not rep["calibrated"]
+    assert rep["verdict"] == "miscalibrated" and not rep["calibrated"]
     assert not rep["hpd_coverage"]["inside_band"]
     assert rep["hpd_coverage"]["signed_area"] < -0.05
     assert all(z["std"] > 1.2 for z in rep["z_score"].values())

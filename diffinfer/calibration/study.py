@@ -383,8 +383,10 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
     path = result_path(Path(out), analysis, index)
     start = time.perf_counter()
     density, truth = test_case(cfg, index)
+    # one bar for the whole study (run_study's); none per map
     post = posterior(density, model=_model(cfg.model), method=cfg.method,
-                     seed=cfg.seed + index, **_posterior_kwargs(cfg, analysis))  # fmt: skip
+                     seed=cfg.seed + index, progress=False,
+                     **_posterior_kwargs(cfg, analysis))  # fmt: skip
     if cfg.method == "grid":
         g = post.grid()
         draws = g.sample(cfg.n_draws, seed=cfg.seed + index)

@@ -132,9 +132,15 @@ def as_maps(
     if t.shape[-1] != t.shape[-2]:
         raise InputError(f"{what} must be square; got {t.shape[-2]} x {t.shape[-1]} pixels")
     if n_pix is not None and t.shape[-1] != n_pix:
+        n = t.shape[-1]
+        hint = "use a model or configuration for this size"
+        if n > n_pix and n % n_pix == 0:
+            hint = (f"if it covers the model's box, average it down with "
+                    f"diffinfer.fields.downsample(map, {n // n_pix}) (`--downsample "
+                    f"{n // n_pix}` on the command line), or {hint}")  # fmt: skip
         raise InputError(
-            f"{what} is {t.shape[-1]} x {t.shape[-1]} pixels but this configuration expects "
-            f"{n_pix} x {n_pix}; downsample or use a matching configuration"
+            f"{what} is {n} x {n} pixels but this configuration expects {n_pix} x {n_pix}; "
+            + hint
         )
     if not torch.isfinite(t).all():
         raise InputError(f"{what} contains NaN or inf values; clean or mask them before use")
@@ -144,6 +150,41 @@ def as_maps(
             f"minimum value is {t.min().item():.4g}"
         )
     return t
+
+
+def downsample(field: np.ndarray | torch.Tensor, factor: int) -> np.ndarray:
+    """Average a map (N, N) or a stack (M, N, N) over blocks of factor x factor pixels.
+
+    The block mean keeps the mean density and the map's physical size: a 256^2 map of a
+    model's box, downsampled by 4, is a 64^2 map of the same box. Check the result against
+    the model's data (the pixel window of a block mean can differ from the simulator's).
+
+    Parameters
+    ----------
+    field
+        Real values; the side N must be a multiple of ``factor``.
+    factor
+        Pixels per block side, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (N / factor, N / factor) (or with the stack's leading axis), float64.
+    """
+    from diffinfer.validation import check_int
+
+    factor = check_int("downsample factor", factor, low=1)
+    a = np.asarray(field.detach().cpu() if isinstance(field, torch.Tensor) else field)
+    if a.dtype.kind not in "iuf" or a.ndim not in (2, 3) or a.shape[-1] != a.shape[-2]:
+        raise InputError(f"downsample needs square maps (N, N) or (M, N, N) of real numbers, "
+                         f"got shape {a.shape} of dtype {a.dtype}")  # fmt: skip
+    n = a.shape[-1]
+    if n % factor:
+        raise InputError(f"a {n} x {n} map cannot be downsampled by {factor}: the factor "
+                         f"must divide {n}")  # fmt: skip
+    m = n // factor
+    blocks = a.astype(np.float64).reshape(*a.shape[:-2], m, factor, m, factor)
+    return blocks.mean(axis=(-3, -1))
 
 
 FIELD_KINDS = ("density", "overdensity", "mass", "log10")

@@ -1,0 +1,79 @@
+"""Progress bars of the long computations: one bar per posterior, counted in likelihood
+evaluations (theta points), advanced from inside a network likelihood chunk by chunk.
+
+A posterior of the network on a CPU spends seconds per theta point (timesteps x noise draws
+denoiser calls), so the bar is advanced by fractions of an evaluation as the likelihood's
+chunks of denoiser calls finish (:attr:`diffinfer.likelihood.DiffusionLikelihood.on_chunk`):
+it moves within the first second. The total is the method's plan (the grid: the locator's
+usual cost and the aligned grid's points; emcee: walkers x the chain length the
+autocorrelation time asks for), raised when the work turns out larger, so the remaining time
+tqdm shows is an estimate that improves as the plan firms up.
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+SHOW_AFTER = 0.5
+"""Seconds before a bar appears: posteriors that finish sooner (the exact likelihood's)
+print nothing."""
+
+
+class EvaluationBar:
+    """A tqdm bar over likelihood evaluations with a total that can grow.
+
+    Parameters
+    ----------
+    enabled
+        False: a silent bar (every method is a no-op).
+    desc
+        The bar's label.
+    total
+        The planned number of evaluations.
+    unit
+        What one step of the bar counts.
+    """
+
+    def __init__(self, enabled: bool, desc: str, total: float, unit: str = "evaluations") -> None:
+        self.bar = tqdm(
+            total=float(total),
+            desc=desc,
+            disable=not enabled,
+            leave=False,
+            delay=SHOW_AFTER,
+            dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} " + unit
+            + " [{elapsed}<{remaining}{postfix}]",
+        )  # fmt: skip
+
+    @property
+    def n(self) -> float:
+        """Evaluations counted so far."""
+        return float(self.bar.n)
+
+    def advance(self, amount: float) -> None:
+        """Count ``amount`` more evaluations; the total grows if they exceed it."""
+        if amount <= 0:
+            return
+        if self.bar.n + amount > self.bar.total:
+            self.bar.total = self.bar.n + amount
+        self.bar.update(amount)
+
+    def plan(self, remaining: float) -> None:
+        """Set the total to what is done plus ``remaining`` (never below what is done)."""
+        self.bar.total = max(float(self.bar.n), float(self.bar.n) + float(remaining))
+        self.bar.refresh()
+
+    def stage(self, text: str) -> None:
+        """Show what the computation is doing now (after the bar's counts)."""
+        self.bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        self.bar.close()
+
+    def __enter__(self) -> EvaluationBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

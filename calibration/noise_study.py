@@ -23,7 +23,7 @@ from diffinfer.calibration.metrics import z_score_summary, z_scores
 from diffinfer.calibration.study import StudyConfig, load_results, run_study
 from diffinfer.io import write_json_atomic
 from diffinfer.parameters import PARAM_LABELS, PARAM_NAMES
-from diffinfer.plots import _pyplot
+from diffinfer.plots import _pyplot, analysis_style, save_figure_atomic
 
 LEVELS = (0.0, 0.1, 0.3, 1.0)
 
@@ -77,8 +77,11 @@ def main() -> None:
             b = [rows[f"{lv:g}"]["bias_z"][name] for lv in levels]
             se = [rows[f"{lv:g}"]["bias_z_se"][name] for lv in levels]
             w = [rows[f"{lv:g}"]["width"][name] for lv in levels]
-            axes[0, j].errorbar(levels, b, se, marker="o", capsize=3, label=analysis)
-            axes[1, j].plot(levels, w, marker="o", label=analysis)
+            style = analysis_style(analysis)
+            axes[0, j].errorbar(levels, b, se, marker=style.marker, capsize=3, label=analysis,
+                                **style.line_kwargs())  # fmt: skip
+            axes[1, j].plot(levels, w, marker=style.marker, label=analysis,
+                            **style.line_kwargs())  # fmt: skip
             axes[0, j].set(title=f"${PARAM_LABELS[j]}$", ylabel="bias [posterior std]")
             axes[1, j].set(xlabel="pixel noise (model space)", ylabel="posterior std")
     for ax in axes.ravel():
@@ -87,7 +90,7 @@ def main() -> None:
     axes[0, 0].axhline(0, color="k", lw=0.6)
     axes[0, 1].axhline(0, color="k", lw=0.6)
     fig.tight_layout()
-    fig.savefig(out / "noise.png", dpi=110)
+    save_figure_atomic(fig, out / "noise.png")
     print(f"wrote {out / 'noise_report.json'} and {out / 'noise.png'}")
 
 

@@ -308,8 +308,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             out / "diagnostics.txt", az.summary(all_samples[0].to_arviz()).to_string() + "\n"
         )
     labels = [s.info["likelihood"].split(" (")[0] for s in all_samples]
-    triangle(all_samples, out / "triangle.png", labels=labels,
-             truth=None if not args.truth else np.array(args.truth))  # fmt: skip
+    analyses = [like if like in ("exact", "power") else "diffusion" for like, _ in runs]
+    triangle(all_samples, out / "triangle.png", labels=labels, analyses=analyses,
+             truth=None if not args.truth else np.array(args.truth),
+             title=str(args.map) + ("" if args.index is None else f" [{args.index}]"))  # fmt: skip
     print(text, end="")
     print(f"  wrote samples, summary.txt/json, triangle.png in {out}")
     return 0

@@ -1,4 +1,12 @@
-"""Figures: emulated maps and their statistics against the simulator's.
+"""Figures: the analyses' shared styles, posterior triangles, and emulated maps with their
+statistics against the simulator's.
+
+Every figure of the package draws an analysis in the style :data:`STYLES` gives it (colour,
+line style, marker), so that a colour means the same thing in every figure: the diffusion
+posterior is vermillion and solid, the exact log-normal one blue and dashed, the
+power-spectrum one green and dash-dotted, the truth black and dotted. The colours are the
+Okabe-Ito palette, which stays distinguishable under the common colour-vision deficiencies,
+and each analysis also has a line style of its own, so that a figure reads in grey scale too.
 
 matplotlib is imported inside each function with the non-interactive Agg backend, so the
 package imports without a display.
@@ -6,14 +14,93 @@ package imports without a display.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffinfer.errors import InputError
 from diffinfer.fields.grid import FieldConfig
 from diffinfer.fields.stats import power_spectrum
+
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class AnalysisStyle:
+    """How one analysis is drawn in every figure.
+
+    Attributes
+    ----------
+    name
+        The analysis (a key of :data:`STYLES`).
+    colour
+        Matplotlib colour (hex string).
+    ls
+        Matplotlib line style; each analysis has its own.
+    marker
+        Marker for points (posterior means, the truth, binned spectra).
+    label
+        Legend label.
+    lw
+        Line width in points.
+    """
+
+    name: str
+    colour: str
+    ls: str | tuple
+    marker: str
+    label: str
+    lw: float = 1.6
+
+    def line_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """``color``, ``ls`` and ``lw`` for :meth:`matplotlib.axes.Axes.plot`, updated by
+        ``overrides``."""
+        return {"color": self.colour, "ls": self.ls, "lw": self.lw, **overrides}
+
+
+#: The style of each analysis: the one place figures take their colours and line styles
+#: from. ``diffusion`` is the diffusion-likelihood posterior (network or oracle denoiser),
+#: ``exact`` the exact log-normal likelihood's, ``power`` the power-spectrum likelihood's;
+#: ``simulated`` and ``emulated`` are the maps of the emulator figures.
+STYLES: dict[str, AnalysisStyle] = {
+    s.name: s
+    for s in (
+        AnalysisStyle("diffusion", "#D55E00", "-", "o", "diffusion likelihood"),
+        AnalysisStyle("exact", "#0072B2", "--", "s", "exact log-normal likelihood"),
+        AnalysisStyle("power", "#009E73", "-.", "^", "power-spectrum likelihood"),
+        AnalysisStyle("truth", "#000000", ":", "X", "truth", lw=1.3),
+        AnalysisStyle("simulated", "#56B4E9", "-", "None", "simulated"),
+        AnalysisStyle("emulated", "#E69F00", "--", "o", "emulated"),
+    )
+}
+
+#: Other words that name an analysis (the first word of a legend label, lower case).
+_ALIASES = {"power-spectrum": "power", "spectrum": "power", "oracle": "diffusion",
+            "network": "diffusion", "simulation": "simulated", "simulations": "simulated",
+            "emulator": "emulated"}  # fmt: skip
+
+#: Colours and line styles of posteriors that are none of the analyses (the rest of the
+#: Okabe-Ito palette, then grey).
+_FALLBACK: tuple[tuple[str, tuple], ...] = (
+    ("#CC79A7", (0, (1, 1))),
+    ("#56B4E9", (0, (5, 1, 1, 1, 1, 1))),
+    ("#E69F00", (0, (8, 2))),
+    ("#999999", (0, (3, 1, 1, 1))),
+)
+
+#: Line styles that tell apart two posteriors of the same analysis in one figure.
+_REPEAT_LS: tuple[tuple, ...] = ((0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+
+#: Opacity of the first posterior's filled contours when others are drawn over them.
+FILL_ALPHA = 0.6
 
 
 def _pyplot():
@@ -25,10 +112,192 @@ def _pyplot():
     return plt
 
 
+def analysis_from_label(label: str) -> str | None:
+    """The analysis a legend label names by its first word, or None.
+
+    Parameters
+    ----------
+    label
+        E.g. ``"diffusion likelihood"``, ``"exact (reference)"``,
+        ``"power-spectrum likelihood"``.
+
+    Returns
+    -------
+    str or None
+        A key of :data:`STYLES`, or None when the first word names none.
+    """
+    first = re.split(r"[\s(,:;]+", str(label).strip().lower(), maxsplit=1)[0]
+    return first if first in STYLES else _ALIASES.get(first)
+
+
+def analysis_style(name: str) -> AnalysisStyle:
+    """The style of an analysis.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`STYLES` (``diffusion``, ``exact``, ``power``, ``truth``,
+        ``simulated``, ``emulated``) or an alias such as ``power-spectrum`` or ``oracle``.
+
+    Returns
+    -------
+    AnalysisStyle
+
+    Raises
+    ------
+    InputError
+        If ``name`` is no analysis.
+    """
+    key = name.strip().lower() if isinstance(name, str) else None
+    key = _ALIASES.get(key, key)
+    if key not in STYLES:
+        raise InputError(f"unknown analysis {name!r}; known: {', '.join(STYLES)}")
+    return STYLES[key]
+
+
+def posterior_styles(
+    labels: Sequence[str], analyses: Sequence[str | None] | None = None
+) -> list[AnalysisStyle]:
+    """The style of each posterior of one figure, labelled as given.
+
+    Parameters
+    ----------
+    labels
+        Legend labels, one per posterior.
+    analyses
+        The analysis of each posterior (keys of :data:`STYLES`; None for none of them).
+        Default: the analysis the label's first word names (:func:`analysis_from_label`).
+
+    Returns
+    -------
+    list of AnalysisStyle
+        The analysis' style with ``label`` replaced; a second posterior of the same analysis
+        keeps the colour with another line style; posteriors of no known analysis take the
+        remaining colours in turn.
+
+    Raises
+    ------
+    InputError
+        If ``analyses`` has another length than ``labels`` or names an unknown analysis.
+    """
+    labels = [str(label) for label in labels]
+    if analyses is None:
+        names = [analysis_from_label(label) for label in labels]
+    else:
+        if isinstance(analyses, str) or len(analyses) != len(labels):
+            raise InputError(f"analyses must be a list with one name per posterior "
+                             f"({len(labels)}); got {analyses!r}")  # fmt: skip
+        names = [None if a is None else analysis_style(a).name for a in analyses]
+    styles: list[AnalysisStyle] = []
+    seen: dict[str, int] = {}
+    n_other = 0
+    for label, name in zip(labels, names, strict=True):
+        if name is None:
+            colour, ls = _FALLBACK[n_other % len(_FALLBACK)]
+            styles.append(AnalysisStyle(f"other{n_other}", colour, ls, "D", label))
+            n_other += 1
+            continue
+        style = STYLES[name]
+        repeat = seen.get(name, 0)
+        seen[name] = repeat + 1
+        if repeat:
+            style = dataclasses.replace(style, ls=_REPEAT_LS[(repeat - 1) % len(_REPEAT_LS)])
+        styles.append(dataclasses.replace(style, label=label))
+    return styles
+
+
 def spectra(density: np.ndarray, box_size: float) -> tuple[np.ndarray, np.ndarray]:
     """k (bin centres) and the power spectra of delta = rho - 1 of each map, (M, n_bins)."""
     ps = [power_spectrum(m - 1.0, box_size) for m in np.asarray(density)]
     return ps[0].k, np.stack([p.power for p in ps])
+
+
+def log_axis_ticks(axis: Axis) -> None:
+    """Log-scale ticks (wavenumbers, spectra) whose labels do not overlap: majors at 1, 2 and
+    5 times powers of ten labelled as plain numbers (``0.2``, ``1``, ``5``), unlabelled
+    minors.
+
+    Parameters
+    ----------
+    axis
+        ``ax.xaxis`` (or ``ax.yaxis``) of a log-scaled axis.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10) / 1.0))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _maps(n: int) -> str:
+    return f"{n} map" if n == 1 else f"{n} maps"
+
+
+def draw_emulation(
+    emulated: np.ndarray,
+    theta: np.ndarray,
+    field: FieldConfig,
+    *,
+    simulated: np.ndarray | None = None,
+    title: str = "",
+    n_show: int = 4,
+) -> Figure:
+    """The figure of :func:`emulation_figure`, not saved (for tests and further drawing).
+
+    Parameters
+    ----------
+    emulated, theta, field, simulated, title, n_show
+        As for :func:`emulation_figure`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes: the maps, their colour bar (label ``log10 ...``), and the spectra.
+    """
+    plt = _pyplot()
+    emulated = np.asarray(emulated)
+    n_show = max(1, min(n_show, len(emulated)))
+    fig = plt.figure(figsize=(2.6 * n_show + 5.4, 3.5), layout="constrained")
+    maps_fig, spec_fig = fig.subfigures(1, 2, width_ratios=[2.6 * n_show + 0.6, 4.8])
+    map_axes = np.atleast_1d(maps_fig.subplots(1, n_show))
+    logs = np.log10(emulated[:n_show])
+    vmin, vmax = np.percentile(logs, [1, 99])
+    image = None
+    for i, ax in enumerate(map_axes):
+        image = ax.imshow(logs[i], vmin=vmin, vmax=vmax, cmap="magma", origin="lower")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"emulated map {i}", fontsize=9)
+    bar = maps_fig.colorbar(image, ax=list(map_axes), shrink=0.85, pad=0.02, extend="both")
+    bar.set_label(r"$\log_{10}(\rho/\bar\rho)$ (shared scale)", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+
+    ax = spec_fig.subplots()
+    k, p_em = spectra(emulated, field.box_size)
+    mean = p_em.mean(0)
+    err = p_em.std(0, ddof=1) / np.sqrt(len(p_em)) if len(p_em) > 1 else np.zeros_like(mean)
+    if simulated is not None:
+        sim = STYLES["simulated"]
+        _, p_sim = spectra(simulated, field.box_size)
+        m = p_sim.mean(0)
+        s = p_sim.std(0, ddof=1) / np.sqrt(len(p_sim)) if len(p_sim) > 1 else np.zeros_like(m)
+        ax.fill_between(k, m - 2 * s, m + 2 * s, alpha=0.35, color=sim.colour, lw=0)
+        ax.plot(k, m, **sim.line_kwargs(),
+                label=f"simulated ({_maps(len(p_sim))}, ±2σ of the mean)")  # fmt: skip
+    em = STYLES["emulated"]
+    ax.errorbar(k, mean, err, marker=em.marker, ms=3.5, capsize=0, elinewidth=1.0,
+                **em.line_kwargs(lw=1.2),
+                label=f"emulated ({_maps(len(p_em))}, ±1σ of the mean)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    log_axis_ticks(ax.xaxis)
+    log_axis_ticks(ax.yaxis)
+    ax.set_xlabel(r"$k$ [$h$/Mpc]")
+    ax.set_ylabel(r"$P(k)$ of $\delta$ [(Mpc/$h$)$^2$]")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title or rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}", fontsize=10)
+    return fig
 
 
 def emulation_figure(
@@ -41,7 +310,8 @@ def emulation_figure(
     title: str = "",
     n_show: int = 4,
 ) -> Path:
-    """A row of emulated maps and their power spectra against the simulator's.
+    """A row of emulated maps with a colour bar, and their power spectra against the
+    simulator's.
 
     Parameters
     ----------
@@ -59,35 +329,108 @@ def emulation_figure(
         Figure title.
     n_show
         Maps shown.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
-    plt = _pyplot()
-    n_show = min(n_show, len(emulated))
-    fig = plt.figure(figsize=(3.0 * (n_show + 2), 3.4))
-    grid = fig.add_gridspec(1, n_show + 2)
-    vmin, vmax = np.percentile(np.log10(emulated[:n_show]), [1, 99])
-    for i in range(n_show):
-        ax = fig.add_subplot(grid[0, i])
-        ax.imshow(np.log10(emulated[i]), vmin=vmin, vmax=vmax, cmap="magma")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"emulated {i}", fontsize=9)
-    ax = fig.add_subplot(grid[0, n_show:])
-    k, p_em = spectra(emulated, field.box_size)
-    mean, err = p_em.mean(0), p_em.std(0, ddof=1) / np.sqrt(len(p_em))
-    ax.errorbar(k, mean, err, fmt="o", ms=3, label=f"emulated ({len(p_em)} maps)")
-    if simulated is not None:
-        _, p_sim = spectra(simulated, field.box_size)
-        m, s = p_sim.mean(0), p_sim.std(0, ddof=1) / np.sqrt(len(p_sim))
-        ax.fill_between(k, m - 2 * s, m + 2 * s, alpha=0.3, color="k", lw=0)
-        ax.plot(k, m, "k-", lw=1, label=f"simulated ({len(p_sim)} maps, ±2σ of mean)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"$k$ [$h$/Mpc]")
-    ax.set_ylabel(r"$P(k)$ of $\delta$ [(Mpc/$h$)$^2$]")
-    ax.legend(fontsize=8)
-    fig.suptitle(title or rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}", fontsize=10)
-    fig.tight_layout()
+    fig = draw_emulation(emulated, theta, field, simulated=simulated, title=title,
+                         n_show=n_show)  # fmt: skip
     return save_figure_atomic(fig, path)
+
+
+def draw_triangle(
+    samples: list,
+    *,
+    labels: list[str] | None = None,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    analyses: Sequence[str | None] | None = None,
+) -> Figure:
+    """The figure of :func:`triangle`, not saved (for tests and further drawing).
+
+    Parameters
+    ----------
+    samples, labels, truth, title, analyses
+        As for :func:`triangle`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With one figure legend (the posteriors' labels, then ``truth``).
+    """
+    _pyplot()
+    from getdist import plots as gdplots
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from diffinfer.parameters import PARAM_NAMES
+
+    if not samples:
+        raise InputError("triangle needs at least one Samples object to plot")
+    labels = list(labels) if labels else [s.info.get("label", s.method) for s in samples]
+    if len(labels) != len(samples):
+        raise InputError(f"{len(labels)} labels for {len(samples)} sample sets")
+    styles = posterior_styles(labels, analyses)
+    if truth is not None:
+        truth = np.asarray(truth, dtype=float).reshape(-1)
+        if truth.shape != (len(PARAM_NAMES),) or not np.isfinite(truth).all():
+            raise InputError(f"truth must be {len(PARAM_NAMES)} finite numbers "
+                             f"({', '.join(PARAM_NAMES)}); got {truth}")  # fmt: skip
+    roots = [s.to_getdist(label) for s, label in zip(samples, labels, strict=True)]
+    several = len(roots) > 1
+    # the first posterior filled (translucent when others follow), the others as lines over
+    # it: no posterior hides another's 68 % region
+    contour_args = [
+        {"filled": i == 0, "color": st.colour, "ls": st.ls, "lw": st.lw,
+         **({"alpha": FILL_ALPHA if several else 1.0} if i == 0 else {})}
+        for i, st in enumerate(styles)
+    ]  # fmt: skip
+    line_args = [{"color": st.colour, "ls": st.ls, "lw": st.lw} for st in styles]
+    g = gdplots.get_subplot_plotter(width_inch=6)
+    g.settings.legend_fontsize = 9
+    g.triangle_plot(roots, list(PARAM_NAMES), filled=[c["filled"] for c in contour_args],
+                    contour_args=contour_args, line_args=line_args,
+                    legend_labels=labels)  # fmt: skip
+    fig = g.fig
+    n = len(PARAM_NAMES)
+    handles: list = []
+    for i, st in enumerate(styles):
+        if i == 0:  # the fill with the line style of its marginals
+            patch = Patch(facecolor=st.colour, alpha=FILL_ALPHA if several else 0.8, lw=0)
+            handles.append((patch, Line2D([], [], **st.line_kwargs())))
+        else:
+            handles.append(Line2D([], [], **st.line_kwargs()))
+    legend_labels = list(labels)
+    if truth is not None:
+        tr = STYLES["truth"]
+        for i in range(n):
+            g.subplots[i, i].axvline(truth[i], **tr.line_kwargs(), zorder=5)
+            for i2 in range(i + 1, n):
+                ax = g.subplots[i2, i]
+                ax.axvline(truth[i], **tr.line_kwargs(), zorder=5)
+                ax.axhline(truth[i2], **tr.line_kwargs(), zorder=5)
+                ax.plot(truth[i], truth[i2], marker=tr.marker, ms=9, color=tr.colour,
+                        mec="white", mew=0.8, ls="none", zorder=6)  # fmt: skip
+        handles.append(Line2D([], [], marker=tr.marker, ms=8, mec="white", mew=0.8,
+                              **tr.line_kwargs()))  # fmt: skip
+        legend_labels.append(tr.label)
+    if getattr(g, "legend", None) is not None:
+        g.legend.remove()
+    corner = g.subplots[0, 0]
+    fig.legend(handles, legend_labels, loc="upper right", bbox_to_anchor=(n, 1),
+               bbox_transform=corner.transAxes, borderaxespad=0, fontsize=9,
+               handlelength=2.6, handler_map={tuple: HandlerTuple(ndivide=1)})  # fmt: skip
+    if title:
+        # above the panels (the legend fills the empty upper right), centred on the grid
+        fig.canvas.draw()
+        top = corner.get_position().y1
+        left = corner.get_position().x0
+        right = g.subplots[n - 1, n - 1].get_position().x1
+        fig.suptitle(title, x=(left + right) / 2, y=top + 0.015, va="bottom", fontsize=11)
+    return fig
 
 
 def triangle(
@@ -97,8 +440,13 @@ def triangle(
     labels: list[str] | None = None,
     truth: np.ndarray | None = None,
     title: str = "",
+    analyses: Sequence[str | None] | None = None,
 ) -> Path:
     """GetDist triangle plot comparing posteriors, with the true theta marked.
+
+    One posterior is drawn filled; with several, the first is filled translucently and the
+    others are drawn as 68 % and 95 % contour lines over it, each analysis in its
+    :data:`STYLES` colour and line style, so that none hides another's 68 % region.
 
     Parameters
     ----------
@@ -109,27 +457,21 @@ def triangle(
     labels
         Legend labels (default: each sample's ``info["label"]``).
     truth
-        (Omega_m, sigma_8) to mark.
+        (Omega_m, sigma_8) to mark (lines and a marker, legend entry ``truth``).
     title
-        Figure title.
+        Figure title (e.g. the map's name), above the panels.
+    analyses
+        The analysis of each posterior (``diffusion``, ``exact``, ``power``; None for none),
+        which picks its style; default: the analysis the label's first word names, else
+        the next free colour.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
-    _pyplot()
-    from getdist import plots as gdplots
-
-    from diffinfer.parameters import PARAM_NAMES
-
-    if not samples:
-        raise InputError("triangle needs at least one Samples object to plot")
-    labels = labels or [s.info.get("label", s.method) for s in samples]
-    if len(labels) != len(samples):
-        raise InputError(f"{len(labels)} labels for {len(samples)} sample sets")
-    roots = [s.to_getdist(label) for s, label in zip(samples, labels, strict=True)]
-    g = gdplots.get_subplot_plotter(width_inch=6)
-    markers = None if truth is None else dict(zip(PARAM_NAMES, map(float, truth), strict=True))
-    g.triangle_plot(roots, list(PARAM_NAMES), filled=True, legend_labels=labels, markers=markers)
-    if title:
-        g.fig.suptitle(title, fontsize=10)
-    return save_figure_atomic(g.fig, path, bbox_inches="tight")
+    fig = draw_triangle(samples, labels=labels, truth=truth, title=title, analyses=analyses)
+    return save_figure_atomic(fig, path, bbox_inches="tight")
 
 
 def save_figure_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:

@@ -33,7 +33,7 @@ from diffinfer.data.camels import CamelsMaps
 from diffinfer.diffusion import DiffusionModel, load_model
 from diffinfer.fields import LognormalSimulator
 from diffinfer.io import write_json_atomic
-from diffinfer.plots import _pyplot, spectra
+from diffinfer.plots import STYLES, _pyplot, log_axis_ticks, spectra
 
 
 def reduced_chi2(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,37 +147,43 @@ def main() -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     cmap = plt.get_cmap("viridis")
+    simulated, emulated = STYLES["simulated"], STYLES["emulated"]
     ddim_key = f"network DDIM-{args.ddim_steps}"
     for i in range(len(pick)):
         col = cmap(i / max(1, len(pick) - 1))
         th = rows["simulations"][i]["theta"]
-        axes[0].loglog(k, curves["sim"][i], color=col, lw=1,
+        axes[0].loglog(k, curves["sim"][i], color=col, ls=simulated.ls, lw=1,
                        label=rf"$\Omega_m$={th[0]:.2f}, $\sigma_8$={th[1]:.2f}")  # fmt: skip
     for i, p in curves.get(ddim_key, []):
-        axes[0].loglog(k, p, color=cmap(i / max(1, len(pick) - 1)), ls="--", lw=1)
-    # ratio averaged over the cosmologies, with its standard error
-    for key, style in ((f"network DDPM-{samplers[0][1]}", ("C0", "-")),
-                       (f"oracle DDPM-{samplers[0][1]}", ("C0", ":")),
-                       (ddim_key, ("C3", "-")), (f"oracle DDIM-{args.ddim_steps}", ("C3", ":"))):
+        axes[0].loglog(k, p, color=cmap(i / max(1, len(pick) - 1)), ls=emulated.ls, lw=1)
+    # ratio averaged over the cosmologies, with its standard error: the network's emulator in
+    # the "emulated" colour, the oracle (the exact denoiser) in the "exact" one; DDPM solid,
+    # DDIM dashed
+    network, oracle_colour = emulated.colour, STYLES["exact"].colour
+    for key, style in ((f"network DDPM-{samplers[0][1]}", (network, "-")),
+                       (f"oracle DDPM-{samplers[0][1]}", (oracle_colour, "-")),
+                       (ddim_key, (network, "--")),
+                       (f"oracle DDIM-{args.ddim_steps}", (oracle_colour, "--"))):  # fmt: skip
         if key not in curves:
             continue
         r = np.stack([p / curves["sim"][i] - 1 for i, p in curves[key]])
         m = r.mean(0)
         se = r.std(0, ddof=1) / np.sqrt(len(r)) if len(r) > 1 else np.zeros_like(m)
-        axes[1].semilogx(k, m, color=style[0], ls=style[1], lw=1.2,
+        axes[1].semilogx(k, m, color=style[0], ls=style[1], lw=1.4,
                          label=f"{key} ({len(r)} cosmologies)")  # fmt: skip
         if key.startswith("network"):
-            axes[1].fill_between(k, m - se, m + se, color=style[0], alpha=0.2)
+            axes[1].fill_between(k, m - se, m + se, color=style[0], alpha=0.2, lw=0)
     axes[0].set(xlabel="k [h/Mpc]", ylabel="P(k) [(Mpc/h)^2]",
-                title="held-out simulations (solid), network DDIM-50 (dashed)")  # fmt: skip
+                title=f"held-out simulations (solid), network DDIM-{args.ddim_steps} "
+                      "(dashed)")  # fmt: skip
     axes[0].legend(fontsize=6)
     axes[1].axhline(0, color="k", lw=0.6)
-    axes[1].axhspan(-0.05, 0.05, color="0.9", zorder=0)
+    axes[1].axhspan(-0.05, 0.05, color="0.9", zorder=0, label="±5 %")
     axes[1].set(xlabel="k [h/Mpc]", ylabel="mean of P_em / P_sim - 1",
-                title="DDPM (blue), DDIM-50 (red); network (+-1 s.e.), oracle dotted")  # fmt: skip
+                title="mean over cosmologies: network (±1 s.e.), oracle")  # fmt: skip
     axes[1].legend(fontsize=7)
     for ax in axes:
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        log_axis_ticks(ax.xaxis)
     fig.tight_layout()
     fig_path = Path(args.out) / "emulator_validation.png"
     fig.savefig(fig_path, dpi=110)

@@ -10,6 +10,7 @@ and the full VLB, and draws their 68 % and 95 % posterior contours (uniform prio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,14 +21,22 @@ from diffinfer.diffusion import DiffusionModel
 from diffinfer.fields import LognormalSimulator
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.parameters import PARAM_LABELS
+from diffinfer.plots import STYLES, AnalysisStyle
 
 TRUTH = np.array([0.3, 0.8])
-CURVES = [
-    ("exact", None, "k"),
-    ("L_0 (4 noise draws)", {"terms": "l0", "n_noise": 4}, "tab:red"),
-    ("VLB, 64 timesteps", {"terms": "vlb", "n_timesteps": 64}, "tab:orange"),
-    ("VLB, all 1000 terms", {"terms": "vlb"}, "tab:blue"),
-]
+_DIFFUSION = STYLES["diffusion"]
+# (label, diffusion-likelihood options or None for the exact likelihood, style): the exact
+# likelihood and the full diffusion VLB in their analysis styles (diffinfer.plots.STYLES);
+# the cheaper diffusion variants in a darker vermillion and in purple, with line styles of
+# their own
+CURVES: list[tuple[str, dict | None, AnalysisStyle]] = [
+    ("exact log-normal likelihood", None, STYLES["exact"]),
+    ("diffusion: L_0 (4 noise draws)", {"terms": "l0", "n_noise": 4},
+     dataclasses.replace(_DIFFUSION, colour="#CC79A7", ls=(0, (1, 1)), lw=1.8)),
+    ("diffusion: VLB, 64 timesteps", {"terms": "vlb", "n_timesteps": 64},
+     dataclasses.replace(_DIFFUSION, colour="#7F3800", ls="-.", lw=1.4)),
+    ("diffusion: VLB, all 1000 terms", {"terms": "vlb"}, _DIFFUSION),
+]  # fmt: skip
 
 
 def levels(logp: np.ndarray) -> list[float]:
@@ -57,26 +66,29 @@ def main() -> None:
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
     theta = torch.as_tensor(mesh.reshape(-1, 2))
     fig, panels = plt.subplots(1, 2, figsize=(10, 4.4))
-    for name, options, colour in CURVES:
+    for name, options, style in CURVES:
         if options is None:
             logp = sim.exact_log_prob(y, theta).numpy()
         else:
             with torch.no_grad():
                 logp = DiffusionLikelihood(oracle, y, space="model", **options)(theta).numpy()
         logp = logp.reshape(mesh.shape[:2])
-        panels[0].contour(axes[0], axes[1], logp.T, levels=levels(logp), colors=colour)
-        panels[0].plot([], [], color=colour, label=name)
+        panels[0].contour(axes[0], axes[1], logp.T, levels=levels(logp), colors=style.colour,
+                          linestyles=[style.ls], linewidths=style.lw)  # fmt: skip
+        panels[0].plot([], [], **style.line_kwargs(), label=name)
         post = np.exp(logp - logp.max())
         marginal = post.sum(axis=1)
         density = marginal / (marginal.sum() * (axes[0][1] - axes[0][0]))
-        panels[1].plot(axes[0], density, color=colour, label=name)
+        panels[1].plot(axes[0], density, **style.line_kwargs(), label=name)
         print(f"{name}: done", flush=True)
-    panels[0].plot(*TRUTH, "k+", ms=12, label="truth")
+    truth = STYLES["truth"]
+    panels[0].plot(*TRUTH, marker=truth.marker, ms=9, mec="white", mew=0.8, color=truth.colour,
+                   ls="none", label="truth")  # fmt: skip
     panels[0].set_xlabel(f"${PARAM_LABELS[0]}$")
     panels[0].set_ylabel(f"${PARAM_LABELS[1]}$")
     panels[0].set_title("68 % and 95 % posterior contours")
     panels[0].legend(fontsize=8)
-    panels[1].axvline(TRUTH[0], color="k", lw=0.5)
+    panels[1].axvline(TRUTH[0], **truth.line_kwargs(), label="truth")
     panels[1].set_xlabel(f"${PARAM_LABELS[0]}$")
     panels[1].set_title(f"marginal posterior of ${PARAM_LABELS[0]}$")
     fig.suptitle("One 64² log-normal map, oracle denoiser: diffusion likelihoods vs exact")

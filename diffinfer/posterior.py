@@ -127,7 +127,7 @@ class Posterior:
         """The bar of one computation (re-entrant: an inner one, e.g. the grid of a
         two-stage sampler, adds its plan to the outer bar)."""
         if self._bar is not None:
-            self._bar.plan(self._bar.bar.total - self._bar.n + total)
+            self._bar.plan(self._bar.total - self._bar.n + total)
             yield self._bar
             return
         bar = EvaluationBar(self.progress, desc, total)

@@ -25,7 +25,7 @@ class EvaluationBar:
     Parameters
     ----------
     enabled
-        False: a silent bar (every method is a no-op).
+        False: a silent bar (it counts, but shows nothing and creates no tqdm object).
     desc
         The bar's label.
     total
@@ -35,10 +35,10 @@ class EvaluationBar:
     """
 
     def __init__(self, enabled: bool, desc: str, total: float, unit: str = "evaluations") -> None:
-        self.bar = tqdm(
+        self._n, self._total = 0.0, float(total)
+        self.bar = None if not enabled else tqdm(
             total=float(total),
             desc=desc,
-            disable=not enabled,
             leave=False,
             delay=SHOW_AFTER,
             dynamic_ncols=True,
@@ -46,31 +46,49 @@ class EvaluationBar:
             + " [{elapsed}<{remaining}{postfix}]",
         )  # fmt: skip
 
+    # A disabled bar creates no tqdm object at all: tqdm's multiprocessing lock is a
+    # semaphore, which a calibration worker stopped by SIGTERM would leak.
+
     @property
     def n(self) -> float:
         """Evaluations counted so far."""
-        return float(self.bar.n)
+        return self._n
+
+    @property
+    def total(self) -> float:
+        """The planned number of evaluations."""
+        return self._total
+
+    _n: float = 0.0
+    _total: float = 0.0
 
     def advance(self, amount: float) -> None:
         """Count ``amount`` more evaluations; the total grows if they exceed it."""
         if amount <= 0:
             return
-        if self.bar.n + amount > self.bar.total:
-            self.bar.total = self.bar.n + amount
-        self.bar.update(amount)
+        self._n += amount
+        self._total = max(self._total, self._n)
+        if self.bar is not None:
+            if self.bar.n + amount > self.bar.total:
+                self.bar.total = self.bar.n + amount
+            self.bar.update(amount)
 
     def plan(self, remaining: float) -> None:
         """Set the total to what is done plus ``remaining`` (never below what is done)."""
-        self.bar.total = max(float(self.bar.n), float(self.bar.n) + float(remaining))
-        self.bar.refresh()
+        self._total = self._n + max(0.0, float(remaining))
+        if self.bar is not None:
+            self.bar.total = max(float(self.bar.n), float(self.bar.n) + float(remaining))
+            self.bar.refresh()
 
     def stage(self, text: str) -> None:
         """Show what the computation is doing now (after the bar's counts)."""
-        self.bar.set_postfix_str(text, refresh=False)
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
         """Remove the bar."""
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
     def __enter__(self) -> EvaluationBar:
         return self

@@ -162,9 +162,8 @@ def delayed_acceptance_nuts(
         stage, first-stage acceptance per chain.
     """
     from pyro.infer import NUTS
-    from tqdm.auto import tqdm
 
-    from diffinfer.progress import SHOW_AFTER
+    from diffinfer.progress import EvaluationBar
 
     def surrogate_potential(params: dict) -> torch.Tensor:
         z = params["z"]
@@ -175,8 +174,8 @@ def delayed_acceptance_nuts(
     start = surrogate.grid.sample(chains, seed=seed)
     out, lps, second, first, divergent = [], [], [], [], 0
     n_eval = 0
-    bar = tqdm(total=chains * (warmup + draws), desc="posterior (NUTS, delayed acceptance)",
-               unit="step", disable=not progress, leave=False, delay=SHOW_AFTER)  # fmt: skip
+    bar = EvaluationBar(progress, "posterior (NUTS, delayed acceptance)",
+                        chains * (warmup + draws), unit="steps")  # fmt: skip
     for c in range(chains):
         torch.manual_seed(seed * 1000 + c)
         kernel = NUTS(potential_fn=surrogate_potential, max_tree_depth=max_tree_depth,
@@ -185,11 +184,11 @@ def delayed_acceptance_nuts(
         kernel.initial_params = {"z": z}
         kernel.setup(warmup)
         params = {"z": z}
-        bar.set_postfix_str(f"chain {c + 1}/{chains}: warm-up on the surrogate", refresh=False)
+        bar.stage(f"chain {c + 1}/{chains}: warm-up on the surrogate")
         for _ in range(warmup):
             params = kernel.sample(params)
-            bar.update()
-        bar.set_postfix_str(f"chain {c + 1}/{chains}: draws", refresh=False)
+            bar.advance(1)
+        bar.stage(f"chain {c + 1}/{chains}: draws")
         theta = prior.from_unconstrained(params["z"][None])
         with torch.no_grad():
             lp_x = float(log_prob(theta)[0])
@@ -216,7 +215,7 @@ def delayed_acceptance_nuts(
                 kernel.clear_cache()  # the kernel cached the rejected point
             chain.append(theta.detach().numpy()[0])
             chain_lp.append(lp_x)
-            bar.update()
+            bar.advance(1)
         report = kernel.diagnostics()
         divergent += len(report.get("divergences", []))
         first.append(float(report.get("acceptance rate", np.nan)))

@@ -253,6 +253,7 @@ def run_env(models: Path) -> dict[str, str]:
         DIFFINFER_MODEL_PATH=str(models),
         MPLBACKEND="Agg",
         TQDM_DISABLE="1",  # progress bars would fill the output shown on a failure
+        PS4="+ [${SECONDS}s] ",  # bash -x: each command with the seconds since the start
     )
     return env
 

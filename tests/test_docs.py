@@ -60,7 +60,7 @@ SHELL_LANGS = frozenset({"bash", "sh", "shell", "console"})
 DEFAULT_TIMEOUT_S = 120.0
 SLOW_TIMEOUT_S = 600.0
 TAIL_CHARS = 4000
-# read-only inputs linked into every working directory (relative path -> repository path)
+# read-only inputs linked into every working directory, at the same path as in the repository
 SHARED_INPUTS = (".venv", "examples", "configs", "scripts", "data/lognormal64")
 
 MARKER = re.compile(r"^<!--\s*doctest:\s*(?P<directive>.*?)\s*-->\s*$")
@@ -175,9 +175,7 @@ def parse_markdown(path: Path, rel: str | None = None) -> DocFile:
         fence = FENCE.match(line)
         if fence:
             ticks = fence.group("fence")
-            end = next(
-                (j for j in range(i + 1, len(lines)) if lines[j].rstrip() == ticks), None
-            )
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip() == ticks), None)
             if end is None:
                 problems.append(f"{rel}:{i + 1}: the fenced block is never closed")
                 break

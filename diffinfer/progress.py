@@ -46,8 +46,8 @@ class EvaluationBar:
             + " [{elapsed}<{remaining}{postfix}]",
         )  # fmt: skip
 
-    # A disabled bar creates no tqdm object at all: tqdm's multiprocessing lock is a
-    # semaphore, which a calibration worker stopped by SIGTERM would leak.
+    # The counts live here; the tqdm bar (none when disabled: tqdm's multiprocessing lock
+    # is a semaphore, which a calibration worker stopped by SIGTERM would leak) shows them.
 
     @property
     def n(self) -> float:
@@ -59,9 +59,6 @@ class EvaluationBar:
         """The planned number of evaluations."""
         return self._total
 
-    _n: float = 0.0
-    _total: float = 0.0
-
     def advance(self, amount: float) -> None:
         """Count ``amount`` more evaluations; the total grows if they exceed it."""
         if amount <= 0:
@@ -69,15 +66,14 @@ class EvaluationBar:
         self._n += amount
         self._total = max(self._total, self._n)
         if self.bar is not None:
-            if self.bar.n + amount > self.bar.total:
-                self.bar.total = self.bar.n + amount
+            self.bar.total = self._total
             self.bar.update(amount)
 
     def plan(self, remaining: float) -> None:
         """Set the total to what is done plus ``remaining`` (never below what is done)."""
         self._total = self._n + max(0.0, float(remaining))
         if self.bar is not None:
-            self.bar.total = max(float(self.bar.n), float(self.bar.n) + float(remaining))
+            self.bar.total = self._total
             self.bar.refresh()
 
     def stage(self, text: str) -> None:

@@ -242,7 +242,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         options = {}
     if args.temperature is not None:  # posterior() checks it
         options["temperature"] = args.temperature
-    sampler_names = set(SAMPLER_OPTIONS[args.method]) if args.method in SAMPLER_OPTIONS else set()
+    sampler_names = set(SAMPLER_OPTIONS[args.method])  # argparse checked the method
     runs = [(likelihood, {**options, **set_options})]
     if args.reference != "none":  # the reference takes the sampler's options only
         runs.append((args.reference, {k: v for k, v in set_options.items()

@@ -242,3 +242,24 @@ def test_help_states_units_and_the_default_timesteps(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "rho/rho_mean" in text and "500 Mpc/h" in text
     assert f"default {DEFAULT_VLB_TIMESTEPS}:" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--threads", "0"], "--threads"),
+        (["--downsample", "0"], "--downsample"),
+        (["--temperature", "-1"], "temperature"),
+        (["--set", "n_coarse"], "OPTION=VALUE"),
+        (["--set", "n_coarse=.nan"], "finite"),
+        (["--set", "n_coarse=nan"], "n_coarse must be an integer"),
+        (["--set", "n_corse=10"], "did you mean"),
+    ],
+)
+def test_infer_bad_new_options_are_one_line_errors(big_map, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "bad"
+    assert main(["infer", str(big_map), "--downsample", "2", "--model", "none",
+                 "--likelihood", "exact", *extra, "--out", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert not out.exists()

@@ -29,7 +29,8 @@ other shown output is not compared.
 **Shell blocks** run with ``bash -e -o pipefail -x`` in a fresh directory holding what the
 commands read: links to ``.venv`` (whose ``bin`` leads ``PATH``, so ``diffinfer`` and
 ``python`` are the project's), ``examples/``, ``configs/``, ``scripts/``, the scripts of
-``calibration/`` and ``data/lognormal64`` (unless the block writes there with ``--out``), and
+``calibration/`` and ``data/lognormal64`` (unless the block writes there with ``--out``; a data
+set of 100 cosmologies simulated once per session, so a clean checkout needs none), and
 a copy of the shipped models found first through ``DIFFINFER_MODEL_PATH``, so nothing a block
 writes (``recalibrate --store`` included) reaches the repository. Only the ``$ `` lines of a
 block with prompts run (and their continuation lines); the rest is shown output.
@@ -62,6 +63,10 @@ SLOW_TIMEOUT_S = 600.0
 TAIL_CHARS = 4000
 # read-only inputs linked into every working directory, at the same path as in the repository
 SHARED_INPUTS = (".venv", "examples", "configs", "scripts", "data/lognormal64")
+# the data set the blocks read as data/lognormal64: simulated once per session (a clean checkout
+# has none), with fewer cosmologies than the default so that it takes seconds
+DATASET = "data/lognormal64"
+DATASET_COSMOLOGIES = 100
 
 MARKER = re.compile(r"^<!--\s*doctest:\s*(?P<directive>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(?P<fence>`{3,})\s*(?P<lang>[\w+-]*)\s*$")
@@ -262,11 +267,22 @@ def copy_models(dest: Path) -> Path:
     return dest
 
 
-def make_workspace(dest: Path, writes: str = "") -> None:
+def simulate_dataset(dest: Path) -> Path:
+    """The session's ``data/lognormal64``: the default simulator with fewer cosmologies."""
+    cmd = [str(ROOT / ".venv" / "bin" / "diffinfer"), "simulate", "--out", str(dest)]
+    cmd += ["--n-cosmologies", str(DATASET_COSMOLOGIES), "--no-progress"]
+    if not Path(cmd[0]).exists():  # a test run outside the Makefile's .venv
+        cmd[:1] = [sys.executable, "-m", "diffinfer"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=ROOT)
+    return dest
+
+
+def make_workspace(dest: Path, dataset: Path, writes: str = "") -> None:
     """Fill ``dest`` with links to what the blocks read.
 
-    ``writes`` is the text of the commands to run: a shared input that they write into (an
-    ``--out`` at or below it) is not linked, so they create it in ``dest``.
+    ``dataset`` is linked as ``data/lognormal64``. ``writes`` is the text of the commands to
+    run: a shared input that they write into (an ``--out`` at or below it) is not linked, so
+    they create it in ``dest``.
     """
     outs = {p.strip("\"'").rstrip("/") for p in re.findall(r"--out[= ]\s*(\S+)", writes)}
     dest.mkdir(parents=True, exist_ok=True)
@@ -275,7 +291,7 @@ def make_workspace(dest: Path, writes: str = "") -> None:
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(ROOT / rel)
+        target.symlink_to(dataset if rel == DATASET else ROOT / rel)
     # the scripts of calibration/, not its studies: a block's study starts afresh in dest
     (dest / "calibration").mkdir(exist_ok=True)
     for script in sorted((ROOT / "calibration").glob("*.*")):
@@ -306,10 +322,10 @@ def shell_script(block: Block) -> str:
     return "\n".join(commands)
 
 
-def run_shell_block(block: Block, workdir: Path) -> None:
+def run_shell_block(block: Block, workdir: Path, dataset: Path) -> None:
     """Run a shell block in a fresh working directory; fail with its output on an error."""
     script = shell_script(block)
-    make_workspace(workdir, script)
+    make_workspace(workdir, dataset, script)
     env = run_env(copy_models(workdir / "models"))
     timeout = _timeout(block)
     proc = subprocess.Popen(
@@ -377,8 +393,9 @@ def python_statements(block: Block) -> list[Statement]:
 class PythonRunner:
     """A worker process running the python blocks, one namespace and directory per file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, dataset: Path) -> None:
         self.root = root
+        self.dataset = dataset
         self.proc: subprocess.Popen | None = None
         self.done: dict[str, str | None] = {}  # block id -> None (passed) or the failure
         self.workdirs: dict[str, Path] = {}
@@ -389,7 +406,7 @@ class PythonRunner:
         """The working directory of a file's python blocks (made once per session)."""
         if path not in self.workdirs:
             workdir = self.root / ("py-" + re.sub(r"\W", "_", path))
-            make_workspace(workdir)
+            make_workspace(workdir, self.dataset)
             self.workdirs[path] = workdir
         return self.workdirs[path]
 
@@ -507,9 +524,17 @@ class PythonRunner:
 
 
 @pytest.fixture(scope="session")
-def python_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PythonRunner]:
+def doc_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``data/lognormal64`` of the blocks, simulated once per session."""
+    return simulate_dataset(tmp_path_factory.mktemp("doc-data") / "lognormal64")
+
+
+@pytest.fixture(scope="session")
+def python_runner(
+    tmp_path_factory: pytest.TempPathFactory, doc_dataset: Path
+) -> Iterator[PythonRunner]:
     """The worker of the python blocks, shared by all files of a session."""
-    runner = PythonRunner(tmp_path_factory.mktemp("doc-python"))
+    runner = PythonRunner(tmp_path_factory.mktemp("doc-python"), doc_dataset)
     yield runner
     runner.close()
 
@@ -519,12 +544,14 @@ def python_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PythonRu
 
 
 @pytest.mark.parametrize("block", _cases())
-def test_doc_block(block: Block, python_runner: PythonRunner, tmp_path: Path) -> None:
+def test_doc_block(
+    block: Block, python_runner: PythonRunner, doc_dataset: Path, tmp_path: Path
+) -> None:
     """A python or shell block of the docs runs without error (as its markers configure)."""
     if block.kind == "python":
         python_runner.run(block)
     else:
-        run_shell_block(block, tmp_path)
+        run_shell_block(block, tmp_path, doc_dataset)
 
 
 def test_doc_markers() -> None:

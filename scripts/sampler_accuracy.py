@@ -40,8 +40,8 @@ def main() -> None:
           "emulated mean abs(P/P_true - 1) | emulated mean z |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for sampler, steps in SETTINGS:
-        eta = 1.0 if sampler == "ddpm" else 0.0
-        pred = bin_modes(lam * sampler_variance_ratio(lam, model.schedule, steps, eta), box, edges)
+        pred = bin_modes(lam * sampler_variance_ratio(lam, model.schedule, steps, sampler), box,
+                         edges)  # fmt: skip
         dev = pred.power / exact.power - 1
         y = model.sample(THETA, args.maps, steps=steps, sampler=sampler, seed=11, density=False)
         power = bin_modes(np.abs(np.fft.fft2(y)) ** 2 / n**2, box, edges).power

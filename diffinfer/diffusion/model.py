@@ -16,6 +16,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffinfer.diffusion.oracle import OracleDenoiser
+from diffinfer.diffusion.samplers import (
+    DEFAULT_SPACING,
+    SAMPLERS,
+    SPACINGS,
+    VPDenoiser,
+    denoiser_calls,
+    grid_points,
+    noise_levels,
+    run_sampler,
+    timesteps,
+)
 from diffinfer.diffusion.schedules import NoiseSchedule
 from diffinfer.diffusion.unet import UNet, UNetConfig
 from diffinfer.errors import InputError
@@ -25,8 +36,16 @@ from diffinfer.fields.transform import Transform
 from diffinfer.parameters import as_theta
 from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
-SAMPLERS = ("ddpm", "ddim")
 PRECISIONS = ("fp32", "bf16")
+# emulation without a sampler named: chosen by scripts/sampler_validation.py (docs/diffusion.md)
+DEFAULT_SAMPLER = "ddpm"
+DEFAULT_STEPS = 50
+
+
+def default_steps(sampler: str, n_timesteps: int) -> int:
+    """Denoiser calls of a sampler unless told: every timestep for ddpm, else
+    :data:`DEFAULT_STEPS` (at most T)."""
+    return n_timesteps if sampler == "ddpm" else min(DEFAULT_STEPS, n_timesteps)
 
 
 def autocast(device: torch.device | str, precision: str):
@@ -209,7 +228,8 @@ class DiffusionModel(nn.Module):
         n: int = 1,
         *,
         steps: int | None = None,
-        sampler: str = "ddpm",
+        sampler: str = DEFAULT_SAMPLER,
+        spacing: str | None = None,
         eta: float | None = None,
         seed: int = 0,
         batch_size: int | None = 64,
@@ -226,13 +246,21 @@ class DiffusionModel(nn.Module):
         n
             Maps per parameter vector.
         steps
-            Denoiser calls, 1 ... T; default T for ``"ddpm"`` and 50 for ``"ddim"`` (at most T).
+            Denoiser calls, 1 ... T (``"heun"`` makes two per step but one on the last, so an
+            even number leaves one unused); default T for ``"ddpm"``, else
+            :data:`DEFAULT_STEPS` (at most T).
         sampler
-            ``"ddpm"``: ancestral sampling with the posterior variance of q(x_{t-1} | x_t, x_0)
-            (eta = 1); with fewer than T steps it is the respaced ancestral sampler.
-            ``"ddim"``: deterministic DDIM (eta = 0).
+            One of :data:`~diffinfer.diffusion.samplers.SAMPLERS`
+            (:mod:`diffinfer.diffusion.samplers`): ``"ddpm"`` ancestral sampling (respaced
+            with fewer than T steps), ``"ddim"`` deterministic DDIM, ``"heun"``,
+            ``"dpmpp-2m"`` (DPM-Solver++(2M)) or ``"unipc"``.
+        spacing
+            How the timesteps are spread (:func:`~diffinfer.diffusion.samplers.timesteps`):
+            ``"uniform"``, ``"trailing"``, ``"quadratic"``, ``"karras"`` or ``"logsnr"``;
+            default the sampler's own (:data:`~diffinfer.diffusion.samplers.DEFAULT_SPACING`).
         eta
-            Override the stochasticity of the generalised DDIM update (0 ... 1).
+            Stochasticity of ``"ddpm"`` / ``"ddim"`` (0 ... 1; default 1 and 0); the other
+            samplers are deterministic and refuse it.
         seed
             A non-negative integer. Map j of parameter row b draws all its noise from
             :func:`map_generator` ``(seed, b, j)``: the noise does not depend on
@@ -245,7 +273,7 @@ class DiffusionModel(nn.Module):
         density
             Return densities (data units); otherwise model-space maps.
         progress
-            Show a progress bar over timesteps.
+            Show a progress bar over denoiser calls.
 
         Returns
         -------
@@ -276,62 +304,67 @@ class DiffusionModel(nn.Module):
         if theta.shape[0] == 0:
             raise InputError("theta has no parameter vectors (shape (0, 2)); give at least one")
         T = self.schedule.n_steps
-        if steps is None:
-            steps = T if sampler == "ddpm" else min(50, T)
+        steps = default_steps(sampler, T) if steps is None else steps
         steps = check_int("steps", steps, low=1, high=T, what="denoiser calls, at most T")
-        if eta is None:
-            eta = 1.0 if sampler == "ddpm" else 0.0
-        eta = check_float("eta", eta, low=0.0, high=1.0)
+        spacing = check_choice("spacing", spacing or DEFAULT_SPACING[sampler], SPACINGS)
+        if eta is not None:
+            if sampler not in ("ddpm", "ddim"):
+                raise InputError(
+                    f"eta sets the stochasticity of the ddpm and ddim samplers; {sampler!r} is "
+                    "deterministic: leave eta out"
+                )
+            eta = check_float("eta", eta, low=0.0, high=1.0)
         seed = check_int("seed", seed, low=0)
         if batch_size is not None:
             batch_size = check_int("batch_size", batch_size, low=1, what="or None")
         precision = check_choice("precision", precision, PRECISIONS)
         density = check_bool("density", density)
         progress = check_bool("progress", progress)
-        ts = self.schedule.sampling_timesteps(steps)
+        points = grid_points(sampler, steps)
+        sigmas = noise_levels(self.schedule, timesteps(self.schedule, points, spacing))
         rows = np.repeat(np.arange(theta.shape[0]), n)
         index = np.tile(np.arange(n), theta.shape[0])
         out = np.empty((rows.size, self.field.n_pix, self.field.n_pix))
         batch_size = rows.size if batch_size is None else batch_size
-        for lo in range(0, rows.size, batch_size):
-            sl = slice(lo, lo + batch_size)
-            gens = [
-                map_generator(seed, int(r), int(j))
-                for r, j in zip(rows[sl], index[sl], strict=True)
-            ]
-            y = self._sample_batch(theta[rows[sl]], ts, eta, gens, precision, progress)
-            out[sl] = self.transform.inverse(y).numpy() if density else y.numpy()
+        calls = denoiser_calls(sampler, points)
+        with tqdm(total=calls * rows.size, disable=not progress, desc="sampling",
+                  unit="map-call", leave=False) as bar:  # fmt: skip
+            for lo in range(0, rows.size, batch_size):
+                sl = slice(lo, lo + batch_size)
+                gens = [
+                    map_generator(seed, int(r), int(j))
+                    for r, j in zip(rows[sl], index[sl], strict=True)
+                ]
+                y = self._sample_batch(theta[rows[sl]], sampler, sigmas, eta, gens, precision, bar)
+                out[sl] = self.transform.inverse(y).numpy() if density else y.numpy()
         out = out.reshape(theta.shape[0], n, self.field.n_pix, self.field.n_pix)
         return out[0] if single else out
 
     def _sample_batch(
         self,
         theta: torch.Tensor,
-        ts: np.ndarray,
-        eta: float,
+        sampler: str,
+        sigmas: list[float],
+        eta: float | None,
         gens: list[torch.Generator],
         precision: str,
-        progress: bool,
+        bar: tqdm,
     ) -> torch.Tensor:
         device, N = self.device, self.field.n_pix
-        ab = self.schedule.alpha_bar
 
         def noise() -> torch.Tensor:
             z = torch.stack([torch.randn(1, N, N, generator=g, dtype=torch.float64) for g in gens])
             return z.to(device)
 
-        x = noise()
         theta_d = theta.to(device=device, dtype=torch.float32)
-        for i, t in enumerate(tqdm(ts, disable=not progress, desc="sampling", leave=False)):
-            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else 0
-            a = float(ab[int(t)])
-            tt = torch.full((len(gens),), int(t), dtype=torch.int64, device=device)
+
+        def eps(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            tt = torch.full((len(gens),), t, dtype=torch.int64, device=device)
             with autocast(device, precision):
-                eps = self.denoiser(x.float(), tt, theta_d)
-            eps = eps.to(torch.float64)
-            x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
-            c_x0, c_eps, sigma = self.schedule.ddim_coefficients(int(t), t_prev, eta)
-            x = c_x0 * x0 + c_eps * eps
-            if sigma > 0:
-                x = x + sigma * noise()
+                out = self.denoiser(x_t.float(), tt, theta_d)
+            bar.update(len(gens))
+            return out.to(torch.float64)
+
+        x = run_sampler(sampler, VPDenoiser(eps, self.schedule), noise(), sigmas, eta=eta,
+                        noise=noise)  # fmt: skip
         return x[:, 0].cpu()

@@ -16,6 +16,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from diffinfer.diffusion.samplers import (
+    DEFAULT_SPACING,
+    grid_points,
+    noise_levels,
+    run_sampler,
+    timesteps,
+)
 from diffinfer.diffusion.schedules import NoiseSchedule
 from diffinfer.diffusion.spectral import wiener_eps
 from diffinfer.errors import InputError
@@ -95,14 +102,22 @@ class OracleDenoiser(torch.nn.Module):
 
 
 def sampler_variance_ratio(
-    lam: np.ndarray, schedule: NoiseSchedule, steps: int, eta: float
+    lam: np.ndarray,
+    schedule: NoiseSchedule,
+    steps: int,
+    sampler: str = "ddpm",
+    *,
+    spacing: str | None = None,
+    eta: float | None = None,
 ) -> np.ndarray:
-    """Variance of a sampler's output over the true variance, for a Gaussian mode.
+    """Variance of a sampler's output over the true variance, for Gaussian modes, exactly.
 
-    With the oracle denoiser every Fourier mode of variance ``lam`` evolves linearly through
-    the sampler (:meth:`NoiseSchedule.ddim_coefficients`), so the variance of the emulated
-    mode follows a closed recursion from x_T ~ N(0, 1). The ratio is 1 for an exact sampler;
-    its deviation is the discretisation error of DDPM with T steps or DDIM with fewer.
+    With the oracle every Fourier mode of variance ``lam`` (zero mean) is denoised linearly,
+    x0_hat = x lam / (lam + sigma^2), so a sampler maps the start x_T and its injected noise
+    linearly to the output. Running the sampler itself (:func:`~diffinfer.diffusion.samplers.
+    run_sampler`) on unit coefficients of x_T and of each noise draw gives the output
+    variance exactly, for any sampler, spacing and number of calls. The ratio is 1 for an
+    exact sampler; its deviation is the sampler's discretisation error.
 
     Parameters
     ----------
@@ -111,19 +126,32 @@ def sampler_variance_ratio(
     schedule
         Noise schedule.
     steps
-        Denoiser calls.
-    eta
-        1 for DDPM (ancestral), 0 for DDIM.
+        Denoiser calls (as in :meth:`~diffinfer.diffusion.DiffusionModel.sample`).
+    sampler, spacing, eta
+        As in :meth:`~diffinfer.diffusion.DiffusionModel.sample`.
     """
     lam = np.asarray(lam, dtype=np.float64)
-    ab = schedule.alpha_bar.numpy()
-    ts = schedule.sampling_timesteps(steps)
-    var = np.ones_like(lam)
-    for i, t in enumerate(ts):
-        t_prev = int(ts[i + 1]) if i + 1 < len(ts) else 0
-        a = ab[t]
-        gain = np.sqrt(1 - a) / (a * lam + 1 - a)  # eps_hat = gain * x_t (zero-mean mode)
-        c_x0, c_eps, sigma = schedule.ddim_coefficients(int(t), t_prev, eta)
-        g = c_x0 * (1 - np.sqrt(1 - a) * gain) / np.sqrt(a) + c_eps * gain
-        var = g**2 * var + sigma**2
-    return var / lam
+    values, inverse = np.unique(lam, return_inverse=True)
+    points = grid_points(sampler, steps)
+    sigmas = noise_levels(
+        schedule, timesteps(schedule, points, spacing or DEFAULT_SPACING[sampler])
+    )
+    stochastic = (
+        sampler in ("ddpm", "ddim") and (eta if eta is not None else float(sampler == "ddpm")) > 0
+    )
+    columns = 1 + (len(sigmas) if stochastic else 0)
+    state = torch.zeros(len(values), columns, dtype=torch.float64)
+    state[:, 0] = 1.0
+    drawn = [0]
+
+    def noise() -> torch.Tensor:
+        drawn[0] += 1
+        z = torch.zeros_like(state)
+        z[:, drawn[0]] = 1.0
+        return z
+
+    lam_t = torch.as_tensor(values)[:, None]
+    out = run_sampler(sampler, lambda x, s: x * (lam_t / (lam_t + s * s)), state, sigmas,
+                      eta=eta, noise=noise)  # fmt: skip
+    var = out.pow(2).sum(dim=1).numpy()
+    return (var / values)[inverse].reshape(lam.shape)

@@ -105,25 +105,6 @@ class NoiseSchedule:
             )
         return t.to(torch.int64)
 
-    def sampling_timesteps(self, steps: int) -> np.ndarray:
-        """Decreasing timesteps T ... 1 that a sampler with ``steps`` denoiser calls visits."""
-        if int(steps) != steps or not 1 <= steps <= self.n_steps:
-            raise InputError(f"steps must be an integer in 1 ... {self.n_steps}, got {steps}")
-        grid = np.round(np.linspace(self.n_steps, 1, int(steps))).astype(np.int64)
-        return np.unique(grid)[::-1].copy()  # starts at T (steps = 1: T alone)
-
-    def ddim_coefficients(self, t: int, t_prev: int, eta: float) -> tuple[float, float, float]:
-        """Coefficients of the generalised DDIM update from t to t_prev < t.
-
-        x_{t_prev} = c_x0 x0_hat + c_eps eps_hat + sigma z, with z standard normal and
-        x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t). eta = 1 with t_prev = t - 1 is
-        DDPM ancestral sampling with the posterior variance of q(x_{t-1} | x_t, x_0); eta = 0
-        is deterministic DDIM (Song et al. 2021).
-        """
-        a, a_prev = self._alpha_bar[t], self._alpha_bar[t_prev]
-        sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-        return math.sqrt(a_prev), math.sqrt(max(1 - a_prev - sigma**2, 0.0)), sigma
-
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (t broadcast per map)."""
         t = self.check_timesteps(t)

@@ -8,6 +8,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from diffinfer.diffusion.model import DEFAULT_SAMPLER, DEFAULT_STEPS, default_steps
+from diffinfer.diffusion.samplers import (
+    DEFAULT_SPACING,
+    SAMPLERS,
+    SPACINGS,
+    denoiser_calls,
+    grid_points,
+)
 from diffinfer.errors import DataFileError, DiffinferError, InputError
 from diffinfer.fields.grid import FIELD_KINDS
 from diffinfer.parameters import PARAM_NAMES
@@ -145,8 +153,9 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         ]
     )
     T = model.schedule.n_steps
-    steps = args.steps if args.steps is not None else (T if sampler == "ddpm" else min(50, T))
+    steps = args.steps if args.steps is not None else default_steps(sampler, T)
     steps = check_int("--steps", steps, low=1, high=T, what=f"the model has T = {T} steps")
+    spacing = args.spacing or DEFAULT_SPACING[sampler]
     n_pix = model.field.n_pix
     need = n * n_pix**2 * 12  # float64 maps and their float32 copy
     try:
@@ -183,6 +192,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
             n,
             steps=steps,
             sampler=sampler,
+            spacing=spacing,
             seed=seed,
             precision=precision,
             progress=not args.no_progress,
@@ -205,7 +215,8 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         out / "emulate.png",
         simulated=simulated,
         title=(
-            f"{model.card.get('name', args.model)}: {sampler.upper()} {steps} steps, "
+            f"{model.card.get('name', args.model)}: {sampler} ({spacing}), "
+            f"{denoiser_calls(sampler, grid_points(sampler, steps))} calls, "
             rf"$\Omega_m$ = {theta[0]:.3f}, $\sigma_8$ = {theta[1]:.3f}"
         ),
     )
@@ -699,9 +710,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma-8", type=float, default=0.8, help="sigma_8, inside the model's prior (default 0.8)"
     )
     p.add_argument("--n", type=int, default=16, help="maps to emulate, >= 1 (default 16)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
     p.add_argument(
-        "--steps", type=int, help="denoiser calls, 1 ... T (default: T for ddpm, 50 for ddim)"
+        "--sampler",
+        choices=SAMPLERS,
+        default=DEFAULT_SAMPLER,
+        help=f"emulation sampler (default {DEFAULT_SAMPLER}; docs/diffusion.md compares them)",
+    )
+    p.add_argument(
+        "--spacing",
+        choices=SPACINGS,
+        help="how the timesteps are spread (default: the sampler's own, "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_SPACING.items())
+        + ")",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help=f"denoiser calls, 1 ... T (default: T for ddpm, else {DEFAULT_STEPS})",
     )
     p.add_argument("--seed", type=int, default=0, help="non-negative integer (default 0)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -739,8 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="vlb",
         help="vlb (default), l0, comma-separated term indices, exact, or power",
     )
-    p.add_argument("--n-timesteps", type=int,
-                   help=_N_TIMESTEPS_HELP)
+    p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network precision of the diffusion likelihood (auto: bf16 where "
@@ -779,8 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="lognormal64", help="model name or directory, or 'oracle'")
     p.add_argument("--likelihood", default="vlb", help="diffusion terms: vlb, l0 or 0,1,2")
-    p.add_argument("--n-timesteps", type=int,
-                   help=_N_TIMESTEPS_HELP)
+    p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
     p.add_argument("--analyses", default="diffusion,exact,power",
                    help="comma-separated: diffusion, exact, power (default all)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")

@@ -50,9 +50,9 @@ SPACINGS = ("uniform", "trailing", "quadratic", "karras", "logsnr")
 DEFAULT_SPACING = {
     "ddpm": "uniform",
     "ddim": "uniform",
-    "heun": "karras",
-    "dpmpp-2m": "karras",
-    "unipc": "karras",
+    "heun": "uniform",
+    "dpmpp-2m": "logsnr",
+    "unipc": "logsnr",
 }
 KARRAS_RHO = 7.0
 

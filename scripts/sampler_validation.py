@@ -22,7 +22,7 @@ the JSON files given. Commands of docs/diffusion.md:
         --json docs/results/sampler_validation_network.json
     python scripts/sampler_validation.py --table \\
         --json docs/results/sampler_validation_network.json \\
-        --oracle-json docs/results/sampler_validation_oracle.json
+        --oracle-json docs/results/sampler_validation_oracle.json [--per-cosmology unipc:logsnr:50]
     python scripts/sampler_validation.py --figure docs/figures/sampler_validation.png \\
         docs/results/sampler_validation_oracle.json docs/results/sampler_validation_network.json
 """
@@ -116,6 +116,7 @@ def measure(em: np.ndarray, p_em: np.ndarray, p_sim: np.ndarray, sims: np.ndarra
 
 def run(args: argparse.Namespace) -> None:
     path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(path.read_text()) if path.exists() else {}
     settings = {
         "model": args.model,
@@ -218,7 +219,13 @@ def summary_rows(results: dict, oracle: dict | None = None) -> list[dict]:
 
 
 def _pct(value: float | None, se: float | None) -> str:
-    return "" if value is None else f"{100 * value:+.2f} ± {100 * se:.2f} %"
+    if value is None or se is None:
+        return ""
+    return (
+        f"{100 * value:+.2f} ± {100 * se:.2f} %"
+        if se >= 5e-5
+        else f"{100 * value:+.2f} % (± <0.01)"
+    )
 
 
 def print_table(path: str, oracle_path: str | None = None) -> None:
@@ -250,46 +257,94 @@ def print_table(path: str, oracle_path: str | None = None) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def print_cosmologies(path: str, oracle_path: str, config: str) -> None:
+    """One configuration per cosmology: the network against simulations, its own error
+    (paired against the oracle) and the sampler's (the oracle paired against its converged
+    ODE)."""
+    network = json.loads(Path(path).read_text())
+    oracle = json.loads(Path(oracle_path).read_text())
+    print(f"{config.replace(':', ' ')}, {network['settings']['model']}:")
+    print("| Ω_m | σ_8 | network against simulations ± noise floor | network's own error, "
+          "paired against the oracle | sampler error (oracle, paired against its converged "
+          "ODE) | network + sampler | delta std ratio | delta skewness difference |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for c in range(len(COSMOLOGIES)):
+        key = "|".join(config.split(":")) + f"|{c}"
+        e = network["entries"].get(key)
+        if e is None:
+            continue
+        own = paired_error(network, e, oracle["entries"][key])
+        smp = paired_error(oracle, oracle["entries"][key])
+        assert own is not None and smp is not None
+        total = (own[0] + smp[0], float(np.hypot(own[1], smp[1])))
+        print(f"| {e['theta'][0]:.2f} | {e['theta'][1]:.2f} | "
+              f"{_pct(e['mean_power_error'], e['mean_power_error_se'])} | {_pct(*own)} | "
+              f"{_pct(*smp)} | {_pct(*total)} | {e['std_ratio']:.4f} ± {e['std_ratio_se']:.4f} | "
+              f"{e['skewness_diff']:+.3f} ± {e['skewness_diff_se']:.3f} |")  # fmt: skip
+
+
 def figure(out: str, oracle_path: str, network_path: str | None) -> None:
-    """Error against network calls: the oracle's sampler error (paired against the converged
-    ODE) and, for the network, the error against fresh simulations."""
+    """Error against network calls, worst cosmology: the oracle's sampler error (paired against
+    the converged ODE) per sampler and spacing; for the network, its error against fresh
+    simulations (bars: noise floor) and its own part, paired against the oracle."""
     plt = _pyplot()
     panels = 2 if network_path else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.4 * panels, 4.3), squeeze=False,
-                             sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 4.6), squeeze=False,
+                             sharey=True, sharex=True)  # fmt: skip
     colours = {"ddim": "#999999", "heun": "#009E73", "dpmpp-2m": "#0072B2",
-               "unipc": STYLES["diffusion"]["color"], "ddpm": "black"}  # fmt: skip
+               "unipc": STYLES["diffusion"].colour, "ddpm": "black"}  # fmt: skip
     markers = dict(zip(SPACINGS, "os^Dv", strict=True))
     oracle = json.loads(Path(oracle_path).read_text())
-    network = json.loads(Path(network_path).read_text()) if network_path else None
-    for ax, (results, value) in zip(
-        axes[0], [(oracle, "sampler_worst"), (network, "worst")][:panels], strict=True
-    ):
-        rows = summary_rows(results)
+    ax = axes[0][0]
+    rows = summary_rows(oracle)
+    for sampler in colours:
+        for spacing in SPACINGS:
+            rs = [r for r in rows if r["sampler"] == sampler and r["spacing"] == spacing
+                  and r["sampler_worst"] is not None]  # fmt: skip
+            if not rs:
+                continue
+            # ancestral sampling does not follow the ODE: against the simulations instead
+            value, label = ("worst", f"{sampler} (against simulations)") if sampler == "ddpm" \
+                else ("sampler_worst", f"{sampler} ({spacing})")  # fmt: skip
+            default = spacing == DEFAULT_SPACING[sampler]
+            ax.errorbar([r["calls"] for r in rs], [abs(r[value]) for r in rs],
+                        yerr=[r[value + "_se"] for r in rs], color=colours[sampler],
+                        marker=markers[spacing], ls="-" if default else ":",
+                        lw=1.6 if default else 0.8, ms=5 if default else 3, capsize=2,
+                        label=label)  # fmt: skip
+    s = oracle["settings"]
+    ax.set_title(f"oracle: sampler error, paired against the converged ODE\n{s['maps']} maps "
+                 f"at each of {len(s['cosmologies'])} cosmologies", fontsize=9)  # fmt: skip
+    ax.legend(fontsize=6.5, ncol=2, loc="upper right")
+    if network_path:
+        network = json.loads(Path(network_path).read_text())
+        ax = axes[0][1]
+        rows = summary_rows(network, oracle)
         for sampler in colours:
-            for spacing in SPACINGS:
-                rs = [r for r in rows if r["sampler"] == sampler and r["spacing"] == spacing
-                      and r[value] is not None and r["calls"] <= 1000]  # fmt: skip
-                if not rs:
-                    continue
-                default = spacing == DEFAULT_SPACING[sampler]
-                ax.errorbar([r["calls"] for r in rs], [abs(r[value]) for r in rs],
-                            yerr=[r[value + "_se"] for r in rs], color=colours[sampler],
-                            marker=markers[spacing], ls="-" if default else ":",
-                            lw=1.6 if default else 0.8, ms=5 if default else 3, capsize=2,
-                            label=f"{sampler} ({spacing})")  # fmt: skip
-        ax.axhline(0.02, color="black", lw=0.8, ls="--", label="2 %")
+            rs = [r for r in rows if r["sampler"] == sampler]
+            if not rs:
+                continue
+            calls = [r["calls"] for r in rs]
+            ax.errorbar(calls, [abs(r["worst"]) for r in rs], yerr=[r["worst_se"] for r in rs],
+                        color=colours[sampler], marker="o", ls="-", capsize=2,
+                        label=f"{sampler} ({rs[0]['spacing']}): against simulations")  # fmt: skip
+            ax.errorbar(calls, [abs(r["network_worst"]) for r in rs],
+                        yerr=[r["network_worst_se"] for r in rs], color=colours[sampler],
+                        marker="o", mfc="white", ls="--", capsize=2,
+                        label=f"{sampler}: the network's own part")  # fmt: skip
+        s = network["settings"]
+        ax.set_title(f"network {s['model']}: error against fresh simulations\n{s['maps']} maps "
+                     f"at each of {len(s['cosmologies'])} cosmologies", fontsize=9)  # fmt: skip
+        ax.legend(fontsize=6.5, loc="upper right")
+    for ax in axes[0]:
+        ax.axhline(0.02, color="black", lw=0.8, ls="--")
+        ax.text(11, 0.021, "2 %", fontsize=7)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("network calls")
-        s = results["settings"]
-        what = ("sampler error, paired against the converged ODE" if value == "sampler_worst"
-                else "error against fresh simulations")  # fmt: skip
-        ax.set_title(f"{s['model']}: {what}\n{s['maps']} maps at each of "
-                     f"{len(s['cosmologies'])} cosmologies", fontsize=9)  # fmt: skip
     axes[0][0].set_ylabel("worst |mean power error| over cosmologies")
-    axes[0][0].legend(fontsize=6.5, ncol=2, loc="lower left")
     fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     print(f"wrote {out}")
 
@@ -307,8 +362,16 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table of --json only")
     parser.add_argument("--oracle-json", help="the oracle's results, to pair the network's with")
     parser.add_argument("--figure", help="draw the figure (oracle JSON [network JSON]) here")
+    parser.add_argument(
+        "--per-cosmology",
+        metavar="SAMPLER:SPACING:CALLS",
+        help="with --table and --oracle-json: one configuration per cosmology",
+    )
     parser.add_argument("files", nargs="*")
     args = parser.parse_args()
+    if args.per_cosmology:
+        print_cosmologies(args.json, args.oracle_json, args.per_cosmology)
+        return
     if args.figure:
         figure(args.figure, args.files[0], args.files[1] if len(args.files) > 1 else None)
         return

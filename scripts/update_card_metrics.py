@@ -1,7 +1,8 @@
 """Record the validation results of docs/results.md in the shipped model card.
 
-Reads the emulator validation (docs/results/emulator_validation.json) and the coverage
-studies of the model (calibration/lognormal64-*/report.json) and writes their headline
+Reads the emulator validations (docs/results/emulator_validation.json, and
+docs/results/sampler_validation_*.json for the default sampler) and the coverage studies of the
+model (calibration/lognormal64-*/report.json) and writes their headline
 numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically, through
 ``update_card``; the weights and their checksum are untouched).
 
@@ -11,6 +12,7 @@ numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically, 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from diffinfer.calibration.report import agreement
@@ -39,6 +41,29 @@ def headline(rep: dict) -> dict:
     return out
 
 
+def default_sampler(network: dict, oracle: dict) -> dict:
+    """The default emulation sampler against fresh simulations, per cosmology."""
+    from diffinfer.diffusion.model import DEFAULT_SAMPLER, DEFAULT_STEPS
+    from diffinfer.diffusion.samplers import DEFAULT_SPACING
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from sampler_validation import paired_error
+
+    config = f"{DEFAULT_SAMPLER}|{DEFAULT_SPACING[DEFAULT_SAMPLER]}|{DEFAULT_STEPS}"
+    rows = []
+    for key, e in network["entries"].items():
+        if key.rsplit("|", 1)[0] != config:
+            continue
+        own = paired_error(network, e, oracle["entries"][key])
+        sampler = paired_error(oracle, oracle["entries"][key])
+        rows.append({"theta": e["theta"], "mean_power_error": e["mean_power_error"],
+                     "noise_floor": e["mean_power_error_se"], "network_error": own,
+                     "sampler_error": sampler, "std_ratio": e["std_ratio"],
+                     "skewness_diff": e["skewness_diff"]})  # fmt: skip
+    return {"source": "scripts/sampler_validation.py", "sampler": config,
+            "maps_per_cosmology": network["settings"]["maps"], "cosmologies": rows}  # fmt: skip
+
+
 def main() -> None:
     path = resolve_model_dir("lognormal64") / CARD_FILE
     card = read_json(path)
@@ -47,6 +72,11 @@ def main() -> None:
     if emu.is_file():
         metrics["emulator"] = {"source": "scripts/emulator_validation.py",
                                **json.loads(emu.read_text())["summary"]}  # fmt: skip
+    network = Path("docs/results/sampler_validation_network.json")
+    oracle = Path("docs/results/sampler_validation_oracle.json")
+    if network.is_file() and oracle.is_file():
+        runs = json.loads(network.read_text()), json.loads(oracle.read_text())
+        metrics["emulator_default_sampler"] = default_sampler(*runs)
     likelihood = {}
     for key, folder in STUDIES.items():
         report = Path(folder) / "report.json"

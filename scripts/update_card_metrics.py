@@ -6,11 +6,12 @@ model (calibration/lognormal64-*/report.json) and writes their headline
 numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically, through
 ``update_card``; the weights and their checksum are untouched).
 
-    python scripts/update_card_metrics.py
+    python scripts/update_card_metrics.py [--only emulator_default_sampler]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -65,8 +66,12 @@ def default_sampler(network: dict, oracle: dict) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", help="update this key of the metrics and keep the others")
+    args = parser.parse_args()
     path = resolve_model_dir("lognormal64") / CARD_FILE
     card = read_json(path)
+    kept = dict(card.get("metrics", {}))
     metrics = card.setdefault("metrics", {})
     emu = Path("docs/results/emulator_validation.json")
     if emu.is_file():
@@ -92,6 +97,10 @@ def main() -> None:
     if likelihood:
         metrics["likelihood"] = {"source": "bash calibration/run_studies.sh network",
                                  **likelihood}  # fmt: skip
+    if args.only:
+        if args.only not in metrics:
+            raise SystemExit(f"no {args.only!r} among the metrics computed: {sorted(metrics)}")
+        metrics = {**kept, args.only: metrics[args.only]}
     update_card(path.parent, {"metrics": metrics})
     print(f"updated {path}: {sorted(metrics)}")
 

@@ -15,6 +15,7 @@ from diffinfer.diffusion.oracle import sampler_variance_ratio
 from diffinfer.diffusion.samplers import (
     SAMPLERS,
     SPACINGS,
+    VPDenoiser,
     noise_levels,
     run_sampler,
     sigma_of,
@@ -217,8 +218,6 @@ def test_bad_sampler_arguments_are_refused_before_any_work():
     with pytest.raises(InputError, match="steps"):
         model.sample(THETA, sampler="heun", steps=0)
     with pytest.raises(InputError, match="not a noise level"):
-        from diffinfer.diffusion.samplers import VPDenoiser
-
         VPDenoiser(lambda x, t: x, NoiseSchedule())(torch.zeros(1), 0.123456)
     assert set(SAMPLERS) == {"ddpm", "ddim", "heun", "dpmpp-2m", "unipc"}
 

@@ -136,9 +136,8 @@ def sampler_variance_ratio(
     sigmas = noise_levels(
         schedule, timesteps(schedule, points, spacing or DEFAULT_SPACING[sampler])
     )
-    stochastic = (
-        sampler in ("ddpm", "ddim") and (eta if eta is not None else float(sampler == "ddpm")) > 0
-    )
+    # one column for the start and, for a sampler that injects noise, one per draw
+    stochastic = sampler == "ddpm" if eta is None else eta > 0
     columns = 1 + (len(sigmas) if stochastic else 0)
     state = torch.zeros(len(values), columns, dtype=torch.float64)
     state[:, 0] = 1.0

@@ -65,7 +65,6 @@ def sample_ddim(
     *,
     eta: float = 0.0,
     noise: NoiseFn | None = None,
-    callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """The generalised DDIM update (Song et al. 2021) in the sigma form.
 
@@ -80,16 +79,12 @@ def sample_ddim(
     eta
         Stochasticity, 0 ... 1; ``noise`` (a standard normal draw of the shape of ``x`` per
         call) is needed when it is positive.
-    callback
-        Called with the step index after each denoiser call.
     """
     if eta > 0 and noise is None:
         raise InputError("sample_ddim with eta > 0 needs a noise function")
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, s)
-        if callback is not None:
-            callback(i)
         if s_next == 0:
             x = x0
             continue
@@ -109,8 +104,6 @@ def sample_heun(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: list[float],
-    *,
-    callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022).
 
@@ -119,8 +112,6 @@ def sample_heun(
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = (x - denoiser(x, s)) / s
-        if callback is not None:
-            callback(i)
         x_next = x + (s_next - s) * d
         if s_next == 0:
             x = x_next
@@ -139,16 +130,12 @@ def sample_dpmpp_2m(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: list[float],
-    *,
-    callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M): second-order multistep in the data prediction (Lu et al. 2022)."""
     previous: tuple[torch.Tensor, float] | None = None  # (x0_hat, step h) of the last step
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, s)
-        if callback is not None:
-            callback(i)
         if s_next == 0:
             x = x0
             continue
@@ -168,8 +155,6 @@ def sample_unipc(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: list[float],
-    *,
-    callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """UniPC-bh2 of order 2 (Zhao et al. 2023), data prediction.
 
@@ -187,8 +172,6 @@ def sample_unipc(
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, s)
-        if callback is not None:
-            callback(i)
         if x_before is not None and x0_before is not None:
             # UniC: correct the step x_before -> x with the call just made at x
             x = _unic(x_before, x0_before, x0, x0_prev, h_last, h_prev, sigmas[i] / sigmas[i - 1],
@@ -344,7 +327,6 @@ class VPDenoiser:
         self.schedule = schedule
         self._sigma = sigma_of(schedule)
         self._alpha_bar = schedule.alpha_bar.numpy()
-        self.calls = 0
 
     def timestep(self, sigma: float) -> int:
         """The timestep whose sigma this is (exact to rounding)."""
@@ -357,7 +339,6 @@ class VPDenoiser:
         t = self.timestep(sigma)
         a = float(self._alpha_bar[t])
         eps = self.eps(x * math.sqrt(a), t).to(x.dtype)
-        self.calls += 1
         return x - sigma * eps
 
 
@@ -369,7 +350,6 @@ def run_sampler(
     *,
     eta: float | None = None,
     noise: NoiseFn | None = None,
-    callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Run a sampler by name from VP noise ``x_T`` (standard normal) to a clean map.
 
@@ -380,8 +360,8 @@ def run_sampler(
     x = x_T * math.sqrt(1.0 + sigmas[0] ** 2)
     if sampler in ("ddpm", "ddim"):
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else eta
-        return sample_ddim(denoiser, x, sigmas, eta=eta, noise=noise, callback=callback)
+        return sample_ddim(denoiser, x, sigmas, eta=eta, noise=noise)
     if eta is not None:
         raise InputError(f"eta applies to the ddpm and ddim samplers, not {sampler!r}")
     fn = {"heun": sample_heun, "dpmpp-2m": sample_dpmpp_2m, "unipc": sample_unipc}[sampler]
-    return fn(denoiser, x, sigmas, callback=callback)
+    return fn(denoiser, x, sigmas)

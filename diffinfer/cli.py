@@ -329,8 +329,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 _N_TIMESTEPS_HELP = (
-    "importance-sampled timesteps of the vlb likelihood (default 16: "
-    "diffinfer.posterior.DEFAULT_VLB_TIMESTEPS; 0: every term)"
+    "importance-sampled timesteps of the vlb likelihood (default 8 with the control "
+    "variate of a spectral network, else 16: diffinfer.posterior.DEFAULT_CV_TIMESTEPS, "
+    "DEFAULT_VLB_TIMESTEPS; 0: every term)"
 )
 _MAP_HELP = (
     "the density contrast rho/rho_mean, positive with mean about 1, unless --kind says "

@@ -174,6 +174,13 @@ def default_max_batch(model: DiffusionModel) -> int:
     return 16
 
 
+def control_variate_applies(model: DiffusionModel, terms: object, noise_sigma: object) -> bool:
+    """Whether :class:`DiffusionLikelihood` can use its Wiener-filter control variate: the
+    full bound (``terms="vlb"``) of a noiseless map under a network with a spectral branch."""
+    return (terms == "vlb" and not noise_sigma
+            and getattr(model.denoiser, "spectral", None) is not None)  # fmt: skip
+
+
 def _proposal(model: DiffusionModel, proposal: str | np.ndarray) -> np.ndarray | None:
     """The timestep proposal named by ``proposal`` ("card", "default" or an array)."""
     if isinstance(proposal, str):
@@ -237,6 +244,17 @@ class DiffusionLikelihood:
     progress
         Show a progress bar (theta points, with the remaining time) on calls that take
         more than :data:`PROGRESS_MIN_CALLS` denoiser calls; False: silent.
+    control_variate
+        With ``terms="vlb"`` and a network with a spectral branch (a learned Wiener filter,
+        :mod:`diffinfer.diffusion.spectral`): write each term as the error of the branch's
+        filter alone plus the rest, and replace the first by its expectation over the noise,
+        summed over every timestep in closed form
+        (:meth:`~diffinfer.diffusion.spectral.SpectralBranch.expected_error`). Only the rest
+        (what the U-Net adds) is estimated from the sampled timesteps and noise, so the
+        estimate stays unbiased and its Monte Carlo noise shrinks to that of the U-Net's
+        share (docs/likelihood.md). ``"auto"`` (default): on wherever it applies (not for
+        ``noise_sigma``, ``"l0"`` or term lists, nor the oracle, whose fast path is exact
+        per draw); True: required (an error where it does not apply); False: off.
 
     Notes
     -----
@@ -272,6 +290,7 @@ class DiffusionLikelihood:
         box_size: float | None = None,
         proposal: str | np.ndarray = "card",
         progress: bool = True,
+        control_variate: bool | str = "auto",
     ) -> None:
         if space not in ("density", "model"):
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
@@ -301,6 +320,7 @@ class DiffusionLikelihood:
         self.n_timesteps, self.max_batch, self.precision = n_timesteps, int(max_batch), precision
         self.noise_sigma = noise_sigma
         self.progress = check_bool("progress", progress)
+        self.control_variate = self._check_control_variate(control_variate, terms, noise_sigma)
         self._fourier: dict | None = None
         g = torch.Generator().manual_seed(int(seed))
         schedule = model.schedule
@@ -337,6 +357,31 @@ class DiffusionLikelihood:
         k = c0 * (1 - ab).sqrt() / ab.sqrt()
         self.target = ((c0 / ab.sqrt() + ct) * self.x_t - target_mean) / k
 
+    def _check_control_variate(self, option: bool | str, terms, noise_sigma) -> bool:
+        """Whether the Wiener-filter control variate is used (``control_variate``)."""
+        if option != "auto":
+            check_bool("control_variate", option)
+        possible = control_variate_applies(self.model, terms, noise_sigma)
+        if option is True and not possible:
+            raise InputError(
+                "control_variate=True needs terms='vlb', a map without noise_sigma and a "
+                "network with a spectral branch (architecture 'spectral: true'); use "
+                "control_variate='auto' to apply it only where it can be"
+            )
+        return possible and option is not False
+
+    def gaussian_log_l(self, theta: torch.Tensor) -> torch.Tensor:
+        """The control variate's closed-form part of log L at the rows of theta, (B,):
+        -sum_t w_t E_eps ||eps - eps_W||^2 over every timestep, with eps_W the spectral
+        branch's Wiener filter (zero when the control variate is off)."""
+        if not self.control_variate:
+            return torch.zeros(theta.shape[0], dtype=torch.float64)
+        unet = self.model.denoiser
+        device = self.model.device
+        unit = unet.config.prior.to_unit(theta.to(device=device, dtype=torch.float32))
+        err = unet.spectral.expected_error(self.y.to(device), unit).cpu()
+        return -(err * term_weights(self.model)).sum(dim=-1)
+
     def _first_timestep(self, sigma: float) -> int:
         """t*: the first timestep whose noise-to-signal ratio reaches sigma^2."""
         ab = self.model.schedule.alpha_bar.numpy()
@@ -349,6 +394,14 @@ class DiffusionLikelihood:
                 f"noise_sigma = {sigma} exceeds the noise level of the schedule's last steps"
             )
         return int(above[0]) + 1
+
+    @property
+    def description(self) -> str:
+        """The estimator in words: the term plan, and the control variate when it is used
+        (the key under which a model card stores a fitted temperature)."""
+        if self.control_variate:
+            return self.plan.description + ", Wiener-filter control variate"
+        return self.plan.description
 
     @property
     def n_evaluations_per_theta(self) -> int:
@@ -379,7 +432,7 @@ class DiffusionLikelihood:
             self.on_chunk = bar.advance
         try:
             with contextlib.nullcontext() if grad else torch.no_grad():
-                log_l = self.term_log_l(th).sum(dim=-1)
+                log_l = self.term_log_l(th).sum(dim=-1) + self.gaussian_log_l(th)
         finally:
             if own_bar:
                 self.on_chunk = None
@@ -391,17 +444,25 @@ class DiffusionLikelihood:
         return self.model.is_oracle and self.fast_oracle
 
     def term_log_l(self, theta: torch.Tensor) -> torch.Tensor:
-        """Each term's contribution to log L at the rows of theta (inside the prior box):
-        -weight_k mean_m ||eps_hat - target||^2, shape (B, K); log L is their sum."""
+        """Each sampled term's contribution to log L at the rows of theta (inside the prior
+        box), shape (B, K): -weight_k mean_m ||eps_hat - target||^2, or with the control
+        variate -weight_k mean_m (||eps_hat - target||^2 - ||eps_W - target||^2). log L is
+        their sum plus :meth:`gaussian_log_l`."""
         if self._fast_path:
             return self._oracle_log_l(theta)
-        errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(theta)]
+        if self.control_variate:
+            errors = [(d.pow(2) - dw.pow(2)).sum(dim=(1, 2, 3))
+                      for d, dw in self._differences(theta, wiener=True)]  # fmt: skip
+        else:
+            errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(theta)]
         err = torch.cat(errors).reshape(theta.shape[0], -1, self.n_noise).mean(dim=-1)
         return -(err * self.plan.weights)
 
-    def _differences(self, th: torch.Tensor, precision: str | None = None):
+    def _differences(self, th: torch.Tensor, precision: str | None = None, wiener: bool = False):
         """eps_hat - target for every (theta row, term, draw), in chunks of ``max_batch``
-        denoiser calls, in the order theta-major: yields (chunk, 1, N, N) float64 tensors."""
+        denoiser calls, in the order theta-major: yields (chunk, 1, N, N) float64 tensors;
+        with ``wiener``, pairs (eps_hat - target, eps_W - target), eps_W the output of the
+        network's spectral branch alone on the same inputs."""
         B, J = th.shape[0], self.n_evaluations_per_theta
         n = self.y.shape[-1]
         x_t = self.x_t.reshape(J, 1, n, n)
@@ -413,13 +474,19 @@ class DiffusionLikelihood:
         net_dtype = torch.float64 if self.model.is_oracle else torch.float32
         for lo in range(0, B * J, self.max_batch):
             bi, ji = b_idx[lo : lo + self.max_batch], j_idx[lo : lo + self.max_batch]
+            inputs = (x_t[ji].to(device=device, dtype=net_dtype), t[ji].to(device),
+                      th[bi].to(device=device, dtype=net_dtype))  # fmt: skip
             with autocast(device, precision or self.precision):
-                eps_hat = self.model(
-                    x_t[ji].to(device=device, dtype=net_dtype),
-                    t[ji].to(device),
-                    th[bi].to(device=device, dtype=net_dtype),
-                )
-            yield eps_hat.to(torch.float64).cpu() - eps[ji]
+                if wiener:
+                    rest, eps_w = self.model.denoiser.parts(*inputs)
+                    eps_hat = rest + eps_w
+                else:
+                    eps_hat = self.model(*inputs)
+            d = eps_hat.to(torch.float64).cpu() - eps[ji]
+            if wiener:
+                yield d, eps_w.to(torch.float64).cpu() - eps[ji]
+            else:
+                yield d
             if self.on_chunk is not None:
                 self.on_chunk(len(bi) / J)
 
@@ -428,7 +495,10 @@ class DiffusionLikelihood:
         log L(theta) = -||r(theta)||^2: sqrt(weight_k / n_noise) (eps_hat - target) for every
         term and draw, flattened. The likelihood is a nonlinear least-squares problem in theta,
         which :meth:`locate` solves by Gauss-Newton. Computed in ``precision`` (default fp32,
-        so that finite differences of r are not swamped by bf16 rounding).
+        so that finite differences of r are not swamped by bf16 rounding). This is the plain
+        estimate even with the control variate (whose closed-form part is not a sum of
+        squares): the same expectation, with more Monte Carlo noise, which is enough to
+        locate the posterior that the likelihood itself then resolves.
         """
         th = as_theta(theta).cpu()
         scale = (self.plan.weights / self.n_noise).sqrt().repeat_interleave(self.n_noise)

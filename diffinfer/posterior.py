@@ -23,7 +23,7 @@ from diffinfer.errors import InputError
 from diffinfer.fields.grid import as_density
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.grid import GridPosterior, LocateError, grid_posterior
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.likelihood import DiffusionLikelihood, control_variate_applies
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
 from diffinfer.progress import EvaluationBar
@@ -36,9 +36,16 @@ DEFAULT_VLB_TIMESTEPS = 16
 every term). With the model's fitted timestep proposal, 16 timesteps move the posterior mean
 between likelihood seeds as much as the former 64 under the default proposal (0.47-0.51 sigma
 against 0.51-0.53 sigma, oracle, 24 maps); 256 bring it to 0.14 sigma at the former cost
-(docs/posterior.md, ``scripts/mc_shift.py``)."""
+(docs/posterior.md, ``scripts/mc_shift.py``). Used where the likelihood has no control
+variate (noisy maps, the oracle, networks without a spectral branch)."""
+DEFAULT_CV_TIMESTEPS = 8
+"""Timesteps of the default ``likelihood="vlb"`` where the Wiener-filter control variate
+applies (:func:`~diffinfer.likelihood.control_variate_applies`): only the U-Net's share of
+each term is sampled, and 8 timesteps move the posterior mean between likelihood seeds by
+0.09 / 0.08 sigma, as 16 do (network ``lognormal64``, 8 maps x 3 seeds; docs/posterior.md)."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
-                       "box_size", "temperature", "spectrum", "proposal")  # fmt: skip
+                       "box_size", "temperature", "spectrum", "proposal",
+                       "control_variate")  # fmt: skip
 LOCATE_PLAN = 14
 """Likelihood evaluations the progress bar plans for the locator (Levenberg-Marquardt: 13.6
 on average over the 100 maps of calibration/lognormal64-fast-test, whose posteriors cost 77.6
@@ -437,7 +444,8 @@ def posterior(
         log-normal configuration).
     likelihood
         ``"vlb"`` (default: the variational bound, estimated from
-        :data:`DEFAULT_VLB_TIMESTEPS` importance-sampled timesteps unless ``n_timesteps`` is
+        :data:`DEFAULT_CV_TIMESTEPS` importance-sampled timesteps with the control variate,
+        else :data:`DEFAULT_VLB_TIMESTEPS`, unless ``n_timesteps`` is
         given), ``"l0"``, a list of term indices (diffusion likelihood); ``"exact"``
         (log-normal maps only: the closed-form likelihood, the reference); ``"power"`` (the
         Gaussian likelihood of the binned power spectrum, fitted to simulations:
@@ -461,7 +469,9 @@ def posterior(
         a second, so fast posteriors print nothing.
     **options
         Likelihood options (n_noise, n_timesteps, max_batch, precision, noise_sigma,
-        box_size; ``temperature``: the posterior uses L^(1/temperature), default the value
+        box_size, proposal, control_variate: see
+        :class:`~diffinfer.likelihood.DiffusionLikelihood`; ``temperature``: the posterior
+        uses L^(1/temperature), default the value
         the model card records for this term set (see :mod:`diffinfer.calibration`), else 1,
         and 1 opts out; ``spectrum``: a fitted power-spectrum likelihood or its file, default
         fitted to the log-normal simulator) and sampler options (grid: n_coarse, n_fine,
@@ -474,8 +484,6 @@ def posterior(
         raise InputError(f"prior must be a diffinfer.Prior (e.g. di.Prior.gaussian(mean, std)) "
                          f"or None, got {prior!r}")  # fmt: skip
     like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
-    if likelihood == "vlb":
-        like_opts.setdefault("n_timesteps", DEFAULT_VLB_TIMESTEPS)
     temperature = like_opts.pop("temperature", None)
     spectrum = like_opts.pop("spectrum", None)
     sampler_opts = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[method]}
@@ -527,6 +535,10 @@ def posterior(
                 "the diffusion likelihood needs a model: give one (a name, a directory or "
                 "'oracle'), or use likelihood='exact' or 'power'"
             )
+        if likelihood == "vlb" and "n_timesteps" not in like_opts:
+            cv = (like_opts.get("control_variate", "auto") is not False
+                  and control_variate_applies(model, likelihood, like_opts.get("noise_sigma")))
+            like_opts["n_timesteps"] = DEFAULT_CV_TIMESTEPS if cv else DEFAULT_VLB_TIMESTEPS
         like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, progress=progress,
                                    **like_opts)  # fmt: skip
         log_like = chunked = like
@@ -536,9 +548,9 @@ def posterior(
             return loc.theta, loc.cov, loc.n_evaluations
 
         box = model.field.prior
-        description = f"diffusion likelihood ({like.plan.description}, {like.n_noise} noise draws)"
+        description = f"diffusion likelihood ({like.description}, {like.n_noise} noise draws)"
         calibration = _card_temperature(model, like)
-        terms_info = {"terms": like.plan.description, "n_noise": like.n_noise,
+        terms_info = {"terms": like.description, "n_noise": like.n_noise,
                       "expensive": not model.is_oracle}  # fmt: skip
     if temperature is None:
         temperature = calibration if calibration is not None else 1.0
@@ -624,11 +636,13 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
         check_choice("precision", o["precision"], ("auto", "fp32", "bf16"))
     if "aligned" in o:
         check_bool("aligned", o["aligned"])
+    if "control_variate" in o and o["control_variate"] != "auto":
+        check_bool("control_variate", o["control_variate"])
     if "surrogate" in options and options["surrogate"] not in (None, "grid"):
         raise InputError(f"surrogate must be 'grid' or None, got {options['surrogate']!r}")
     if isinstance(likelihood, str) and likelihood in ("exact", "power"):
         diffusion_only = sorted({"n_noise", "n_timesteps", "max_batch", "precision",
-                                 "proposal"} & set(options))  # fmt: skip
+                                 "proposal", "control_variate"} & set(options))  # fmt: skip
         if diffusion_only:
             raise InputError(f"options {diffusion_only} apply to the diffusion likelihood, "
                              f"not to likelihood={likelihood!r}")  # fmt: skip
@@ -650,7 +664,7 @@ def _card_temperature(model: DiffusionModel, like: DiffusionLikelihood) -> float
     entries = model.card.get("calibration") or []
     for entry in [entries] if isinstance(entries, dict) else entries:
         if (
-            entry.get("likelihood") == like.plan.description
+            entry.get("likelihood") == like.description
             and entry.get("n_noise") == like.n_noise
             and float(entry.get("noise_sigma", 0.0)) == float(like.noise_sigma or 0.0)
         ):

@@ -1,6 +1,7 @@
 """Monte Carlo error of the VLB posterior: how far its mean moves between likelihood seeds.
 
     .venv/bin/python scripts/mc_shift.py [--denoiser oracle|network] [--n-maps 24] [--n-seeds 5]
+        [--control-variate off|on|both]
 
 The VLB likelihood is an importance-sampled estimate from K timesteps with noise drawn from
 a seed, so each seed gives a slightly different posterior. For each of ``--n-maps`` maps
@@ -10,7 +11,9 @@ seeds and reports the standard deviation across seeds of the posterior mean, in 
 exact posterior's standard deviation: per parameter, the root mean square over maps, with
 its sampling error. Estimators: the default proposal q(t) ~ w_t alpha_bar_t with 64
 timesteps (the former default), the proposal fitted for ``--model`` (its card) with
-``--timesteps`` timesteps each, and the sum of every term (``--full``).
+``--timesteps`` timesteps each, and the sum of every term (``--full``); with the network,
+``--control-variate`` runs them without (off), with (on) or both ways with the Wiener-filter
+control variate of the likelihood (docs/likelihood.md).
 
 The oracle denoiser runs the same estimator as the network (same timesteps, weights, noise)
 at a fraction of the cost; ``--denoiser network`` checks a few maps with the network itself.
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--timesteps", default="16,24,32,48", help="K of the fitted proposal")
     parser.add_argument("--old", type=int, default=64, help="K of the default proposal")
     parser.add_argument("--full", action="store_true", help="also the sum of every term")
+    parser.add_argument("--control-variate", choices=("off", "on", "both"), default="off")
+    parser.add_argument("--skip-old", action="store_true", help="leave out the default q")
     parser.add_argument("--out")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -48,10 +53,16 @@ def main() -> None:
     sim = LognormalSimulator(net.field, net.transform)
     model = DiffusionModel.oracle(sim, net.schedule) if args.denoiser == "oracle" else net
     q_card = np.asarray(net.card["likelihood"]["timestep_proposal"]["q"])
-    estimators = [(f"default q, K={args.old}", "default", args.old, 1)]
+    estimators = [] if args.skip_old else [(f"default q, K={args.old}", "default", args.old, 1)]
     estimators += [(f"fitted q, K={k}", q_card, int(k), 1) for k in args.timesteps.split(",")]
     if args.full:
         estimators.append(("every term, K=1000", "default", None, 1))
+    if args.denoiser == "network" and args.control_variate != "off":
+        flags = {"on": [True], "both": [False, True]}[args.control_variate]
+        estimators = [(name + (", control variate" if cv else ""), q, k, pairs, cv)
+                      for name, q, k, pairs in estimators for cv in flags]  # fmt: skip
+    else:
+        estimators = [(*e, False) for e in estimators]
     rng = np.random.default_rng(2026)
     thetas = sim.config.prior.low + sim.config.prior.width * rng.random((args.n_maps, 2))
     rows = {name: [] for name, *_ in estimators}
@@ -60,13 +71,13 @@ def main() -> None:
         density = sim.simulate(theta, 1, seed=2026, row_offset=i)[0]
         exact = posterior(density, model=None, likelihood="exact").grid()
         sd = np.sqrt(np.diag(exact.cov()))
-        for name, q, k, pairs in estimators:
+        for name, q, k, pairs, cv in estimators:
             means = []
             for s in range(args.n_seeds):
                 t0 = time.perf_counter()
                 g = posterior(density, model=model, likelihood="vlb", n_timesteps=k,
                               proposal=q, seed=1000 * s + i, temperature=1.0,
-                              n_noise=pairs).grid()  # fmt: skip
+                              n_noise=pairs, control_variate=cv).grid()  # fmt: skip
                 seconds[name] += time.perf_counter() - t0
                 means.append(g.mean())
             rows[name].append(np.std(means, axis=0, ddof=1) / sd)
@@ -75,7 +86,7 @@ def main() -> None:
     print(f"\n{args.denoiser}, {args.n_maps} maps x {args.n_seeds} likelihood seeds")
     print("| estimator | MC shift Omega_m [sigma] | MC shift sigma_8 [sigma] | s per posterior |")
     print("|---|---|---|---|")
-    for name, _, k, pairs in estimators:
+    for name, _, k, pairs, _cv in estimators:
         x = np.array(rows[name])  # (maps, 2)
         rms = np.sqrt(np.mean(x**2, axis=0))
         # error of an rms over maps: delta-method from the spread of the squares

@@ -105,7 +105,7 @@ class SpectralBranch(nn.Module):
         )  # fmt: skip
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
-        self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._features: dict = {}  # per map size: frequency grids and shells
 
     def _grid(self, n_pix: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if n_pix not in self._features:
@@ -113,14 +113,19 @@ class SpectralBranch(nn.Module):
         basis, is_dc = self._features[n_pix]
         return basis.to(device), is_dc.to(device)
 
+    def _coefficients(self, t: torch.Tensor, theta_unit: torch.Tensor) -> torch.Tensor:
+        """The MLP's output (B, N_BASIS + 2) for timesteps (B,) and unit-box theta (B, 2):
+        basis coefficients of log lambda, log lambda at k = 0, and the mean."""
+        a = self.alpha_bar.to(theta_unit.device)[t.reshape(-1)]
+        log_snr = (torch.log(a) - torch.log1p(-a)).to(torch.float32)
+        inputs = torch.cat([theta_unit.float(), (log_snr / 10.0)[:, None]], dim=1)
+        return self.mlp(inputs)
+
     def spectrum(
         self, t: torch.Tensor, theta_unit: torch.Tensor, n_pix: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned log lambda (B, N, N) and mean (B,) for timesteps and unit-box theta."""
-        a = self.alpha_bar.to(theta_unit.device)[t.reshape(-1)]
-        log_snr = (torch.log(a) - torch.log1p(-a)).to(torch.float32)
-        inputs = torch.cat([theta_unit.float(), (log_snr / 10.0)[:, None]], dim=1)
-        coef = self.mlp(inputs)
+        coef = self._coefficients(t, theta_unit)
         basis, is_dc = self._grid(n_pix, theta_unit.device)
         log_lambda = torch.einsum("bj,jxy->bxy", coef[:, :N_BASIS], basis)
         log_lambda = torch.where(is_dc, coef[:, N_BASIS, None, None], log_lambda)
@@ -132,3 +137,65 @@ class SpectralBranch(nn.Module):
             a = self.alpha_bar.to(x_t.device)[t.reshape(-1)]
             eps = wiener_eps(x_t[:, 0].float(), a, log_lambda, mean)
         return eps.unsqueeze(1).to(x_t.dtype)
+
+    def expected_error(self, y: torch.Tensor, theta_unit: torch.Tensor) -> torch.Tensor:
+        """E over eps of ||eps - eps_hat(x_t, t)||^2 under the branch's filter, every t.
+
+        With x_t = sqrt(a) y + sqrt(1 - a) eps and the filter of :func:`wiener_eps`, mode k of
+        eps - eps_hat is (1 - s'_k) E_k - s'_k sqrt(a / (1 - a)) (Y - mu)_k with s'_k = 1 - s_k
+        the filter's pass fraction, so (Parseval, E|E_k|^2 = N^2 for unit white noise)
+
+            E ||eps - eps_hat||^2 = sum_k [(1 - s'_k)^2 + s'_k^2 a |(Y - mu)_k|^2 / ((1 - a) N^2)].
+
+        The filter depends on k through |k| only, so the sum runs over shells of equal |k|^2.
+        This is the exact expectation of the Gaussian part of a network's denoising error, the
+        control variate of :class:`~diffinfer.likelihood.DiffusionLikelihood`.
+
+        Parameters
+        ----------
+        y
+            One clean model-space map, (N, N).
+        theta_unit
+            Parameters in the unit box, (B, 2).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, T) float64, column t - 1 for timestep t = 1 ... T; differentiable in theta.
+        """
+        n = y.shape[-1]
+        device = theta_unit.device
+        shell, first, counts = self._shells(n, device)
+        yk = torch.fft.fft2(y.to(device=device, dtype=torch.float64)).reshape(-1)
+        power = torch.zeros(len(counts) + 1, dtype=torch.float64, device=device)
+        power = power.index_add_(0, shell, yk.abs().pow(2))[1:] / n**2  # per shell, k != 0
+        b_shell = self._grid(n, device)[0].reshape(N_BASIS, -1)[:, first].double()
+        n_t = len(self.alpha_bar) - 1
+        t = torch.arange(1, n_t + 1, device=device)
+        a = self.alpha_bar.to(device)[1:]
+        log_snr = torch.log(a) - torch.log1p(-a)
+        ratio = a / (1 - a)
+        # (1 - p)^2 c + p^2 r P = c - 2 p c + p^2 (c + r P), summed over shells
+        c2 = counts[None, :] + ratio[:, None] * power[None, :]  # (T, shells), theta-free
+        out = []
+        for row in theta_unit:
+            coef = self._coefficients(t, row.reshape(1, 2).expand(n_t, 2)).double()  # (T, .)
+            keep = torch.sigmoid(-(coef[:, :N_BASIS] @ b_shell + log_snr[:, None]))
+            err = counts.sum() - 2 * (keep @ counts) + (keep.square() * c2).sum(-1)
+            keep0 = torch.sigmoid(-(log_snr + coef[:, N_BASIS]))
+            y0 = (yk[0] - coef[:, N_BASIS + 1] * n**2).abs().pow(2) / n**2
+            out.append(err + (1 - keep0).pow(2) + keep0.pow(2) * ratio * y0)
+        return torch.stack(out)
+
+    def _shells(self, n: int, device: torch.device):
+        """Shells of equal |k|^2 of an n x n map: the shell of each mode (shell 0 is k = 0
+        alone), one mode of each other shell, and their mode counts."""
+        key = ("shells", n)
+        if key not in self._features:
+            f1 = np.fft.fftfreq(n) * n
+            k2 = np.rint(f1[:, None] ** 2 + f1[None, :] ** 2).astype(np.int64).ravel()
+            _, shell = np.unique(k2, return_inverse=True)
+            first = np.unique(shell, return_index=True)[1][1:]
+            counts = np.bincount(shell)[1:].astype(np.float64)
+            self._features[key] = tuple(torch.as_tensor(v) for v in (shell, first, counts))
+        return tuple(v.to(device) for v in self._features[key])

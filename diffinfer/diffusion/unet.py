@@ -193,6 +193,14 @@ class UNet(nn.Module):
         return 2 ** (len(self.config.channel_mults) - 1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        out, wiener = self.parts(x_t, t, theta)
+        return out if wiener is None else out + wiener
+
+    def parts(
+        self, x_t: torch.Tensor, t: torch.Tensor, theta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The two summands of the prediction: the convolutional network's output and the
+        spectral branch's Wiener filter (None without the branch)."""
         if x_t.ndim != 4 or x_t.shape[1] != 1:
             raise InputError(f"x_t must have shape (B, 1, N, N); got {tuple(x_t.shape)}")
         if x_t.shape[-1] % self.downsampling or x_t.shape[-1] != x_t.shape[-2]:
@@ -219,6 +227,4 @@ class UNet(nn.Module):
             else:
                 h = layer(h)
         out = self.out(h)
-        if self.spectral is not None:
-            out = out + self.spectral(x_t, t, theta_unit)
-        return out
+        return out, None if self.spectral is None else self.spectral(x_t, t, theta_unit)

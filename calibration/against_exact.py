@@ -6,8 +6,11 @@ For every map with both a diffusion and an exact result: the shift of the poster
 (mu_diff - mu_exact) / sigma_exact, the width ratio sigma_diff / sigma_exact, the z-scores of
 the truth, and the HPD coverage of the truth at 68 and 95 % — overall (with standard errors)
 and in bands of the true Omega_m and sigma_8, the layout of the held-out measurements in
-shared/measurements.md. The C2ST accuracy against the exact posterior comes from the
-study's report (``vs_exact``).
+shared/measurements.md; the classifier two-sample accuracy (C2ST, k-NN) of the diffusion
+draws against the exact draws of every map; the HPD coverage curve's maximum deviation and
+whether it lies inside its 99 % simultaneous band (from the study's report.json). Ends with
+the acceptance checks of the network-bias work (shift, |shift|, width, HPD, C2ST) and writes
+everything to ``STUDY/against_exact.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.calibration.study import load_results
+from diffinfer.compare import two_sample_accuracy
+from diffinfer.io import write_json_atomic
 
 
 def main() -> None:
@@ -43,9 +48,6 @@ def main() -> None:
     secs = np.array([float(diff[i]["seconds"]) for i in common])
     n = len(common)
     report_file = Path(args.study) / "report.json"
-    vs = {}
-    if report_file.exists():  # written when the study finishes
-        vs = json.loads(report_file.read_text())["analyses"]["diffusion"].get("vs_exact", {})
 
     def se(x: np.ndarray) -> np.ndarray:
         return x.std(axis=0, ddof=1) / np.sqrt(len(x))
@@ -67,23 +69,65 @@ def main() -> None:
         c, ce = np.mean(level <= p), np.mean(level_e <= p)
         print(f"HPD coverage at {p:.0%}: diffusion {c:.2f} ± {np.sqrt(c * (1 - c) / n):.2f}, "
               f"exact {ce:.2f} ± {np.sqrt(ce * (1 - ce) / n):.2f}")  # fmt: skip
-    if vs:
-        print(f"C2ST vs exact: mean {vs['c2st_mean']:.2f} ({vs['c2st_maps']} maps)")
-    print("\n| maps | n | shift Ω_m | shift σ_8 | width ratio Ω_m / σ_8 |")
-    print("|---|---|---|---|---|")
-    print(f"| all | {n} | {m[0]:+.2f} ± {s[0]:.2f} | {m[1]:+.2f} ± {s[1]:.2f} | "
-          f"{width.mean(0)[0]:.2f} / {width.mean(0)[1]:.2f} |")  # fmt: skip
+    c2st = np.array([two_sample_accuracy(np.asarray(diff[i]["draws"]),
+                                         np.asarray(exact[i]["draws"]), seed=i)
+                     for i in common])  # fmt: skip
+    print(f"C2ST vs exact ({n} maps): mean {c2st.mean():.3f}, median {np.median(c2st):.3f}, "
+          f"90th percentile {np.quantile(c2st, 0.9):.3f}")  # fmt: skip
+    hpd = {}
+    if report_file.exists():
+        analysis = json.loads(report_file.read_text())["analyses"]["diffusion"]
+        hpd = {k: analysis["hpd_coverage"][k] for k in ("max_deviation", "inside_band_99")}
+        print(f"HPD coverage curve: max deviation {hpd['max_deviation']:.3f}, inside the 99 % "
+              f"simultaneous band: {hpd['inside_band_99']} (report.json, "
+              f"{analysis['n_maps']} maps)")  # fmt: skip
+    print("\n| maps | n | shift Ω_m | shift σ_8 | mean \\|shift\\| Ω_m / σ_8 "
+          "| width ratio Ω_m / σ_8 |")
+    print("|---|---|---|---|---|---|")
+    bands = {"all": np.ones(n, bool)}
     for j, name, edges in ((0, "Ω_m", (0.1, 0.2, 0.3, 0.4, 0.5)), (1, "σ_8", (0.6, 0.7, 0.9, 1.0))):
         for lo, hi in itertools.pairwise(edges):
             if name == "σ_8" and (lo, hi) == (0.7, 0.9):
                 continue
-            sel = (truth[:, j] >= lo) & (truth[:, j] < hi)
-            if sel.sum() < 2:
-                continue
-            mm, ww = shift[sel].mean(0), width[sel].mean(0)
-            print(f"| {name} {lo:g}–{hi:g} | {sel.sum()} | {mm[0]:+.2f} | {mm[1]:+.2f} | "
-                  f"{ww[0]:.2f} / {ww[1]:.2f} |")  # fmt: skip
-
+            bands[f"{name} {lo:g}–{hi:g}"] = (truth[:, j] >= lo) & (truth[:, j] < hi)
+    table = {}
+    for label, sel in bands.items():
+        if sel.sum() < 2:
+            continue
+        mm, ss = shift[sel].mean(0), se(shift[sel])
+        aa, ww = np.abs(shift[sel]).mean(0), width[sel].mean(0)
+        table[label] = {"n": int(sel.sum()), "shift": mm.tolist(), "shift_se": ss.tolist(),
+                        "abs_shift": aa.tolist(), "width_ratio": ww.tolist()}  # fmt: skip
+        print(f"| {label} | {sel.sum()} | {mm[0]:+.2f} ± {ss[0]:.2f} | {mm[1]:+.2f} ± "
+              f"{ss[1]:.2f} | {aa[0]:.2f} / {aa[1]:.2f} | {ww[0]:.2f} / {ww[1]:.2f} |")  # fmt: skip
+    low = table.get("Ω_m 0.1–0.2", {"shift": [np.nan, np.nan]})
+    checks = {
+        "|mean shift| < 0.1 (all)": bool(np.all(np.abs(m) < 0.1)),
+        "|mean shift| < 0.1 (Ω_m < 0.2)": bool(np.all(np.abs(low["shift"]) < 0.1)),
+        "mean |shift| < 0.3": bool(np.all(a < 0.3)),
+        "width ratio in [0.95, 1.10]": bool(np.all((width.mean(0) >= 0.95)
+                                                   & (width.mean(0) <= 1.10))),
+        "HPD max deviation < 0.05, inside band": bool(hpd and hpd["max_deviation"] < 0.05
+                                                      and hpd["inside_band_99"]),
+        "C2ST median < 0.55": bool(np.median(c2st) < 0.55),
+    }  # fmt: skip
+    print()
+    for name, ok in checks.items():
+        print(f"{'pass' if ok else 'FAIL'}: {name}")
+    write_json_atomic(Path(args.study) / "against_exact.json", {
+        "command": f"python calibration/against_exact.py {args.study}", "n_maps": n,
+        "mean_shift": m.tolist(), "mean_shift_se": s.tolist(), "mean_abs_shift": a.tolist(),
+        "width_ratio": width.mean(0).tolist(),
+        "z_diffusion": {"mean": z_d.mean(0).tolist(), "std": z_d.std(0, ddof=1).tolist()},
+        "z_exact": {"mean": z_e.mean(0).tolist(), "std": z_e.std(0, ddof=1).tolist()},
+        "hpd_coverage_68_95": [float(np.mean(level <= 0.68)), float(np.mean(level <= 0.95))],
+        "hpd_coverage_68_95_exact": [float(np.mean(level_e <= 0.68)),
+                                     float(np.mean(level_e <= 0.95))],
+        "hpd_curve": hpd, "c2st": {"mean": float(c2st.mean()), "median": float(np.median(c2st)),
+                                   "per_map": c2st.tolist()},
+        "bands": table, "checks": checks,
+        "evaluations_mean": float(evals.mean()), "seconds_median": float(np.median(secs)),
+    })  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 # The standard coverage studies whose reports and figures are committed here
 # (docs/calibration.md reads them). Each study resumes where it stopped; per-map results
 # (calibration/*/results/) are not committed. Run from the repository root:
-#   bash calibration/run_studies.sh [oracle|network|tempered|noise|all]
+#   bash calibration/run_studies.sh [oracle|network|default|tempered|noise|all]
 # Sizes are set by the cost on 2 CPU cores: an oracle posterior with the full VLB takes
 # about 6 s (the oracle likelihood runs in Fourier space), a network posterior with the
 # 64-timestep VLB about 50 s.
@@ -33,6 +33,19 @@ if [[ $WHAT == network || $WHAT == all ]]; then
   # L_0 alone
   $DI calibrate --model lognormal64 --data data/lognormal64 --likelihood l0 --n-maps 8 \
     --analyses diffusion --temperature 1 "${COMMON[@]}" --out calibration/lognormal64-l0
+fi
+
+if [[ $WHAT == default || $WHAT == all ]]; then
+  # the default posterior of lognormal64 (VLB with the Wiener-filter control variate, 8
+  # timesteps of the fitted proposal, located grid): temperature on 100 calibration-split
+  # maps, then 500 test-split maps against the exact and power-spectrum posteriors
+  $DI calibrate --model lognormal64 --data data/lognormal64 --split validation --n-maps 100 \
+    --analyses diffusion,exact --temperature 1 "${COMMON[@]}" \
+    --out calibration/lognormal64-cv-calibration
+  $DI recalibrate calibration/lognormal64-cv-calibration
+  $DI calibrate --model lognormal64 --data data/lognormal64 --n-maps 500 "${COMMON[@]}" \
+    --out calibration/lognormal64-cv-test
+  .venv/bin/python calibration/against_exact.py calibration/lognormal64-cv-test
 fi
 
 if [[ $WHAT == tempered || $WHAT == all ]]; then

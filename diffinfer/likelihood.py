@@ -680,7 +680,7 @@ class DiffusionLikelihood:
                 self.model, self.y, terms=self.terms, n_noise=self.n_noise, seed=self.seed + k,
                 n_timesteps=self.n_timesteps, max_batch=self.max_batch,
                 precision=self.precision, space="model", noise_sigma=self.noise_sigma,
-                proposal=self.proposal,
+                proposal=self.proposal, control_variate=self.control_variate,
             )  # fmt: skip
             with torch.no_grad():
                 values = other(torch.cat([ref, theta]))

@@ -30,6 +30,7 @@ Results are appended per map to ``--out`` (atomically; a rerun resumes).
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -68,8 +69,11 @@ def band_plan(per_band: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 
 def term_values(model: DiffusionModel, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                 thetas: np.ndarray, precision: str = "fp32", chunk: int = 64) -> np.ndarray:
-    """||eps - eps_hat(x_t, t, theta)||^2 for every theta row and term: (P, K) float64."""
+    """||eps - eps_hat(x_t, t, theta)||^2 for every theta row and term: (P, K) float64.
+    ``precision="wiener"``: eps_hat of the network's spectral branch alone (fp32)."""
     dtype = torch.float64 if model.is_oracle else torch.float32
+    if precision == "wiener":
+        return term_values(WienerPart(model), x_t, eps, t, thetas, "fp32", chunk)
     out = np.empty((len(thetas), len(t)))
     with torch.no_grad():
         for p, theta in enumerate(thetas):
@@ -80,6 +84,19 @@ def term_values(model: DiffusionModel, x_t: torch.Tensor, eps: torch.Tensor, t: 
                     e = model(x_t[sl].to(dtype), t[sl], th[sl])
                 out[p, sl] = (e.double() - eps[sl]).pow(2).sum(dim=(1, 2, 3)).numpy()
     return out
+
+
+class WienerPart(torch.nn.Module):
+    """The spectral branch of a network as a denoiser of its own (its learned Wiener filter)."""
+
+    def __init__(self, model: DiffusionModel) -> None:
+        super().__init__()
+        self.unet = model.denoiser
+        self.is_oracle = False
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        unit = self.unet.config.prior.to_unit(theta.to(x_t.dtype))
+        return self.unet.spectral(x_t, t, unit)
 
 
 def probe_points(mu: np.ndarray, sd: np.ndarray, h: float, low: np.ndarray,
@@ -127,7 +144,7 @@ def run(args: argparse.Namespace) -> None:
     entries = {m["index"]: m for m in state["maps"]}
     t_start = time.perf_counter()
     for i in range(args.n_maps):
-        precisions = ["fp32"] + (["bf16"] if i < args.bf16_maps else [])
+        precisions = ["fp32", "wiener"] + (["bf16"] if i < args.bf16_maps else [])
         entry = entries.get(i)
         todo = [p for p in precisions if entry is None or f"shift_{p}" not in entry]
         if not todo:
@@ -176,7 +193,7 @@ def load(path: str) -> dict:
     maps = state["maps"]
     truth = np.array([m["truth"] for m in maps])
     out = {"truth": truth, "n": len(maps)}
-    for prec in ("fp32", "bf16"):
+    for prec in ("fp32", "bf16", "wiener"):
         rows = [m for m in maps if f"shift_{prec}" in m]
         if rows:
             out[prec] = np.array([m[f"shift_{prec}"] for m in rows])  # (maps, bands, 2)
@@ -192,11 +209,13 @@ def table(path: str) -> str:
     d = load(path)
     names = [f"{lo}–{hi}" for lo, hi in BANDS]
     lines = []
-    for prec in ("fp32", "bf16"):
+    names_of = {"fp32": "network (fp32) − oracle", "bf16": "network (bf16) − oracle",
+                "wiener": "the network's spectral branch alone − oracle"}  # fmt: skip
+    for prec in ("fp32", "wiener", "bf16"):
         if prec not in d:
             continue
         s, tr = d[prec], d[prec + "_truth"]
-        lines.append(f"\nnetwork ({prec}) − oracle, {len(s)} maps: shift of the posterior mean "
+        lines.append(f"\n{names_of[prec]}, {len(s)} maps: shift of the posterior mean "
                      "[σ_exact], per timestep band (mean ± s.e. over maps)\n")  # fmt: skip
         lines.append("| maps | n | " + " | ".join(names) + " | all t |")
         lines.append("|---|---|" + "---|" * (len(names) + 1))
@@ -248,13 +267,26 @@ def figure(path: str, dest: str) -> None:
     axes[0].set_ylabel("mean shift of the posterior mean [σ_exact]")
     axes[0].set_title(f"network − oracle, per band ({len(s)} maps)")
     axes[0].legend(fontsize=8)
-    total = s.sum(axis=1)
-    for k, (par, ax) in enumerate(zip(("Ω_m", "σ_8"), axes[1:], strict=True)):
-        sc = ax.scatter(tr[:, 0], tr[:, 1], c=total[:, k], cmap="coolwarm", vmin=-1, vmax=1, s=18)
-        ax.set_xlabel("true Ω_m")
-        ax.set_ylabel("true σ_8")
-        ax.set_title(f"shift in {par} from all t, fp32 [σ_exact]")
-        fig.colorbar(sc, ax=ax)
+    total = s.sum(axis=1)  # (maps, 2): the shift from every timestep
+    for ax, j, edges, label in ((axes[1], 0, np.linspace(0.1, 0.5, 6), "true Ω_m"),
+                                (axes[2], 1, np.linspace(0.6, 1.0, 6), "true σ_8")):  # fmt: skip
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        for k, (par, c) in enumerate(zip(("Ω_m", "σ_8"), ("C0", "C3"), strict=True)):
+            m, e = [], []
+            for lo, hi in itertools.pairwise(edges):
+                sel = (tr[:, j] >= lo) & (tr[:, j] < hi)
+                mm, ee = mean_se(total[sel, k])
+                m.append(mm)
+                e.append(ee)
+            off = (k - 0.5) * 0.01 * (edges[-1] - edges[0]) / 0.4
+            ax.errorbar(centres + off, m, e, fmt="o-", color=c, capsize=3, label=f"shift in {par}")
+        ax.axhline(0, color="k", lw=0.8)
+        for v in (-0.1, 0.1):
+            ax.axhline(v, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean shift, all t [σ_exact]")
+        ax.set_title(f"network − oracle, fp32, by {label} (± 1 s.e.)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dest, dpi=120)

@@ -6,7 +6,7 @@ model (calibration/lognormal64-*/report.json) and writes their headline
 numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically, through
 ``update_card``; the weights and their checksum are untouched).
 
-    python scripts/update_card_metrics.py [--only emulator_default_sampler]
+    python scripts/update_card_metrics.py [--only emulator_default_sampler|likelihood_default]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ STUDIES = {
     "vlb64": "calibration/lognormal64-test",
     "l0": "calibration/lognormal64-l0",
 }
+DEFAULT_STUDY = "calibration/lognormal64-cv-test"
+"""The large study of the default posterior (Wiener-filter control variate), test split."""
 
 
 def headline(rep: dict) -> dict:
@@ -97,6 +99,16 @@ def main() -> None:
     if likelihood:
         metrics["likelihood"] = {"source": "bash calibration/run_studies.sh network",
                                  **likelihood}  # fmt: skip
+    default = Path(DEFAULT_STUDY)
+    if (default / "report.json").is_file() and (default / "against_exact.json").is_file():
+        report = read_json(default / "report.json")["analyses"]
+        metrics["likelihood_default"] = {
+            "source": "bash calibration/run_studies.sh default; "
+                      f"python calibration/against_exact.py {DEFAULT_STUDY}",
+            **headline(report["diffusion"]),
+            "against_exact": read_json(default / "against_exact.json"),
+            "power_spectrum_reference": headline(report["power"]) if "power" in report else None,
+        }  # fmt: skip
     if args.only:
         if args.only not in metrics:
             raise SystemExit(f"no {args.only!r} among the metrics computed: {sorted(metrics)}")

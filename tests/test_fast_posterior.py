@@ -167,16 +167,22 @@ def test_gauss_newton_locates_the_likelihood_maximum_and_its_curvature(sim, orac
     np.testing.assert_allclose(np.sqrt(np.diag(loc.cov)), sd, rtol=0.2)
 
 
-def test_network_posterior_runs_aligned_and_deterministic():
+@pytest.mark.parametrize(("control_variate", "max_evaluations"), [(False, 90), (True, 150)])
+def test_network_posterior_runs_aligned_and_deterministic(control_variate, max_evaluations):
+    """The located grid on the network, plain and with the control variate. The latter is
+    sharper than the Gauss-Newton covariance of the plain residuals the locator uses (8
+    timesteps), so its aligned grid is re-gridded more often: 137 evaluations on this map,
+    105 on average over the test study (docs/results.md)."""
     from diffinfer.diffusion.checkpoint import load_model
 
     model = load_model("lognormal64")
     sim = model_sim(model)
     density = sim.simulate(np.array([0.25, 0.78]), 1, seed=11)[0]
-    a = posterior(density, model=model, n_timesteps=8, seed=2, temperature=1.0)
-    b = posterior(density, model=model, n_timesteps=8, seed=2, temperature=1.0)
+    opts = {"n_timesteps": 8, "seed": 2, "temperature": 1.0, "control_variate": control_variate}
+    a = posterior(density, model=model, **opts)
+    b = posterior(density, model=model, **opts)
     ga = a.grid()
-    assert ga.strategy in ("aligned", "located box") and ga.n_evaluations <= 90
+    assert ga.strategy in ("aligned", "located box") and ga.n_evaluations <= max_evaluations
     np.testing.assert_array_equal(ga.mean(), b.grid().mean())
     assert a.n_evaluations == ga.n_evaluations
 

@@ -235,13 +235,14 @@ def test_estimate_takes_the_map_as_infer_does(tmp_path, capsys):
 
 
 def test_help_states_units_and_the_default_timesteps(capsys):
-    from diffinfer.posterior import DEFAULT_VLB_TIMESTEPS
+    from diffinfer.posterior import DEFAULT_CV_TIMESTEPS, DEFAULT_VLB_TIMESTEPS
 
     with pytest.raises(SystemExit):
         main(["infer", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "rho/rho_mean" in text and "500 Mpc/h" in text
-    assert f"default {DEFAULT_VLB_TIMESTEPS}:" in text
+    assert f"default {DEFAULT_CV_TIMESTEPS} with the control variate" in text
+    assert f"else {DEFAULT_VLB_TIMESTEPS}:" in text
 
 
 @pytest.mark.parametrize(

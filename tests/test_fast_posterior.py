@@ -167,7 +167,10 @@ def test_gauss_newton_locates_the_likelihood_maximum_and_its_curvature(sim, orac
     np.testing.assert_allclose(np.sqrt(np.diag(loc.cov)), sd, rtol=0.2)
 
 
-@pytest.mark.parametrize(("control_variate", "max_evaluations"), [(False, 90), (True, 150)])
+@pytest.mark.parametrize(
+    ("control_variate", "max_evaluations"),
+    [(False, 90), pytest.param(True, 150, marks=pytest.mark.slow)],  # keeps `make test` < 10 min
+)
 def test_network_posterior_runs_aligned_and_deterministic(control_variate, max_evaluations):
     """The located grid on the network, plain and with the control variate. The latter is
     sharper than the Gauss-Newton covariance of the plain residuals the locator uses (8

@@ -19,6 +19,7 @@ from diffinfer.diffusion.samplers import (
 from diffinfer.errors import DataFileError, DiffinferError, InputError
 from diffinfer.fields.grid import FIELD_KINDS
 from diffinfer.parameters import PARAM_NAMES
+from diffinfer.posterior import REFERENCE_LIKELIHOODS
 from diffinfer.validation import check_int
 
 
@@ -40,11 +41,35 @@ def _config(args: argparse.Namespace):
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from diffinfer.data import write_synthetic_dataset
 
+    if args.simulator == "nbody":
+        from diffinfer.data.nbody import NBodyConfig
+
+        if args.depth is not None:
+            raise InputError("--depth is set by the N-body slabs (box size / --slabs); leave "
+                             "it out with --simulator nbody")  # fmt: skip
+        defaults = NBodyConfig()
+        particles = args.particles or defaults.n_particles
+        config = NBodyConfig(
+            n_particles=particles,
+            mesh=args.mesh or particles,
+            box_size=defaults.box_size if args.box_size is None else args.box_size,
+            n_steps=args.steps, a_initial=args.a_initial, n_slabs=args.slabs,
+            n_pix=args.n_pix, refine=args.refine,
+        )  # fmt: skip
+    else:
+        nbody_only = [f"--{name.replace('_', '-')}" for name in ("particles", "mesh")
+                      if getattr(args, name) is not None]  # fmt: skip
+        if nbody_only:
+            raise InputError(f"{', '.join(nbody_only)} only apply to --simulator nbody")
+        args.box_size = 500.0 if args.box_size is None else args.box_size
+        args.depth = 50.0 if args.depth is None else args.depth
+        config = _config(args)
     path = write_synthetic_dataset(
         args.out,
+        simulator=args.simulator,
         n_cosmologies=args.n_cosmologies,
         maps_per_cosmology=args.maps_per_cosmology,
-        config=_config(args),
+        config=config,
         seed=args.seed,
         set_name=args.set,
         progress=not args.no_progress,
@@ -249,15 +274,24 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if args.n_timesteps is not None:
         check_int("--n-timesteps", args.n_timesteps, low=0)
         options["n_timesteps"] = args.n_timesteps or None
-    if likelihood in ("exact", "power"):
+    if likelihood in REFERENCE_LIKELIHOODS:
         options = {}
     if args.temperature is not None:  # posterior() checks it
         options["temperature"] = args.temperature
     sampler_names = set(SAMPLER_OPTIONS[args.method])  # argparse checked the method
-    runs = [(likelihood, {**options, **set_options})]
+    # --set npe=DIR names the NPE reference, of whichever run is an NPE one
+    npe_runs = [like for like in (likelihood, args.reference)
+                if isinstance(like, str) and like.startswith("npe")]  # fmt: skip
+    if "npe" in set_options and not npe_runs:
+        raise InputError("--set npe=... names an NPE reference: use it with --likelihood npe "
+                         "or --reference npe (or npe-power)")  # fmt: skip
+    main_options = {k: v for k, v in set_options.items()
+                    if k != "npe" or likelihood in npe_runs}  # fmt: skip
+    runs = [(likelihood, {**options, **main_options})]
     if args.reference != "none":  # the reference takes the sampler's options only
         runs.append((args.reference, {k: v for k, v in set_options.items()
-                                      if k in sampler_names}))  # fmt: skip
+                                      if k in sampler_names
+                                      or (k == "npe" and args.reference in npe_runs)}))  # fmt: skip
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     # every input is checked (map, options, truth) before anything is computed or written
@@ -319,7 +353,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             out / "diagnostics.txt", az.summary(all_samples[0].to_arviz()).to_string() + "\n"
         )
     labels = [s.info["likelihood"].split(" (")[0] for s in all_samples]
-    analyses = [like if like in ("exact", "power") else "diffusion" for like, _ in runs]
+    analyses = [like if like in REFERENCE_LIKELIHOODS else "diffusion" for like, _ in runs]
     triangle(all_samples, out / "triangle.png", labels=labels, analyses=analyses,
              truth=None if not args.truth else np.array(args.truth),
              title=str(args.map) + ("" if args.index is None else f" [{args.index}]"))  # fmt: skip
@@ -420,7 +454,7 @@ def _output_dir(path: str):
 
 
 def _parse_likelihood(text: str) -> str | list[int]:
-    if text in ("l0", "vlb", "exact", "power"):
+    if text in ("l0", "vlb", *REFERENCE_LIKELIHOODS):
         return text
     try:
         return [int(i) for i in text.split(",")]
@@ -630,14 +664,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "simulate",
-        help="write a synthetic log-normal data set in the CAMELS CMD format",
+        help="write a synthetic data set (log-normal or N-body maps) in the CAMELS CMD format",
         description=(
-            "Simulate log-normal density maps on a Latin hypercube over the prior box and "
-            "write Maps_Mtot_Lognormal_<set>_z=0.00.npy, params_<set>_Lognormal.txt and "
-            "dataset.json into OUT."
+            "Simulate density maps on a Latin hypercube over the prior box and write "
+            "Maps_Mtot_<suite>_<set>_z=0.00.npy, params_<set>_<suite>.txt and dataset.json "
+            "into OUT (suite Lognormal or Nbody). An interrupted run continues where it "
+            "stopped when the same command is given again; a directory holding another data "
+            "set is refused."
         ),
     )
     p.add_argument("--out", required=True, help="output directory (created if needed)")
+    p.add_argument("--simulator", choices=("lognormal", "nbody"), default="lognormal",
+                   help="log-normal maps with an exact likelihood (default), or particle-mesh "
+                        "N-body maps through JaxPM (pip install 'diffinfer[nbody]'; "
+                        "docs/nbody.md)")  # fmt: skip
     p.add_argument(
         "--n-cosmologies", type=int, default=1000, help="Latin-hypercube points (default 1000)"
     )
@@ -647,7 +687,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of parameters and maps (default 0)")
     p.add_argument("--set", default="LH", help="CMD set name in the file names (default LH)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _add_geometry(p)
+    g = p.add_argument_group("map geometry")
+    g.add_argument("--n-pix", type=int, default=64, help="pixels per map side N (default 64)")
+    g.add_argument("--box-size", type=float, default=None,
+                   help="map (and N-body box) side L in Mpc/h (default 500 log-normal, 128 "
+                        "N-body)")  # fmt: skip
+    g.add_argument("--depth", type=float, default=None,
+                   help="slab depth d in Mpc/h (log-normal only; default 50)")  # fmt: skip
+    g = p.add_argument_group("N-body runs (--simulator nbody)")
+    g.add_argument("--particles", type=int, default=None,
+                   help="particles per side (default 64)")  # fmt: skip
+    g.add_argument("--mesh", type=int, default=None,
+                   help="force mesh per side; JaxPM needs it equal to --particles "
+                        "(the default)")  # fmt: skip
+    g.add_argument("--steps", type=int, default=10,
+                   help="leapfrog steps from --a-initial to a = 1 (default 10)")  # fmt: skip
+    g.add_argument("--a-initial", type=float, default=0.1,
+                   help="scale factor of the 2LPT initial conditions (default 0.1)")  # fmt: skip
+    g.add_argument("--slabs", type=int, default=5,
+                   help="slabs per axis; a box gives 3 x SLABS maps (default 5)")  # fmt: skip
+    g.add_argument("--refine", type=int, default=2,
+                   help="Lagrangian refinement of the painted tracers per axis "
+                        "(default 2)")  # fmt: skip
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser(
@@ -763,14 +824,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--likelihood",
         default="vlb",
-        help="vlb (default), l0, comma-separated term indices, exact, or power",
+        help="vlb (default), l0, comma-separated term indices, exact, power, npe or "
+        "npe-power (neural posterior estimators; --set npe=DIR picks one)",
     )
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network precision of the diffusion likelihood (auto: bf16 where "
                         "the device computes it natively)")  # fmt: skip
-    p.add_argument("--reference", choices=("none", "exact", "power"), default="none",
+    p.add_argument("--reference", choices=("none", *REFERENCE_LIKELIHOODS), default="none",
                    help="also compute this reference posterior and show it alongside")  # fmt: skip
     p.add_argument("--n-samples", type=int, default=4000, help="posterior draws (default 4000)")
     p.add_argument(
@@ -806,7 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--likelihood", default="vlb", help="diffusion terms: vlb, l0 or 0,1,2")
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
     p.add_argument("--analyses", default="diffusion,exact,power",
-                   help="comma-separated: diffusion, exact, power (default all)")  # fmt: skip
+                   help="comma-separated: diffusion, exact, power, npe, npe-power (default "
+                        "diffusion,exact,power)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
     p.add_argument("--n-maps", type=int, default=200, help="test maps (default 200)")
     p.add_argument("--data", help="CAMELS-format data directory (default: simulate maps)")

@@ -45,7 +45,10 @@ each term is sampled, and 8 timesteps move the posterior mean between likelihood
 0.09 / 0.08 sigma, as 16 do (network ``lognormal64``, 8 maps x 3 seeds; docs/posterior.md)."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                        "box_size", "temperature", "spectrum", "proposal",
-                       "control_variate")  # fmt: skip
+                       "control_variate", "npe")  # fmt: skip
+REFERENCE_LIKELIHOODS = ("exact", "power", "npe", "npe-power")
+"""The reference analyses: the exact log-normal likelihood, the Gaussian power-spectrum
+likelihood, and neural posterior estimators (sbi) on P(k) + a CNN or on P(k) alone."""
 LOCATE_PLAN = 14
 """Likelihood evaluations the progress bar plans for the locator (Levenberg-Marquardt: 13.6
 on average over the 100 maps of calibration/lognormal64-fast-test, whose posteriors cost 77.6
@@ -449,7 +452,11 @@ def posterior(
         given), ``"l0"``, a list of term indices (diffusion likelihood); ``"exact"``
         (log-normal maps only: the closed-form likelihood, the reference); ``"power"`` (the
         Gaussian likelihood of the binned power spectrum, fitted to simulations:
-        :class:`~diffinfer.spectrum_likelihood.PowerSpectrumLikelihood`).
+        :class:`~diffinfer.spectrum_likelihood.PowerSpectrumLikelihood`); ``"npe"`` and
+        ``"npe-power"`` (neural posterior estimators trained with sbi on the power spectrum
+        plus a CNN embedding, or on the power spectrum alone: the density q(theta | map)
+        serves as the likelihood under the box prior it was trained with; option ``npe``
+        names the reference, default :data:`~diffinfer.npe.DEFAULT_REFERENCES`).
     method
         ``"grid"``, ``"emcee"`` or ``"nuts"``.
     prior
@@ -474,7 +481,8 @@ def posterior(
         uses L^(1/temperature), default the value
         the model card records for this term set (see :mod:`diffinfer.calibration`), else 1,
         and 1 opts out; ``spectrum``: a fitted power-spectrum likelihood or its file, default
-        fitted to the log-normal simulator) and sampler options (grid: n_coarse, n_fine,
+        fitted to the log-normal simulator; ``npe``: an NPE reference, its name or
+        directory) and sampler options (grid: n_coarse, n_fine,
         tol, max_passes; emcee: n_walkers, max_steps, min_tau_multiple; nuts: num_chains,
         warmup_steps, max_tree_depth).
     """
@@ -498,13 +506,27 @@ def posterior(
     elif model is not None and not isinstance(model, DiffusionModel):
         raise InputError(f"model must be a model name, a directory, a DiffusionModel or None, "
                          f"got {type(model).__name__}")  # fmt: skip
-    n_pix = model.field.n_pix if model is not None else LognormalSimulator().config.n_pix
-    data_mean = model.data_mean if model is not None else 1.0
+    npe = _npe_reference(likelihood, like_opts.pop("npe", None))
+    if npe is not None:
+        n_pix, data_mean = npe.field.n_pix, 1.0
+    elif model is not None:
+        n_pix, data_mean = model.field.n_pix, model.data_mean
+    else:
+        n_pix, data_mean = LognormalSimulator().config.n_pix, 1.0
     field = as_density(field, kind=kind, n_pix=n_pix, data_mean=data_mean)
     if field.ndim != 2:
         raise InputError(f"one map at a time: got a stack of shape {tuple(field.shape)}; "
                          "pick one map, e.g. field[0]")  # fmt: skip
-    if likelihood in ("exact", "power"):
+    if npe is not None:
+        summary = npe.summarise(field)
+
+        def log_like(theta: torch.Tensor) -> torch.Tensor:
+            return npe.log_prob(theta, summary)
+
+        box, locator = npe.prior, None
+        description = f"neural posterior estimate ({npe.name}: {npe.summary})"
+        calibration, terms_info, chunked = None, {}, None
+    elif likelihood in ("exact", "power"):
         if model is None:
             sim = LognormalSimulator()
         else:
@@ -594,10 +616,10 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
     check_choice("method", method, METHODS)
     check_int("seed", seed, low=0)
     if isinstance(likelihood, str):
-        check_choice("likelihood", likelihood, ("vlb", "l0", "exact", "power"))
+        check_choice("likelihood", likelihood, ("vlb", "l0", *REFERENCE_LIKELIHOODS))
     elif not (isinstance(likelihood, (list, tuple)) and likelihood):
-        raise InputError("likelihood must be 'vlb', 'l0', 'exact', 'power' or a non-empty list "
-                         f"of term indices, got {likelihood!r}")  # fmt: skip
+        raise InputError("likelihood must be 'vlb', 'l0', 'exact', 'power', 'npe', 'npe-power' "
+                         f"or a non-empty list of term indices, got {likelihood!r}")  # fmt: skip
     else:
         for i in likelihood:
             check_int("likelihood term index", i, low=0)
@@ -640,7 +662,16 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
         check_bool("control_variate", o["control_variate"])
     if "surrogate" in options and options["surrogate"] not in (None, "grid"):
         raise InputError(f"surrogate must be 'grid' or None, got {options['surrogate']!r}")
-    if isinstance(likelihood, str) and likelihood in ("exact", "power"):
+    if "npe" in o and not (isinstance(likelihood, str) and likelihood.startswith("npe")):
+        raise InputError(f"option npe names a neural posterior estimator; it applies to "
+                         f"likelihood='npe' or 'npe-power', not {likelihood!r}")  # fmt: skip
+    if "npe" in o and not isinstance(o["npe"], (str, os.PathLike)):
+        from diffinfer.npe import NPEReference
+
+        if not isinstance(o["npe"], NPEReference):
+            raise InputError(f"npe must be a reference name, a directory or an NPEReference, "
+                             f"got {type(o['npe']).__name__}")  # fmt: skip
+    if isinstance(likelihood, str) and likelihood in REFERENCE_LIKELIHOODS:
         diffusion_only = sorted({"n_noise", "n_timesteps", "max_batch", "precision",
                                  "proposal", "control_variate"} & set(options))  # fmt: skip
         if diffusion_only:
@@ -670,6 +701,30 @@ def _card_temperature(model: DiffusionModel, like: DiffusionLikelihood) -> float
         ):
             return float(entry["temperature"])
     return None
+
+
+_NPE_CACHE: dict[str, object] = {}
+
+
+def _npe_reference(likelihood: object, npe: object):
+    """The NPE reference of ``likelihood="npe"`` / ``"npe-power"`` (loaded once per process
+    by name or directory), else None; a reference of the other summary is refused."""
+    if not (isinstance(likelihood, str) and likelihood.startswith("npe")):
+        return None
+    from diffinfer.npe import DEFAULT_REFERENCES, NPEReference
+
+    if npe is None:
+        npe = DEFAULT_REFERENCES[likelihood]
+    if not isinstance(npe, NPEReference):
+        key = os.fspath(npe)
+        if key not in _NPE_CACHE:
+            _NPE_CACHE[key] = NPEReference.load(key)
+        npe = _NPE_CACHE[key]
+    wanted = "power" if likelihood == "npe-power" else "power+cnn"
+    if npe.summary != wanted:
+        raise InputError(f"likelihood={likelihood!r} needs an NPE reference on {wanted!r}; "
+                         f"{npe.name} is trained on {npe.summary!r}")  # fmt: skip
+    return npe
 
 
 _SPECTRUM_CACHE: dict[tuple, object] = {}

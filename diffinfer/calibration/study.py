@@ -36,7 +36,7 @@ from diffinfer.errors import DataFileError, InputError
 from diffinfer.io import json_safe, read_json, write_json_atomic, write_npz_atomic
 from diffinfer.validation import check_choice, check_float, check_int
 
-ANALYSES = ("diffusion", "exact", "power")
+ANALYSES = ("diffusion", "exact", "power", "npe", "npe-power")
 STUDY_FILE = "study.json"
 SPLITS = ("test", "validation")
 METHODS = ("grid", "emcee", "nuts")
@@ -54,7 +54,9 @@ class StudyConfig:
     likelihood
         Diffusion likelihood terms: ``"vlb"``, ``"l0"`` or a list of term indices.
     analyses
-        Which posteriors to compute per map: any of ``"diffusion"``, ``"exact"``, ``"power"``.
+        Which posteriors to compute per map: any of ``"diffusion"``, ``"exact"``, ``"power"``,
+        ``"npe"`` and ``"npe-power"`` (neural posterior estimators, option ``npe`` names
+        a reference other than the shipped default).
     n_maps
         Number of test maps.
     method
@@ -358,6 +360,10 @@ def _posterior_kwargs(config: StudyConfig, analysis: str) -> dict:
     from diffinfer.posterior import SAMPLER_OPTIONS
 
     keep = {"noise_sigma", "spectrum", "temperature", *SAMPLER_OPTIONS[config.method]}
+    if analysis.startswith("npe"):
+        keep = (keep - {"spectrum"}) | {"npe"}
+    else:
+        keep.discard("npe")
     return {"likelihood": analysis, **{k: v for k, v in kwargs.items() if k in keep}}
 
 

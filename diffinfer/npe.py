@@ -244,9 +244,12 @@ def build_estimator(card: dict) -> nn.Module:
     arch = card["architecture"]
     field = FieldConfig.from_dict(card["field"])
     n_bins = len(card["edges"]) - 1
-    embed = MapEmbedding(n_bins, field.n_pix, cnn=card["summary"] == "power+cnn",
-                         channels=tuple(arch["channels"]),
-                         n_features=int(arch["n_features"]))  # fmt: skip
+    if card["summary"] == "power+cnn":
+        embed: nn.Module = MapEmbedding(n_bins, field.n_pix, cnn=True,
+                                        channels=tuple(arch["channels"]),
+                                        n_features=int(arch["n_features"]))  # fmt: skip
+    else:  # the summary is the power spectrum itself
+        embed = nn.Identity()
     build = posterior_nn(model=arch["flow"], hidden_features=int(arch["hidden_features"]),
                          num_transforms=int(arch["num_transforms"]), embedding_net=embed,
                          z_score_x="none", z_score_theta="independent")  # fmt: skip

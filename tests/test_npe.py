@@ -16,7 +16,7 @@ from diffinfer.fields import FieldConfig, LognormalSimulator
 
 pytest.importorskip("sbi")
 
-from diffinfer.npe import NPEReference, train_npe  # noqa: E402
+from diffinfer.npe import NPEReference, train_npe
 
 FIELD = FieldConfig(n_pix=16, box_size=250.0, depth=50.0)
 

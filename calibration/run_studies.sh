@@ -2,7 +2,7 @@
 # The standard coverage studies whose reports and figures are committed here
 # (docs/calibration.md reads them). Each study resumes where it stopped; per-map results
 # (calibration/*/results/) are not committed. Run from the repository root:
-#   bash calibration/run_studies.sh [oracle|network|default|tempered|noise|all]
+#   bash calibration/run_studies.sh [oracle|network|default|tempered|noise|nbody|all]
 # Sizes are set by the cost on 2 CPU cores: an oracle posterior with the full VLB takes
 # about 6 s (the oracle likelihood runs in Fourier space), a network posterior with the
 # 64-timestep VLB about 50 s.
@@ -52,6 +52,18 @@ if [[ $WHAT == tempered || $WHAT == all ]]; then
   # the same likelihood squared (temperature 0.5): the study must flag it overconfident
   $DI calibrate --model oracle --likelihood vlb --n-timesteps 0 --n-maps 200 \
     --analyses diffusion --temperature 0.5 "${COMMON[@]}" --out calibration/oracle-vlb-tempered
+fi
+
+if [[ $WHAT == nbody || $WHAT == all ]]; then
+  # N-body maps (docs/nbody.md): the references' own coverage on 500 test-split maps, then
+  # the diffusion posterior of nbody64 beside NPE (P(k) + CNN), NPE (P(k)) and the Gaussian
+  # P(k) likelihood on the same 200 maps, with the information-gain table
+  NB=(--model nbody64 --data data/nbody64 --set spectrum=diffinfer/models/nbody64-power.npz)
+  $DI calibrate "${NB[@]}" --analyses npe,npe-power,power --n-maps 500 "${COMMON[@]}" \
+    --out calibration/nbody64-references
+  $DI calibrate "${NB[@]}" --analyses diffusion,npe,npe-power,power --n-maps 200 \
+    "${COMMON[@]}" --out calibration/nbody64-test
+  .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-test
 fi
 
 if [[ $WHAT == noise || $WHAT == all ]]; then

@@ -288,10 +288,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     main_options = {k: v for k, v in set_options.items()
                     if k != "npe" or likelihood in npe_runs}  # fmt: skip
     runs = [(likelihood, {**options, **main_options})]
-    if args.reference != "none":  # the reference takes the sampler's options only
+    if args.reference != "none":  # the reference takes the sampler's options and its own
+        own = {"npe"} if args.reference in npe_runs else set()
+        own |= {"spectrum"} if args.reference == "power" else set()
         runs.append((args.reference, {k: v for k, v in set_options.items()
-                                      if k in sampler_names
-                                      or (k == "npe" and args.reference in npe_runs)}))  # fmt: skip
+                                      if k in sampler_names or k in own}))  # fmt: skip
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     # every input is checked (map, options, truth) before anything is computed or written

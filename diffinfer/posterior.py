@@ -545,6 +545,15 @@ def posterior(
             locator = _exact_locator(sim, y) if wanted else None
             description = "exact log-normal likelihood"
         else:
+            trained_on = ((model.card or {}).get("data") or {}).get("simulator") if model else None
+            if spectrum is None and trained_on not in (None, "lognormal", "unknown"):
+                name = (model.card or {}).get("name", "the model")
+                raise InputError(
+                    f"the default power-spectrum likelihood is fitted to log-normal maps, but "
+                    f"{name} describes {trained_on} maps: give spectrum=FILE fitted to them "
+                    f"(shipped: diffinfer/models/{name}-power.npz; "
+                    "scripts/train_references.py fits one)"
+                )
             spec = _spectrum_likelihood(spectrum, sim, like_opts.get("noise_sigma") or 0.0)
             log_like = spec.for_map(field)
             box = spec.field.prior

@@ -137,6 +137,14 @@ SIMULATE_CASES = {
     "set-name-with-slash": (["--set", "../LH"], "set_name must be"),
     "n-pix-zero": (["--n-pix", "0"], "n_pix must be"),
     "box-nan": (["--box-size", "nan"], "box_size must be"),
+    "nbody-mesh-too-small": (["--simulator", "nbody", "--particles", "64", "--mesh", "32"],
+                             "mesh 32 does not fit 64^3 particles"),
+    "nbody-box-out-of-range": (["--simulator", "nbody", "--box-size", "5"], "box_size must be"),
+    "nbody-steps-out-of-range": (["--simulator", "nbody", "--steps", "1000"], "n_steps must be"),
+    "nbody-depth": (["--simulator", "nbody", "--depth", "20"], "--depth is set by the N-body"),
+    "nbody-too-many-maps": (["--simulator", "nbody", "--maps-per-cosmology", "16"],
+                            "exceeds the 15 maps of one N-body box"),
+    "mesh-for-lognormal": (["--mesh", "64"], "--mesh only appl"),
 }
 
 
@@ -146,6 +154,17 @@ def test_simulate_bad_inputs(case, tmp_path, capsys):
     out = tmp_path / "data"
     run_bad(["simulate", "--out", str(out), "--no-progress", *argv], capsys, fragment)
     assert not out.exists()
+
+
+def test_simulate_refuses_a_directory_of_another_data_set(tmp_path, capsys):
+    out = tmp_path / "data"
+    main(["simulate", "--out", str(out), "--n-cosmologies", "2", "--n-pix", "16",
+          "--no-progress"])  # fmt: skip
+    capsys.readouterr()
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    run_bad(["simulate", "--simulator", "nbody", "--out", str(out), "--n-cosmologies", "2",
+             "--no-progress"], capsys, "already holds a lognormal data set")  # fmt: skip
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_simulate_into_a_file(files, capsys):

@@ -123,3 +123,19 @@ def test_a_damaged_reference_is_refused(power_reference, tmp_path) -> None:
         NPEReference.load(other)
     with pytest.raises(DataFileError, match="not found"):
         NPEReference.load(tmp_path / "missing")
+
+
+def test_the_power_reference_of_an_nbody_model_needs_its_own_spectrum() -> None:
+    """The default power-spectrum likelihood is fitted to log-normal maps: a model of other
+    maps must be given the one fitted to its data."""
+    import copy
+
+    from diffinfer.diffusion import load_model
+
+    model = load_model("lognormal64")
+    model.card = copy.deepcopy(model.card)
+    model.card["data"]["simulator"] = "nbody"
+    model.card["name"] = "nbody-like"
+    rho = LognormalSimulator().simulate([0.3, 0.8], 1, seed=0)[0]
+    with pytest.raises(InputError, match="nbody-like-power.npz"):
+        di.posterior(rho, model=model, likelihood="power", progress=False)

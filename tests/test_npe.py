@@ -139,3 +139,14 @@ def test_the_power_reference_of_an_nbody_model_needs_its_own_spectrum() -> None:
     rho = LognormalSimulator().simulate([0.3, 0.8], 1, seed=0)[0]
     with pytest.raises(InputError, match="nbody-like-power.npz"):
         di.posterior(rho, model=model, likelihood="power", progress=False)
+
+
+def test_a_study_without_a_model_is_for_references_on_a_data_set() -> None:
+    from diffinfer.calibration.study import StudyConfig
+
+    with pytest.raises(InputError, match="model 'none' is for studies of the references"):
+        StudyConfig(model="none", analyses=["diffusion", "npe"], data="data/x")
+    with pytest.raises(InputError, match="model 'none' is for studies of the references"):
+        StudyConfig(model="none", analyses=["npe"])
+    with pytest.raises(InputError, match="noise_sigma is added in a model's space"):
+        StudyConfig(model="none", analyses=["npe"], data="data/x", noise_sigma=0.1)

@@ -280,6 +280,12 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
 def _study_box(study: dict) -> PriorBox:
     from diffinfer.diffusion.checkpoint import load_model
 
+    if study["model"] == "none":  # the references alone: the data set's prior box
+        from diffinfer.fields.grid import FieldConfig
+        from diffinfer.io import read_json
+
+        meta = read_json(Path(study["data"]) / "dataset.json", what="data set description")
+        return FieldConfig.from_dict(meta["config"]).prior
     return load_model(study["model"]).field.prior
 
 

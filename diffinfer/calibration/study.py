@@ -120,6 +120,10 @@ class StudyConfig:
                              f"analyses must name at least one of {list(ANALYSES)}")  # fmt: skip
         if len(set(self.analyses)) != len(self.analyses):
             raise InputError(f"analyses lists an analysis twice: {self.analyses}")
+        if self.model == NO_MODEL and ("diffusion" in self.analyses or self.data is None):
+            raise InputError("model 'none' is for studies of the references alone on a data "
+                             "set: drop the diffusion analysis and give data, or name a "
+                             "model")  # fmt: skip
         self.n_maps = check_int("n_maps", self.n_maps, low=1, what="test maps")
         self.method = check_choice("method", self.method, METHODS)
         if self.data is not None:
@@ -134,6 +138,8 @@ class StudyConfig:
                                            low_open=True)  # fmt: skip
         self.noise_sigma = check_float("noise_sigma", self.noise_sigma, low=0,
                                        what="model-space pixel noise")  # fmt: skip
+        if self.model == NO_MODEL and self.noise_sigma > 0:
+            raise InputError("noise_sigma is added in a model's space: name the model")
         _check_options(self)
 
 
@@ -189,7 +195,14 @@ _MODEL_CACHE: dict[str, object] = {}
 _DATA_CACHE: dict[tuple, _DataSource] = {}
 
 
+NO_MODEL = "none"
+"""The model of a study of the references alone (analyses without "diffusion", on a data set):
+the split and the prior box come from the data set."""
+
+
 def _model(name: str):
+    if name == NO_MODEL:
+        return None
     if name not in _MODEL_CACHE:
         from diffinfer.diffusion.checkpoint import load_model
 
@@ -229,7 +242,7 @@ def _data_source(config: StudyConfig, model) -> _DataSource:
         raise DataFileError(f"data directory {root} is a file, not a directory")
     meta_path = root / "dataset.json"
     meta = read_json(meta_path, what="data set description") if meta_path.is_file() else {}
-    card = model.card or {}
+    card = (model.card if model is not None else None) or {}
     trained = ((card.get("training") or {}).get("config") or {}).get("data") or {}
     card_data = card.get("data") or {}
     per = meta.get("maps_per_cosmology")
@@ -255,7 +268,7 @@ def _data_source(config: StudyConfig, model) -> _DataSource:
     if not lognormal:
         why_not = (f"{root} holds maps of another simulator ({simulator or 'unknown'}; "
                    "dataset.json names it)")  # fmt: skip
-    elif "config" in meta:
+    elif "config" in meta and model is not None:
         from diffinfer.fields import FieldConfig
 
         stored, mine = FieldConfig.from_dict(meta["config"]), model.field
@@ -290,7 +303,7 @@ def check_study(config: StudyConfig) -> None:
                             "spectrum); fit one with PowerSpectrumLikelihood or leave the "
                             "option out to fit it to the simulator")  # fmt: skip
     model = _model(config.model)
-    if isinstance(config.likelihood, list):
+    if isinstance(config.likelihood, list) and model is not None:
         n_steps = model.schedule.n_steps
         if max(config.likelihood) >= n_steps:
             raise InputError(f"likelihood term indices must lie in [0, {n_steps - 1}] (the "
@@ -337,7 +350,8 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(
                 f"the {config.split} split has {len(order)} maps; asked for map {index}"
             )
-        density, theta = source.maps.load(order[index : index + 1], n_pix=model.field.n_pix)
+        n_pix = model.field.n_pix if model is not None else None
+        density, theta = source.maps.load(order[index : index + 1], n_pix=n_pix)
         density, theta = density[0], theta[0]
     if config.noise_sigma > 0:
         rng = np.random.default_rng([config.seed, index, 1])

@@ -137,7 +137,7 @@ def test_the_power_reference_of_an_nbody_model_needs_its_own_spectrum() -> None:
     model.card["data"]["simulator"] = "nbody"
     model.card["name"] = "nbody-like"
     rho = LognormalSimulator().simulate([0.3, 0.8], 1, seed=0)[0]
-    with pytest.raises(InputError, match="nbody-like-power.npz"):
+    with pytest.raises(InputError, match=r"nbody-like-power\.npz"):
         di.posterior(rho, model=model, likelihood="power", progress=False)
 
 

@@ -58,11 +58,11 @@ if [[ $WHAT == nbody || $WHAT == all ]]; then
   # N-body maps (docs/nbody.md): the references' own coverage on 500 test-split maps, then
   # the diffusion posterior of nbody64 beside NPE (P(k) + CNN), NPE (P(k)) and the Gaussian
   # P(k) likelihood on the same 200 maps, with the information-gain table
-  NB=(--model nbody64 --data data/nbody64 --set spectrum=diffinfer/models/nbody64-power.npz)
-  $DI calibrate "${NB[@]}" --analyses npe,npe-power,power --n-maps 500 "${COMMON[@]}" \
-    --out calibration/nbody64-references
-  $DI calibrate "${NB[@]}" --analyses diffusion,npe,npe-power,power --n-maps 200 \
-    "${COMMON[@]}" --out calibration/nbody64-test
+  NB=(--data data/nbody64 --set spectrum=diffinfer/models/nbody64-power.npz)
+  $DI calibrate --model none "${NB[@]}" --analyses npe,npe-power,power --n-maps 500 \
+    "${COMMON[@]}" --out calibration/nbody64-references
+  $DI calibrate --model nbody64 "${NB[@]}" --analyses diffusion,npe,npe-power,power \
+    --n-maps 200 "${COMMON[@]}" --out calibration/nbody64-test
   .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-test
 fi
 

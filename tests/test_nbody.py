@@ -197,6 +197,7 @@ def test_maps_per_cosmology_beyond_one_box_is_refused(tmp_path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_large_scales_grow_as_linear_theory() -> None:
     """P(k) of the final box over the power of its own linear field (the same Gaussian
     realisation grown to a = 1), on the largest scales: cosmic variance cancels, so the
@@ -235,6 +236,7 @@ def test_large_scales_grow_as_linear_theory() -> None:
     assert np.mean(measured / expect) == pytest.approx(1.0, abs=0.2)
 
 
+@pytest.mark.slow
 def test_maps_are_skewed_unlike_a_gaussian_field() -> None:
     """The point of the simulator: at the default geometry the maps' pixel distribution is
     strongly skewed (measured skewness 3-9 over the prior, docs/nbody.md), and positive."""

@@ -60,41 +60,36 @@ def _import_sbi():
 class MapEmbedding(nn.Module):
     """Embedding of a summary vector [log P (n_bins), map (n_pix^2)] into features.
 
-    The power-spectrum part passes through; the map part (present with ``cnn=True``) goes
-    through a periodic CNN (circular padding, average pooling, global mean), so its
-    features are invariant to translations of the map.
+    The power-spectrum part passes through; the map part goes through a periodic CNN
+    (circular padding, average pooling, global mean), so its features are invariant to
+    translations of the map. (The ``"power"`` summary needs no embedding.)
 
     Parameters
     ----------
     n_bins, n_pix
         Power-spectrum bins and map side.
-    cnn
-        Whether the summary holds a map to embed.
     channels
         Channels of the convolution stages (each halves the map).
     n_features
         Features of the CNN embedding.
     """
 
-    def __init__(self, n_bins: int, n_pix: int, cnn: bool, channels: tuple[int, ...] = (8, 16, 32),
+    def __init__(self, n_bins: int, n_pix: int, channels: tuple[int, ...] = (8, 16, 32),
                  n_features: int = 16) -> None:  # fmt: skip
         super().__init__()
-        self.n_bins, self.n_pix, self.cnn = n_bins, n_pix, cnn
-        if cnn:
-            layers: list[nn.Module] = []
-            c_in = 1
-            for c in channels:
-                layers += [nn.Conv2d(c_in, c, 3, padding=1, padding_mode="circular"), nn.GELU(),
-                           nn.Conv2d(c, c, 3, padding=1, padding_mode="circular"), nn.GELU(),
-                           nn.AvgPool2d(2)]  # fmt: skip
-                c_in = c
-            self.conv = nn.Sequential(*layers)
-            self.head = nn.Sequential(nn.Linear(c_in, 64), nn.GELU(), nn.Linear(64, n_features))
+        self.n_bins, self.n_pix = n_bins, n_pix
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, padding_mode="circular"), nn.GELU(),
+                       nn.Conv2d(c, c, 3, padding=1, padding_mode="circular"), nn.GELU(),
+                       nn.AvgPool2d(2)]  # fmt: skip
+            c_in = c
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(c_in, 64), nn.GELU(), nn.Linear(64, n_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         power = x[:, : self.n_bins]
-        if not self.cnn:
-            return power
         maps = x[:, self.n_bins :].reshape(-1, 1, self.n_pix, self.n_pix)
         features = self.head(self.conv(maps).mean(dim=(-2, -1)))
         return torch.cat([power, features], dim=-1)
@@ -245,7 +240,7 @@ def build_estimator(card: dict) -> nn.Module:
     field = FieldConfig.from_dict(card["field"])
     n_bins = len(card["edges"]) - 1
     if card["summary"] == "power+cnn":
-        embed: nn.Module = MapEmbedding(n_bins, field.n_pix, cnn=True,
+        embed: nn.Module = MapEmbedding(n_bins, field.n_pix,
                                         channels=tuple(arch["channels"]),
                                         n_features=int(arch["n_features"]))  # fmt: skip
     else:  # the summary is the power spectrum itself

@@ -61,8 +61,10 @@ class MapEmbedding(nn.Module):
     """Embedding of a summary vector [log P (n_bins), map (n_pix^2)] into features.
 
     The power-spectrum part passes through; the map part goes through a periodic CNN
-    (circular padding, average pooling, global mean), so its features are invariant to
-    translations of the map. (The ``"power"`` summary needs no embedding.)
+    (circular padding, 2x2 average pooling after each stage, global mean), so its features
+    do not change when the map is shifted periodically by a multiple of 2^len(channels)
+    pixels (8 by default); other shifts change them slightly. (The ``"power"`` summary
+    needs no embedding.)
 
     Parameters
     ----------

@@ -1,8 +1,10 @@
 """The N-body diffusion model as an emulator, against fresh N-body simulations (docs/nbody.md).
 
 At each tested cosmology: ``--maps`` emulated maps (the model's default sampler) against
-``ceil(maps / 15)`` fresh N-body boxes (15 maps each, seeds apart from the data set's), on
-three statistics, each with its standard error:
+the maps of ``ceil(maps / 15)`` fresh N-body boxes (15 maps each, seeds apart from the data
+set's), on three statistics, each with its standard error. The emulated maps are
+independent; the 15 maps of a box are not (slabs of one volume), so the simulated side's
+standard errors come from the scatter of the box means:
 
 - the power spectrum of delta = rho / mean - 1: the ratio of the mean spectra per k bin;
 - the one-point PDF of ln rho: mean, standard deviation and skewness of the pixels;
@@ -55,19 +57,29 @@ def moments(maps: np.ndarray) -> np.ndarray:
     return np.stack([x.mean(1), x.std(1), (d**3).mean(1) / (d**2).mean(1) ** 1.5], axis=1)
 
 
-def chi2(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over columns of (mean_a - mean_b)^2 / (var_a / n_a + var_b / n_b)."""
-    var = a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b)
+def mean_se(x: np.ndarray, per_box: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Column means of x (M, c) and their standard errors.
+
+    Rows come in consecutive groups of ``per_box`` correlated rows (the maps of one box);
+    the error is the scatter of the group means over the square root of their number.
+    """
+    groups = x.reshape(len(x) // per_box, per_box, -1).mean(1)
+    return x.mean(0), groups.std(0, ddof=1) / np.sqrt(len(groups))
+
+
+def chi2(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """Mean over columns of (mean_a - mean_b)^2 / (se_a^2 + se_b^2), from :func:`mean_se`."""
+    var = a[1] ** 2 + b[1] ** 2
     ok = var > 0
-    return float(np.mean((a.mean(0) - b.mean(0))[ok] ** 2 / var[ok]))
+    return float(np.mean((a[0] - b[0])[ok] ** 2 / var[ok]))
 
 
-def ratio_with_error(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """mean(a) / mean(b) per column and its standard error (first order)."""
-    ma, mb = a.mean(0), b.mean(0)
-    r = ma / mb
-    se = np.abs(r) * np.sqrt(a.var(0, ddof=1) / len(a) / ma**2 + b.var(0, ddof=1) / len(b) / mb**2)
-    return r, se
+def ratio_with_error(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """mean_a / mean_b per column and its standard error (first order), from :func:`mean_se`."""
+    r = a[0] / b[0]
+    return r, np.abs(r) * np.sqrt((a[1] / a[0]) ** 2 + (b[1] / b[0]) ** 2)
 
 
 def main() -> None:
@@ -77,7 +89,7 @@ def main() -> None:
                    help="the model's data set (its dataset.json gives the simulator settings)")
     p.add_argument("--maps", type=int, default=256, help="maps per cosmology (default 256)")
     p.add_argument("--smooth", type=float, default=1.0, help="peak smoothing, pixels")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--json", type=Path, default=ROOT / "docs/results/nbody_emulator.json")
     p.add_argument("--table", action="store_true", help="print the table of --json only")
     args = p.parse_args()
@@ -101,35 +113,38 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         sims = sim.simulate(np.repeat([theta], n_boxes, axis=0), seed=90_000)
-        sims = sims.reshape(-1, cfg.n_pix, cfg.n_pix)[: args.maps].astype(np.float64)
+        sims = sims.reshape(-1, cfg.n_pix, cfg.n_pix).astype(np.float64)  # box-major
+        per_box = cfg.maps_per_box
         t1 = time.perf_counter()
         emu = model.sample(theta, args.maps, seed=1, precision=args.precision)
         emu = np.asarray(emu, dtype=np.float64).reshape(-1, cfg.n_pix, cfg.n_pix)
         t2 = time.perf_counter()
         ps_e = power_spectrum(emu / emu.mean((1, 2), keepdims=True) - 1, box)
         ps_s = power_spectrum(sims / sims.mean((1, 2), keepdims=True) - 1, box)
-        r, se = ratio_with_error(ps_e.power, ps_s.power)
-        mo_e, mo_s = moments(emu), moments(sims)
-        pk_e, pk_s = peak_counts(emu, args.smooth), peak_counts(sims, args.smooth)
+        pw_e, pw_s = mean_se(ps_e.power), mean_se(ps_s.power, per_box)
+        r, se = ratio_with_error(pw_e, pw_s)
+        mo_e, mo_s = mean_se(moments(emu)), mean_se(moments(sims), per_box)
+        pk_e = mean_se(peak_counts(emu, args.smooth))
+        pk_s = mean_se(peak_counts(sims, args.smooth), per_box)
         pr, pse = ratio_with_error(pk_e, pk_s)
         report["cosmologies"].append({
             "theta": list(theta),
             "k": ps_s.k.tolist(),
             "power_ratio": r.tolist(),
             "power_ratio_se": se.tolist(),
-            "power_chi2": chi2(ps_e.power, ps_s.power),
-            "lnrho_moments_emulated": mo_e.mean(0).tolist(),
-            "lnrho_moments_simulated": mo_s.mean(0).tolist(),
-            "lnrho_moments_se": np.sqrt(mo_e.var(0, ddof=1) / len(mo_e)
-                                        + mo_s.var(0, ddof=1) / len(mo_s)).tolist(),
+            "power_chi2": chi2(pw_e, pw_s),
+            "lnrho_moments_emulated": mo_e[0].tolist(),
+            "lnrho_moments_simulated": mo_s[0].tolist(),
+            "lnrho_moments_se": np.hypot(mo_e[1], mo_s[1]).tolist(),
             "moments_chi2": chi2(mo_e, mo_s),
-            "peaks_emulated": pk_e.mean(0).tolist(),
-            "peaks_simulated": pk_s.mean(0).tolist(),
+            "peaks_emulated": pk_e[0].tolist(),
+            "peaks_simulated": pk_s[0].tolist(),
             "peak_ratio": pr.tolist(),
             "peak_ratio_se": pse.tolist(),
             "peaks_chi2": chi2(pk_e, pk_s),
             "n_emulated": len(emu),
             "n_simulated": len(sims),
+            "n_boxes": len(sims) // per_box,
             "seconds_simulate": round(t1 - t0, 1),
             "seconds_emulate": round(t2 - t1, 1),
         })  # fmt: skip

@@ -16,7 +16,7 @@ from diffinfer.fields import FieldConfig, LognormalSimulator
 
 pytest.importorskip("sbi")
 
-from diffinfer.npe import NPEReference, train_npe
+from diffinfer.npe import MapEmbedding, NPEReference, train_npe
 
 FIELD = FieldConfig(n_pix=16, box_size=250.0, depth=50.0)
 
@@ -31,10 +31,14 @@ def training_set():
 
 @pytest.fixture(scope="module")
 def power_reference(training_set, tmp_path_factory):
-    torch.set_num_threads(1)
-    maps, theta = training_set
-    ref = train_npe(maps, theta, FIELD, summary="power", max_epochs=60, hidden_features=32,
-                    num_transforms=3, seed=0)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small flow: one thread is faster, and the result is fixed
+    try:
+        maps, theta = training_set
+        ref = train_npe(maps, theta, FIELD, summary="power", max_epochs=60, hidden_features=32,
+                        num_transforms=3, seed=0)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("npe") / "ln16-npe-power"
     ref.save(path)
     return path
@@ -150,3 +154,44 @@ def test_a_study_without_a_model_is_for_references_on_a_data_set() -> None:
         StudyConfig(model="none", analyses=["npe"])
     with pytest.raises(InputError, match="noise_sigma is added in a model's space"):
         StudyConfig(model="none", analyses=["npe"], data="data/x", noise_sigma=0.1)
+
+
+def test_the_map_embedding_passes_the_spectrum_and_respects_the_pooling_grid() -> None:
+    torch.manual_seed(0)
+    emb = MapEmbedding(n_bins=5, n_pix=16, channels=(4, 8, 8), n_features=6).double()
+
+    def embed(maps):
+        return emb(torch.cat([power, maps.reshape(len(maps), -1)], dim=1))
+
+    power = torch.randn(3, 5, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    noise = torch.randn(16, 16, generator=gen, dtype=torch.float64)
+    maps = torch.stack([noise, 3 * noise, 10 * noise])  # one pattern at three amplitudes
+    out = embed(maps)
+    assert out.shape == (3, 5 + 6)
+    torch.testing.assert_close(out[:, :5], power, rtol=0, atol=0)
+    assert (out[1:, 5:] - out[0, 5:]).abs().amax(1).min() > 1e-5  # the map matters
+    # periodic shifts by the pooling stride 2^3 leave the CNN features unchanged ...
+    out8 = embed(torch.roll(maps, shifts=(8, -8), dims=(-2, -1)))
+    torch.testing.assert_close(out8, out, rtol=1e-10, atol=1e-12)
+    # ... a one-pixel shift moves the spike to another place in the pooling grid
+    out1 = embed(torch.roll(maps, shifts=1, dims=-1))
+    assert (out1[:, 5:] - out[:, 5:]).abs().amax(1).min() > 1e-8  # (exact invariance: ~1e-17)
+
+
+def test_the_power_and_cnn_reference_trains_saves_and_loads(training_set, tmp_path) -> None:
+    maps, theta = training_set
+    ref = train_npe(maps[:400], theta[:400], FIELD, summary="power+cnn", max_epochs=2,
+                    stop_after_epochs=2, hidden_features=16, num_transforms=2,
+                    channels=(4, 8), n_features=4, seed=0)  # fmt: skip
+    assert ref.card["summary"] == "power+cnn"
+    assert ref.card["training"]["epochs"] >= 2  # sbi runs max_num_epochs + 1 at most
+    ref.save(tmp_path / "cnn")
+    loaded = NPEReference.load(tmp_path / "cnn")
+    assert loaded.card["architecture"]["channels"] == [4, 8]
+    x = loaded.summarise(maps[0])
+    assert x.shape == (1, len(loaded.card["edges"]) - 1 + 16 * 16)
+    torch.testing.assert_close(loaded.log_prob(theta[:3], x), ref.log_prob(theta[:3], x))
+    draws = loaded.sample(200, x, seed=0)
+    assert draws.shape == (200, 2)
+    assert np.all((draws >= FIELD.prior.low) & (draws <= FIELD.prior.high))

@@ -16,7 +16,10 @@ standard errors come from the scatter of the box means:
 A reduced chi^2 over the bins of each statistic compares emulated with simulated means
 given both sets' scatter (1 is agreement within the noise of these sample sizes).
 
-    python scripts/nbody_emulator_validation.py --model runs/nbody64/model --maps 256
+    python scripts/nbody_emulator_validation.py --model runs/nbody64/model --maps 256 --card
+
+``--card`` records the headline (χ² per statistic and cosmology) in ``metrics.emulator`` of
+the model's card (atomically; the weights are untouched).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from scipy import ndimage
 
 from diffinfer.data.nbody import NBodyConfig, NBodySimulator
 from diffinfer.diffusion import load_model
+from diffinfer.diffusion.checkpoint import read_card, resolve_model_dir, update_card
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.io import read_json, write_json_atomic, write_text_atomic
 
@@ -92,6 +96,8 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--json", type=Path, default=ROOT / "docs/results/nbody_emulator.json")
     p.add_argument("--table", action="store_true", help="print the table of --json only")
+    p.add_argument("--card", action="store_true",
+                   help="record the headline in the model card's metrics.emulator")
     args = p.parse_args()
     if args.table:
         print(table(read_json(args.json)))
@@ -152,6 +158,26 @@ def main() -> None:
         print(f"{theta}: done ({t1 - t0:.0f} s simulating, {t2 - t1:.0f} s emulating)")
     write_text_atomic(args.json.with_suffix(".md"), table(report))
     print(table(report))
+    if args.card:
+        model_dir = resolve_model_dir(args.model)
+        metrics = dict(read_card(model_dir).get("metrics") or {})
+        metrics["emulator"] = headline(report)
+        print(f"recorded in {update_card(model_dir, {'metrics': metrics})}")
+
+
+def headline(report: dict) -> dict:
+    """The card's summary of a validation report: χ² per statistic and cosmology."""
+    return {
+        "source": "scripts/nbody_emulator_validation.py",
+        "maps_per_cosmology": report["maps"],
+        "cosmologies": [
+            {"theta": c["theta"], "n_simulated": c["n_simulated"], "n_boxes": c["n_boxes"],
+             "power_chi2": c["power_chi2"], "moments_chi2": c["moments_chi2"],
+             "peaks_chi2": c["peaks_chi2"],
+             "power_ratio_max_abs_dev": float(np.max(np.abs(np.array(c["power_ratio"]) - 1)))}
+            for c in report["cosmologies"]
+        ],
+    }  # fmt: skip
 
 
 def table(report: dict) -> str:

@@ -15,6 +15,7 @@ from diffinfer.calibration.study import (
     store_temperature,
 )
 from diffinfer.errors import InputError
+from diffinfer.io import read_json
 
 CHEAP = {"n_coarse": 16, "n_fine": 24}
 
@@ -43,8 +44,27 @@ def test_study_writes_resumes_and_refuses_a_different_study(tmp_path):
     done.clear()
     run_study(grown, tmp_path, progress=False, on_result=done.append)
     assert len(done) == 2
+    # so is a report on fewer analyses (the other results stay on disk)
+    done.clear()
+    report = run_study(StudyConfig(**{**grown.__dict__, "analyses": ["power"]}), tmp_path,
+                       progress=False, on_result=done.append)  # fmt: skip
+    assert not done and set(report["analyses"]) == {"power"}
     with pytest.raises(InputError, match="different study"):
         run_study(StudyConfig(**{**cfg.__dict__, "seed": 1}), tmp_path, progress=False)
+
+
+def test_adding_an_analysis_computes_only_its_results(tmp_path):
+    cfg = StudyConfig(model="oracle", analyses=["exact"], n_maps=3, n_draws=100, options=CHEAP)
+    run_study(cfg, tmp_path, progress=False)
+    first = load_results(tmp_path, "exact")
+    done = []
+    report = run_study(StudyConfig(**{**cfg.__dict__, "analyses": ["exact", "power"]}),
+                       tmp_path, progress=False, on_result=done.append)  # fmt: skip
+    assert sorted(done) == sorted(str(result_path(tmp_path, "power", i)) for i in range(3))
+    assert set(report["analyses"]) == {"exact", "power"}
+    for a, b in zip(load_results(tmp_path, "exact"), first, strict=True):
+        np.testing.assert_array_equal(a["draws"], b["draws"])
+    assert read_json(tmp_path / "study.json")["analyses"] == ["exact", "power"]
 
 
 def test_dask_local_cluster_gives_the_serial_results(tmp_path):

@@ -241,7 +241,8 @@ def agreement(results: list[dict], reference: list[dict], n_c2st: int = 10) -> d
 
 
 def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: int = 3) -> dict:
-    """Compute the report of the study in ``out`` from its finished results; write
+    """Compute the report of the study in ``out`` from its finished results (of the
+    analyses and the first ``n_maps`` maps its ``study.json`` names); write
     ``report.json`` and (optionally) the figures; return the report.
 
     ``report.json`` is strict JSON: a number that is not finite (e.g. the spread of z-scores
@@ -257,7 +258,11 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
 
     out = Path(out)
     study = read_json(out / "study.json", what="study description")
-    results = {a: load_results(out, a) for a in ANALYSES}
+    # the study's analyses and maps (a study may leave other results on disk: fewer maps or
+    # analyses than an earlier run of it)
+    n_maps = study.get("n_maps")
+    results = {a: [r for r in load_results(out, a) if n_maps is None or r["index"] < n_maps]
+               for a in study.get("analyses", ANALYSES)}  # fmt: skip
     results = {a: r for a, r in results.items() if r}
     box = _study_box(study)
     report = {"study": study, "analyses": {}}

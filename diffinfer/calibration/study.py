@@ -644,7 +644,9 @@ def run_study(
     ------
     InputError
         A bad argument, or ``out`` holds a different study (change ``out`` or delete it to
-        start afresh).
+        start afresh). More maps or other analyses with the same settings are the same
+        study: only the missing results are computed, and the report covers the analyses
+        of ``config``.
     DataFileError
         The model or the data set cannot be read.
     KeyboardInterrupt
@@ -713,11 +715,13 @@ def run_study(
 
 
 def _same_study(old: dict, new: dict) -> bool:
-    """Whether a study.json describes the same study as ``new`` (``n_maps`` may differ;
-    NaN and null compare equal, as a strict JSON writer turns one into the other)."""
+    """Whether a study.json describes the same study as ``new`` (``n_maps`` and
+    ``analyses`` may differ: each analysis's results depend only on the other settings, so
+    a study grows by maps or by analyses; NaN and null compare equal, as a strict JSON
+    writer turns one into the other)."""
 
     def key(spec: dict) -> str:
-        spec = {k: v for k, v in json_safe(spec).items() if k != "n_maps"}
+        spec = {k: v for k, v in json_safe(spec).items() if k not in ("n_maps", "analyses")}
         return json.dumps(spec, sort_keys=True)
 
     return key(old) == key(new)

@@ -105,7 +105,11 @@ def main() -> None:
     model = load_model(args.model)
     cfg = NBodyConfig.from_dict(read_json(args.data / "dataset.json")["config"])
     sim = NBodySimulator(cfg)
-    box = model.field.box_size
+    box = cfg.box_size
+    if (model.field.n_pix, model.field.box_size) != (cfg.n_pix, cfg.box_size):
+        raise SystemExit(f"the model's maps ({model.field.n_pix}^2 pixels, "
+                         f"{model.field.box_size} Mpc/h) are not those of {args.data} "
+                         f"({cfg.n_pix}^2, {cfg.box_size} Mpc/h): give the model's data set")
     report = {"model": args.model, "maps": args.maps, "smooth_pixels": args.smooth,
               "nu_edges": NU_EDGES.tolist(), "cosmologies": []}  # fmt: skip
     if args.json.is_file():

@@ -1,0 +1,68 @@
+"""The statistics of the N-body study scripts (calibration/nbody_comparison.py,
+scripts/nbody_emulator_validation.py) on cases with known answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(relative: str):
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_information_gain_is_the_ratio_of_posterior_areas() -> None:
+    comparison = _load("calibration/nbody_comparison.py")
+    rng = np.random.default_rng(0)
+    results = {"power": [], "diffusion": [], "npe": []}
+    factors = rng.uniform(0.5, 0.9, 40)  # the diffusion posterior's widths over power's
+    for i, f in enumerate(factors):
+        cov = np.diag(rng.uniform(0.01, 0.05, 2) ** 2)
+        results["power"].append({"index": i, "cov": cov})
+        results["diffusion"].append({"index": i, "cov": cov * f**2})
+        if i % 2 == 0:  # finished on half of the maps only
+            results["npe"].append({"index": i, "cov": cov * 1.2**2})
+    gain = comparison.information_gain(results)
+    assert gain["n_common_maps"] == 20  # the maps every analysis finished
+    common = factors[::2]
+    d = gain["diffusion"]
+    # det(f^2 C)^(1/2) / det(C)^(1/2) = f^2 in two dimensions
+    assert d["area_ratio_geometric_mean"] == pytest.approx(np.exp(np.mean(np.log(common**2))))
+    se = np.std(np.log(common**2), ddof=1) / math.sqrt(20)
+    assert d["log_area_ratio_se"] == pytest.approx(se)
+    assert d["fraction_tighter"] == 1.0
+    for name in ("Omega_m", "sigma_8"):
+        assert d["std_ratio"][name]["geometric_mean"] == pytest.approx(
+            np.exp(np.mean(np.log(common)))
+        )
+    assert gain["npe"]["area_ratio_geometric_mean"] == pytest.approx(1.44)
+    assert gain["npe"]["fraction_tighter"] == 0.0
+
+
+def test_emulator_validation_errors_count_boxes_not_maps() -> None:
+    emulator = _load("scripts/nbody_emulator_validation.py")
+    rng = np.random.default_rng(1)
+    # 400 boxes of 15 maps sharing a box offset: the mean's error is set by the boxes
+    box = rng.normal(size=(400, 1, 1)) * 2.0
+    x = (box + rng.normal(size=(400, 15, 1)) * 0.5).reshape(-1, 1)
+    mean, se = emulator.mean_se(x, per_box=15)
+    assert mean[0] == pytest.approx(x.mean())
+    truth = math.sqrt(2.0**2 + 0.5**2 / 15) / math.sqrt(400)
+    assert se[0] == pytest.approx(truth, rel=0.1)
+    naive = emulator.mean_se(x)[1][0]  # independent maps would claim ~3.8x less
+    assert naive < truth / 3
+    r, r_se = emulator.ratio_with_error((np.array([2.0]), np.array([0.1])),
+                                        (np.array([4.0]), np.array([0.2])))  # fmt: skip
+    assert r[0] == 0.5 and r_se[0] == pytest.approx(0.5 * math.hypot(0.05, 0.05))
+    a = (np.array([1.0, 2.0]), np.array([0.3, 0.4]))
+    b = (np.array([1.5, 2.0]), np.array([0.4, 0.3]))
+    assert emulator.chi2(a, b) == pytest.approx(0.5)  # (0.5^2 / 0.5^2 + 0) / 2

@@ -56,16 +56,13 @@ fi
 
 if [[ $WHAT == nbody || $WHAT == all ]]; then
   # N-body maps (docs/nbody.md): the references' own coverage on 500 test-split maps, then
-  # the diffusion posterior of nbody64 beside NPE (P(k) + CNN), NPE (P(k)) and the Gaussian
-  # P(k) likelihood on the same 200 maps, with the information-gain table
+  # the diffusion posterior of nbody64 beside NPE (P(k)) and the Gaussian P(k) likelihood on
+  # the same 200 maps, with the information-gain table. NPE on P(k) + CNN (nbody64-npe) is
+  # not trained yet: once it is, add npe to both --analyses (a study grows by analyses).
   NB=(--data data/nbody64 --set spectrum=diffinfer/models/nbody64-power.npz)
-  $DI calibrate --model none "${NB[@]}" --analyses npe,npe-power,power --n-maps 500 \
+  $DI calibrate --model none "${NB[@]}" --analyses npe-power,power --n-maps 500 \
     "${COMMON[@]}" --out calibration/nbody64-references
-  $DI calibrate --model nbody64 "${NB[@]}" --analyses diffusion,npe,npe-power,power \
+  $DI calibrate --model nbody64 "${NB[@]}" --analyses diffusion,npe-power,power \
     --n-maps 200 "${COMMON[@]}" --out calibration/nbody64-test
   .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-test
-fi
-
-if [[ $WHAT == noise || $WHAT == all ]]; then
-  .venv/bin/python calibration/noise_study.py --model oracle --n-timesteps 0 --n-maps 25 --out calibration/noise
 fi

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffinfer.calibration.study import load_results
+from diffinfer.calibration.report import study_results
 from diffinfer.io import read_json, write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES
 
@@ -72,10 +72,7 @@ def main() -> None:
     p.add_argument("study", type=Path)
     args = p.parse_args()
     report = read_json(args.study / "report.json", what="study report")
-    n_maps = report["study"]["n_maps"]  # the report's analyses and maps
-    results = {a: [r for r in load_results(args.study, a) if r["index"] < n_maps]
-               for a in report["analyses"]}  # fmt: skip
-    results = {a: r for a, r in results.items() if r}
+    results = study_results(args.study, report["study"])
     coverage = {}
     for a, m in report["analyses"].items():
         coverage[a] = {

@@ -240,6 +240,16 @@ def agreement(results: list[dict], reference: list[dict], n_c2st: int = 10) -> d
     }
 
 
+def study_results(out: str | os.PathLike, study: dict) -> dict[str, list[dict]]:
+    """The finished results of a study, per analysis with any: those of the analyses and the
+    first ``n_maps`` maps its ``study.json`` (``study``) names. A study may leave other
+    results on disk: more maps or other analyses of an earlier run of it."""
+    n_maps = study.get("n_maps")
+    results = {a: [r for r in load_results(out, a) if n_maps is None or r["index"] < n_maps]
+               for a in study.get("analyses", ANALYSES)}  # fmt: skip
+    return {a: r for a, r in results.items() if r}
+
+
 def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: int = 3) -> dict:
     """Compute the report of the study in ``out`` from its finished results (of the
     analyses and the first ``n_maps`` maps its ``study.json`` names); write
@@ -258,12 +268,7 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
 
     out = Path(out)
     study = read_json(out / "study.json", what="study description")
-    # the study's analyses and maps (a study may leave other results on disk: fewer maps or
-    # analyses than an earlier run of it)
-    n_maps = study.get("n_maps")
-    results = {a: [r for r in load_results(out, a) if n_maps is None or r["index"] < n_maps]
-               for a in study.get("analyses", ANALYSES)}  # fmt: skip
-    results = {a: r for a, r in results.items() if r}
+    results = study_results(out, study)
     box = _study_box(study)
     report = {"study": study, "analyses": {}}
     for a, res in results.items():

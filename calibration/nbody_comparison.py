@@ -13,6 +13,15 @@ writes ``comparison.json`` and ``comparison.md`` into it:
   standard deviation.
 
     python calibration/nbody_comparison.py calibration/nbody64-test
+
+``--one-per-box`` keeps the first map of each box (maps of one box share their θ: the
+slabs and axes of one simulation are not independent, the coverage bands assume they
+are) and recomputes the coverage on those maps; ``--pool STUDY`` adds the maps of another
+study of the same analyses (e.g. the validation split of a study of references, whose
+boxes are other cosmologies). Either writes ``comparison-<name>.{json,md}``:
+
+    python calibration/nbody_comparison.py calibration/nbody64-references --one-per-box \
+        --pool calibration/nbody64-references-validation --name one-per-box
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffinfer.calibration.report import study_results
+from diffinfer.calibration.report import _study_box, analysis_metrics, study_results
 from diffinfer.io import read_json, write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES
 
@@ -34,7 +43,7 @@ def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE)
     """Per-analysis area and width ratios to ``reference`` on the common maps."""
     by_map = {a: {int(r["index"]): r for r in res} for a, res in results.items()}
     common = sorted(set.intersection(*(set(m) for m in by_map.values())))
-    out = {"n_common_maps": len(common), "reference": reference}
+    out = {"n_common_maps": len(common), "reference": reference, "maps": common}
     if not common or reference not in by_map:
         return out
     ref_cov = np.stack([by_map[reference][i]["cov"] for i in common])
@@ -54,6 +63,7 @@ def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE)
             "log_area_ratio_se": float(se),
             "area_ratio_median": float(np.exp(np.median(log_ratio))),
             "fraction_tighter": float(np.mean(log_ratio < 0)),
+            "log_area_ratio_per_map": log_ratio.tolist(),
             "std_ratio": {},
         }
         for j, name in enumerate(PARAM_NAMES):
@@ -67,33 +77,109 @@ def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE)
     return out
 
 
+def one_per_box(results: list[dict]) -> list[dict]:
+    """The first map (lowest index) of each box: maps of one box share their θ."""
+    seen, kept = set(), []
+    for r in sorted(results, key=lambda r: int(r["index"])):
+        key = tuple(np.round(np.asarray(r["truth"], dtype=float), 9))
+        if key not in seen:
+            seen.add(key)
+            kept.append(r)
+    return kept
+
+
+def pooled_results(studies: list[Path], box_once: bool) -> tuple[dict, dict[str, list[dict]]]:
+    """The first study's description and the results of its analyses over all ``studies``
+    (map indices of the k-th study offset by k × 10⁶ so they stay distinct), optionally one
+    map per box."""
+    first = read_json(studies[0] / "study.json", what="study description")
+    pooled: dict[str, list[dict]] = {}
+    for k, path in enumerate(studies):
+        study = read_json(path / "study.json", what="study description")
+        for a, res in study_results(path, study).items():
+            if a not in first["analyses"]:
+                continue
+            if box_once:
+                res = one_per_box(res)
+            pooled.setdefault(a, []).extend({**r, "index": k * 10**6 + int(r["index"])}
+                                            for r in res)  # fmt: skip
+    return first, pooled
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("study", type=Path)
+    p.add_argument("--pool", type=Path, action="append", default=[],
+                   help="another study whose maps join these (repeatable)")  # fmt: skip
+    p.add_argument("--one-per-box", action="store_true",
+                   help="keep the first map of each box (maps of a box share their θ)")  # fmt: skip
+    p.add_argument("--name", default=None,
+                   help="write comparison-NAME.{json,md} (needed by --pool, --one-per-box)")
     args = p.parse_args()
-    report = read_json(args.study / "report.json", what="study report")
-    results = study_results(args.study, report["study"])
+    if (args.pool or args.one_per_box) and not args.name:
+        p.error("--pool and --one-per-box write a separate comparison: give it a --name")
+    stem = f"comparison-{args.name}" if args.name else "comparison"
     coverage = {}
-    for a, m in report["analyses"].items():
+    if args.pool or args.one_per_box:
+        study, results = pooled_results([args.study, *args.pool], args.one_per_box)
+        box = _study_box(study)
+        metrics = {a: {"label": str(res[0]["label"]),
+                       **analysis_metrics(res, box, seed=int(study.get("seed", 0)))}
+                   for a, res in results.items()}  # fmt: skip
+    else:
+        report = read_json(args.study / "report.json", what="study report")
+        results = study_results(args.study, report["study"])
+        metrics = report["analyses"]
+    for a, m in metrics.items():
         coverage[a] = {
             "label": m["label"],
             "n_maps": m["n_maps"],
             "hpd_in_band_99": m["hpd_coverage"]["inside_band_99"],
             "hpd_max_deviation": m["hpd_coverage"]["max_deviation"],
             "tarp_in_band_99": m["tarp"]["inside_band_99"],
+            "tarp_max_deviation": m["tarp"].get("max_deviation"),
             "ranks_in_band_99": {k: v["inside_band"] for k, v in m["ranks"].items()},
             "z_mean": {k: [v["mean"], v["mean_se"]] for k, v in m["z_score"].items()},
             "z_std": {k: [v["std"], v["std_se"]] for k, v in m["z_score"].items()},
             "verdict": m["verdict"],
+            "min_detectable_deviation": m.get("min_detectable_deviation"),
             "mean_std": m["mean_std"],
             "mean_seconds": m["mean_seconds"],
         }
     gain = information_gain(results)
-    out = {"study": str(args.study), "coverage": coverage, "information_gain": gain}
-    write_json_atomic(args.study / "comparison.json", out)
+    out = {"study": str(args.study), "pooled": [str(s) for s in args.pool],
+           "one_per_box": args.one_per_box, "coverage": coverage,
+           "information_gain": gain}  # fmt: skip
+    write_json_atomic(args.study / f"{stem}.json", out)
     text = table(out)
-    write_text_atomic(args.study / "comparison.md", text)
+    write_text_atomic(args.study / f"{stem}.md", text)
+    if any(isinstance(e, dict) for e in gain.values()):
+        area_figure(gain, args.study / "figures" / f"{stem}-area.png")
     print(text)
+
+
+def area_figure(gain: dict, path: Path) -> None:
+    """Histogram, per analysis, of the per-map posterior area over the reference's."""
+    from diffinfer.plots import _pyplot, posterior_styles, save_figure_atomic
+
+    entries = {a: e for a, e in gain.items() if isinstance(e, dict)}
+    styles = dict(zip(entries, posterior_styles(list(entries), list(entries)), strict=True))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ratios = {a: np.asarray(e["log_area_ratio_per_map"]) / math.log(10)
+              for a, e in entries.items()}  # fmt: skip
+    values = np.concatenate(list(ratios.values()))
+    bins = np.linspace(min(values.min(), 0) - 0.05, max(values.max(), 0) + 0.05, 40)
+    for a, v in ratios.items():
+        mean = entries[a]["area_ratio_geometric_mean"]
+        ax.hist(v, bins=bins, histtype="step", lw=1.5, color=styles[a].colour,
+                label=f"{a} (geometric mean {mean:.3f})")  # fmt: skip
+    ax.axvline(0, color="k", lw=0.8, ls=":")
+    ax.set_xlabel(f"log$_{{10}}$ posterior area / area of the {gain['reference']} likelihood")
+    ax.set_ylabel(f"maps (of {gain['n_common_maps']})")
+    ax.legend(fontsize=8)
+    save_figure_atomic(fig, path, bbox_inches="tight")
+    plt.close(fig)
 
 
 def table(out: dict) -> str:

@@ -48,6 +48,17 @@ def test_information_gain_is_the_ratio_of_posterior_areas() -> None:
     assert gain["npe"]["fraction_tighter"] == 0.0
 
 
+def test_one_per_box_keeps_the_first_map_of_each_cosmology() -> None:
+    comparison = _load("calibration/nbody_comparison.py")
+    thetas = [(0.2, 0.7), (0.3, 0.8), (0.4, 0.9)]
+    # maps listed out of order; boxes 0 and 1 have three maps each, box 2 one
+    results = [{"index": i, "truth": np.array(thetas[b])}
+               for i, b in [(5, 0), (0, 0), (3, 1), (1, 1), (2, 2), (4, 0), (6, 1)]]  # fmt: skip
+    kept = comparison.one_per_box(results)
+    assert [r["index"] for r in kept] == [0, 1, 2]
+    assert [tuple(r["truth"]) for r in kept] == thetas
+
+
 def test_emulator_validation_errors_count_boxes_not_maps() -> None:
     emulator = _load("scripts/nbody_emulator_validation.py")
     rng = np.random.default_rng(1)

@@ -55,14 +55,28 @@ if [[ $WHAT == tempered || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == nbody || $WHAT == all ]]; then
-  # N-body maps (docs/nbody.md): the references' own coverage on 500 test-split maps, then
-  # the diffusion posterior of nbody64 beside NPE (P(k)) and the Gaussian P(k) likelihood on
-  # the same 200 maps, with the information-gain table. NPE on P(k) + CNN (nbody64-npe) is
-  # not trained yet: once it is, add npe to both --analyses (a study grows by analyses).
+  # N-body maps (docs/nbody.md). The references' own coverage: 500 test-split maps, and the
+  # first map of each of the 150 test and 150 validation boxes pooled (independent maps)
   NB=(--data data/nbody64 --set spectrum=diffinfer/models/nbody64-power.npz)
-  $DI calibrate --model none "${NB[@]}" --analyses npe-power,power --n-maps 500 \
-    "${COMMON[@]}" --out calibration/nbody64-references
-  $DI calibrate --model nbody64 "${NB[@]}" --analyses diffusion,npe-power,power \
-    --n-maps 200 "${COMMON[@]}" --out calibration/nbody64-test
+  REF=(--model none "${NB[@]}" --analyses npe,npe-power,power)
+  $DI calibrate "${REF[@]}" --n-maps 500 "${COMMON[@]}" --out calibration/nbody64-references
+  $DI calibrate "${REF[@]}" --split validation --n-maps 150 "${COMMON[@]}" \
+    --out calibration/nbody64-references-validation
+  .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-references
+  .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-references --one-per-box \
+    --pool calibration/nbody64-references-validation --name one-per-box
+  # nbody64's likelihood temperature, fitted on 100 validation-split maps, stored in its card
+  $DI calibrate --model nbody64 --data data/nbody64 --split validation --n-maps 100 \
+    --analyses diffusion --temperature 1 "${COMMON[@]}" --out calibration/nbody64-calibration
+  $DI recalibrate calibration/nbody64-calibration --store --model nbody64
+  # the comparison on 200 test-split maps: the diffusion posterior at temperature 1 and at
+  # the card's held-out temperature, beside NPE (P(k) + CNN), NPE (P(k)) and the Gaussian
+  # P(k) likelihood, with the information-gain tables
+  ALL=(--analyses diffusion,npe,npe-power,power --n-maps 200)
+  $DI calibrate --model nbody64 "${NB[@]}" "${ALL[@]}" --temperature 1 "${COMMON[@]}" \
+    --out calibration/nbody64-test
+  $DI calibrate --model nbody64 "${NB[@]}" "${ALL[@]}" "${COMMON[@]}" \
+    --out calibration/nbody64-tempered-test
   .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-test
+  .venv/bin/python calibration/nbody_comparison.py calibration/nbody64-tempered-test
 fi

@@ -386,8 +386,11 @@ def draw_triangle(
     several = len(roots) > 1
     # the first posterior filled (translucent when others follow), the others as lines over
     # it: no posterior hides another's 68 % region
+    # (a filled contour takes its line styles per level: a dash tuple goes in a list, else
+    # matplotlib reads its offset and its dashes as the styles of two levels)
     contour_args = [
-        {"filled": i == 0, "color": st.colour, "ls": st.ls, "lw": st.lw,
+        {"filled": i == 0, "color": st.colour, "lw": st.lw,
+         "ls": [st.ls] if i == 0 and isinstance(st.ls, tuple) else st.ls,
          **({"alpha": FILL_ALPHA if several else 1.0} if i == 0 else {})}
         for i, st in enumerate(styles)
     ]  # fmt: skip

@@ -170,6 +170,20 @@ def test_triangle_analyses_argument_picks_styles():
         draw_triangle(samples, labels=["A", "B"], analyses=["power", "bogus"])
 
 
+@pytest.mark.parametrize("first", [*ANALYSES, "npe", "npe-power"])
+def test_triangle_draws_any_analysis_first(first):
+    """The first posterior is filled: dash-tuple line styles (the NPE references) must reach
+    GetDist's filled contours as one style, not as one entry per contour level."""
+    samples = [_gaussian([0.3, 0.8], [0.03, 0.02]), _gaussian([0.31, 0.79], [0.02, 0.01], 2)]
+    second = "power" if first != "power" else "exact"
+    fig = draw_triangle(samples, labels=["A", "B"], analyses=[first, second])
+    try:
+        entries = _legend_entries(fig.legends[-1])
+        assert list(entries) == ["A", "B"]
+    finally:
+        plt.close(fig)
+
+
 def test_same_analysis_same_colour_in_coverage_and_predicted_figures():
     report, results = _fake_report(), _fake_results()
     fig = coverage_figure(report)

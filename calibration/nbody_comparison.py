@@ -7,7 +7,8 @@ writes ``comparison.json`` and ``comparison.md`` into it:
 - coverage per analysis: HPD, TARP and SBC-rank curves inside their 99 % bands, z-score
   mean and spread, the study's verdict;
 - information gain per map, on the maps every analysis finished: the posterior area
-  det(Sigma)^(1/2) of the analysis over that of the power-spectrum likelihood; the
+  det(Sigma)^(1/2) of the analysis over that of the power-spectrum likelihood (and over
+  that of NPE on P(k) + CNN, when the study has it); the
   geometric mean over maps (exp of the mean log ratio) with its standard error, the median,
   and the fraction of maps where the analysis is tighter; the same for each parameter's
   standard deviation.
@@ -37,6 +38,8 @@ from diffinfer.io import read_json, write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES
 
 REFERENCE = "power"
+#: The analyses the areas are compared with, when the study has them.
+REFERENCES = (REFERENCE, "npe")
 
 
 def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE) -> dict:
@@ -146,15 +149,15 @@ def main() -> None:
             "mean_std": m["mean_std"],
             "mean_seconds": m["mean_seconds"],
         }
-    gain = information_gain(results)
+    gains = [information_gain(results, ref) for ref in REFERENCES if ref in results]
     out = {"study": str(args.study), "pooled": [str(s) for s in args.pool],
            "one_per_box": args.one_per_box, "coverage": coverage,
-           "information_gain": gain}  # fmt: skip
+           "information_gain": gains}  # fmt: skip
     write_json_atomic(args.study / f"{stem}.json", out)
     text = table(out)
     write_text_atomic(args.study / f"{stem}.md", text)
-    if any(isinstance(e, dict) for e in gain.values()):
-        area_figure(gain, args.study / "figures" / f"{stem}-area.png")
+    if gains and any(isinstance(e, dict) for e in gains[0].values()):
+        area_figure(gains[0], args.study / "figures" / f"{stem}-area.png")
     print(text)
 
 
@@ -175,7 +178,7 @@ def area_figure(gain: dict, path: Path) -> None:
         ax.hist(v, bins=bins, histtype="step", lw=1.5, color=styles[a].colour,
                 label=f"{a} (geometric mean {mean:.3f})")  # fmt: skip
     ax.axvline(0, color="k", lw=0.8, ls=":")
-    ax.set_xlabel(f"log$_{{10}}$ posterior area / area of the {gain['reference']} likelihood")
+    ax.set_xlabel(f"log$_{{10}}$ posterior area / area of {gain['reference']}'s")
     ax.set_ylabel(f"maps (of {gain['n_common_maps']})")
     ax.legend(fontsize=8)
     save_figure_atomic(fig, path, bbox_inches="tight")
@@ -193,19 +196,19 @@ def table(out: dict) -> str:
         lines.append(f"| {a} | {c['n_maps']} | {'yes' if c['hpd_in_band_99'] else 'no'} "
                      f"({c['hpd_max_deviation']:.3f}) | {'yes' if c['tarp_in_band_99'] else 'no'}"
                      f" | {rk} | {zm} | {zs} | {c['verdict']} |")  # fmt: skip
-    g = out["information_gain"]
-    lines += ["", f"Posterior area det(Σ)^½ relative to the {g['reference']} likelihood on the "
-              f"{g['n_common_maps']} maps every analysis finished (geometric mean, ±1 s.e.):",
-              "", "| analysis | area ratio | median | tighter on | σ(Ωm) ratio | σ(σ8) ratio |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for a, e in g.items():
-        if not isinstance(e, dict):
-            continue
-        lo, hi = e["area_ratio_interval_1se"]
-        sr = [f"{v['geometric_mean']:.3f}" for v in e["std_ratio"].values()]
-        lines.append(f"| {a} | {e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f}) | "
-                     f"{e['area_ratio_median']:.3f} | {100 * e['fraction_tighter']:.0f} % | "
-                     f"{sr[0]} | {sr[1]} |")  # fmt: skip
+    for g in out["information_gain"]:
+        lines += ["", f"Posterior area det(Σ)^½ relative to {g['reference']}'s on the "
+                  f"{g['n_common_maps']} maps every analysis finished (geometric mean, ±1 "
+                  "s.e.):", "", "| analysis | area ratio | median | tighter on | σ(Ωm) ratio | "
+                  "σ(σ8) ratio |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for a, e in g.items():
+            if not isinstance(e, dict):
+                continue
+            lo, hi = e["area_ratio_interval_1se"]
+            sr = [f"{v['geometric_mean']:.3f}" for v in e["std_ratio"].values()]
+            lines.append(f"| {a} | {e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f}) | "
+                         f"{e['area_ratio_median']:.3f} | {100 * e['fraction_tighter']:.0f} % | "
+                         f"{sr[0]} | {sr[1]} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

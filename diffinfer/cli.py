@@ -594,9 +594,9 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
             f"{folder} holds no diffusion results (analyses {study.get('analyses')}): the "
             "temperature is fitted to the diffusion likelihood's posteriors"
         )
-    fit = fit_temperature(results)
+    fit = fit_temperature(results, estimator=args.estimator)
     print(f"likelihood temperature {fit['temperature']:.3f} +- {fit['se']:.3f} "
-          f"from {fit['n_maps']} maps of {args.study}")  # fmt: skip
+          f"from {fit['n_maps']} maps of {args.study} ({args.estimator} of d^2)")  # fmt: skip
     if args.store:
         first = results[0]
         if len({(str(r.get("terms")), int(r.get("n_noise", 0))) for r in results}) != 1:
@@ -914,6 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-unreadable", action="store_true",
                    help="fit without result files that cannot be read (default: an error "
                         "naming them)")  # fmt: skip
+    p.add_argument("--estimator", choices=("mean", "median"), default="mean",
+                   help="mean of d^2 (default) or its median, robust to a few maps far from "
+                        "the truth (docs/calibration.md)")  # fmt: skip
     p.set_defaults(func=_cmd_recalibrate)
 
     p = sub.add_parser(

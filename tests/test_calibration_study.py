@@ -170,3 +170,44 @@ def test_stored_temperature_is_applied_by_default(tmp_path):
     assert posterior(field, model=model, likelihood=[0, 1]).info["temperature"] == 1.0
     with pytest.raises(InputError, match="temperature"):
         posterior(field, model=model, likelihood="l0", temperature=-1)
+
+
+def _tempered_gaussian_results(n: int, tau: float, seed: int) -> list[dict]:
+    """n Gaussian posteriors whose truths lie at squared Mahalanobis distance tau chi^2_2."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        sd = rng.uniform(0.01, 0.05, 2)
+        cov = np.diag(sd**2)
+        truth = np.array([0.3, 0.8])
+        mean = truth + np.sqrt(tau) * sd * rng.normal(size=2)
+        out.append({"index": i, "mean": mean, "truth": truth, "cov": cov})
+    return out
+
+
+def test_the_median_temperature_is_robust_to_a_map_far_from_the_truth():
+    from scipy import stats
+
+    results = _tempered_gaussian_results(400, tau=4.0, seed=3)
+    mean_fit = fit_temperature(results)
+    median_fit = fit_temperature(results, estimator="median")
+    assert median_fit["estimator"] == "median" and median_fit["n_maps"] == 400
+    for fit in (mean_fit, median_fit):
+        assert abs(fit["temperature"] - 4.0) < 3 * fit["se"]
+    # the median's asymptotic error: tau sqrt(1/(4n)) / (q f(q)), q the chi^2_2 median
+    q = stats.chi2.median(2)
+    expected = median_fit["temperature"] * 0.5 / np.sqrt(400) / (q * stats.chi2.pdf(q, 2))
+    assert median_fit["se"] == pytest.approx(expected)
+    # and it matches the scatter of the estimate over repeated studies
+    taus = [fit_temperature(_tempered_gaussian_results(400, 4.0, s), "median")["temperature"]
+            for s in range(10, 50)]  # fmt: skip
+    assert np.std(taus, ddof=1) == pytest.approx(median_fit["se"], rel=0.35)
+    # one posterior a thousand widths from its truth moves the mean, hardly the median
+    far = {"index": 400, "mean": np.array([0.3, 0.8]), "truth": np.array([0.3, 0.83]),
+           "cov": np.diag([1e-4, 1e-10])}
+    broken = [*results, far]
+    assert fit_temperature(broken)["temperature"] > 100
+    assert fit_temperature(broken, "median")["temperature"] == pytest.approx(
+        median_fit["temperature"], rel=0.02)
+    with pytest.raises(InputError, match="estimator"):
+        fit_temperature(results, estimator="mode")

@@ -727,20 +727,32 @@ def _same_study(old: dict, new: dict) -> bool:
     return key(old) == key(new)
 
 
-def fit_temperature(results: list[dict]) -> dict:
+def fit_temperature(results: list[dict], estimator: str = "mean") -> dict:
     """The likelihood temperature that makes Gaussian-approximated posteriors calibrated.
 
     Tempering the likelihood by tau scales a Gaussian posterior's covariance by tau, so the
     squared Mahalanobis distance of the truth d^2 = (mean - truth)^T C^-1 (mean - truth)
-    becomes d^2 / tau. Calibration means E[d^2 / tau] = D (the number of parameters); the
-    estimate is tau = mean(d^2) / D, with its standard error from the spread of d^2. Results
-    computed at a temperature t enter as t d^2, so tau is always relative to the untempered
-    likelihood.
+    becomes d^2 / tau, which for a calibrated Gaussian posterior follows chi^2 with D (the
+    number of parameters) degrees of freedom. Results computed at a temperature t enter as
+    t d^2, so tau is always relative to the untempered likelihood.
+
+    Parameters
+    ----------
+    results
+        Per-map results of a study (``mean``, ``truth``, ``cov``, optionally
+        ``temperature``).
+    estimator
+        ``"mean"``: tau = mean(d^2) / D (the maximum-likelihood estimate when every map
+        needs the same tau), its standard error from the spread of d^2. ``"median"``: tau =
+        median(d^2) / median(chi^2_D), its standard error the asymptotic one of a sample
+        median under that model; robust to a few maps whose posterior is far from the truth
+        (a single such map can dominate the mean of d^2), and it calibrates the central
+        credible regions.
 
     Returns
     -------
     dict
-        ``temperature``, ``se``, ``n_maps``.
+        ``temperature``, ``se``, ``n_maps``, ``estimator``.
 
     Raises
     ------
@@ -753,6 +765,8 @@ def fit_temperature(results: list[dict]) -> dict:
         raise InputError(f"results must be a list of result dicts, got {type(results).__name__}")
     if len(results) < 5:
         raise InputError(f"fitting a temperature needs at least 5 maps, got {len(results)}")
+    if estimator not in ("mean", "median"):
+        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
     d2, dim = [], None
     for k, r in enumerate(results):
         name = _map_name(r, k)
@@ -789,8 +803,17 @@ def fit_temperature(results: list[dict]) -> dict:
         # fit is always relative to the untempered likelihood
         d2.append(used * float(diff @ np.linalg.solve(cov, diff)))
     d2 = np.asarray(d2)
+    if estimator == "median":
+        from scipy import stats
+
+        q = float(stats.chi2.median(dim))
+        tau = float(np.median(d2) / q)
+        # sd of a sample median: sqrt(1/4 / n) / f(median), f the density of tau chi^2_D
+        se = tau * math.sqrt(0.25 / len(d2)) / (q * float(stats.chi2.pdf(q, dim)))
+        return {"temperature": tau, "se": float(se), "n_maps": len(d2), "estimator": estimator}
     return {"temperature": float(d2.mean() / dim),
-            "se": float(d2.std(ddof=1) / dim / math.sqrt(len(d2))), "n_maps": len(d2)}  # fmt: skip
+            "se": float(d2.std(ddof=1) / dim / math.sqrt(len(d2))), "n_maps": len(d2),
+            "estimator": estimator}  # fmt: skip
 
 
 def _map_name(result: object, position: int) -> str:
@@ -822,6 +845,7 @@ def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, 
         "temperature": float(fit["temperature"]),
         "se": float(fit["se"]),
         "n_maps": int(fit["n_maps"]),
+        "estimator": str(fit.get("estimator", "mean")),
         "likelihood": likelihood,
         "n_noise": int(n_noise),
         "noise_sigma": float(noise_sigma),

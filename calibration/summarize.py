@@ -18,7 +18,7 @@ import numpy as np
 
 from diffinfer.calibration import metrics
 from diffinfer.calibration.report import agreement, min_detectable_deviation, verdict
-from diffinfer.calibration.study import fit_temperature, load_results
+from diffinfer.calibration.study import fit_temperature, load_results, squared_distances
 
 ROOT = Path("calibration")
 
@@ -101,9 +101,7 @@ def main() -> None:
         print(f"\nfitted temperature {fit['temperature']:.3f} ± {fit['se']:.3f} "
               f"({fit['n_maps']} calibration maps)")  # fmt: skip
         for tau, label in ((1.0, "before"), (fit["temperature"], "after (Gaussian)")):
-            d2 = np.array([float((r["mean"] - r["truth"]) @ np.linalg.solve(r["cov"],
-                                                                        r["mean"] - r["truth"]))
-                           for r in res])  # fmt: skip
+            d2 = squared_distances(res)
             levels = 1 - np.exp(-d2 / (2 * tau))
             u = metrics.uniformity_check(levels)
             print(f"{label}: HPD max deviation {u['max_deviation']:.3f}, signed area "

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from diffinfer.calibration.report import study_results
+from diffinfer.calibration.study import squared_distances
 from diffinfer.io import read_json
 
 
@@ -27,10 +28,7 @@ def main() -> None:
     study = read_json(args.study / "study.json", what="study description")
     for a, res in study_results(args.study, study).items():
         grid = np.array([float(r["credibility"]) for r in res])
-        d = [np.asarray(r["truth"], float) - np.asarray(r["mean"], float) for r in res]
-        d2 = np.array([x @ np.linalg.solve(np.asarray(r["cov"], float), x)
-                       for x, r in zip(d, res, strict=True)])  # fmt: skip
-        gauss = 1 - np.exp(-d2 / 2)
+        gauss = 1 - np.exp(-squared_distances(res) / 2)
         print(f"{a} ({len(res)} maps, {len(res) / 10:.0f} expected per tenth)")
         for name, levels in (("grid", grid), ("Gaussian", gauss)):
             counts = np.histogram(levels, bins=10, range=(0, 1))[0]

@@ -727,6 +727,56 @@ def _same_study(old: dict, new: dict) -> bool:
     return key(old) == key(new)
 
 
+def squared_distances(results: list[dict], untempered: bool = False) -> np.ndarray:
+    """The squared Mahalanobis distance d^2 = (mean - truth)^T C^-1 (mean - truth) of each
+    map's truth under the Gaussian with its posterior mean and covariance C.
+
+    With ``untempered``, a result computed at temperature t contributes t d^2: the distance
+    under the untempered likelihood's posterior (:func:`fit_temperature`).
+
+    Raises
+    ------
+    InputError
+        A result that is incomplete, not finite, of another dimension, or whose covariance
+        is singular (a zero-width posterior); the message names the map.
+    """
+    d2, dim = [], None
+    for k, r in enumerate(results):
+        name = _map_name(r, k)
+        if not isinstance(r, dict):
+            raise InputError(f"{name}: a result must be a dict, got {type(r).__name__}")
+        missing = [key for key in ("mean", "truth", "cov") if key not in r]
+        if missing:
+            raise InputError(f"{name}: the result lacks {missing}")
+        try:
+            mean, truth, cov = (np.asarray(r[key], dtype=float) for key in ("mean", "truth", "cov"))
+            used = float(r.get("temperature", 1.0))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name}: mean, truth, cov and temperature must be numbers "
+                             f"({exc})") from exc  # fmt: skip
+        dim = truth.size if dim is None else dim
+        if truth.shape != (dim,) or mean.shape != (dim,) or cov.shape != (dim, dim):
+            raise InputError(f"{name}: expected a mean and truth of {dim} parameters and a "
+                             f"{dim} x {dim} covariance; got shapes {mean.shape}, "
+                             f"{truth.shape}, {cov.shape}")  # fmt: skip
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(truth))
+                and np.all(np.isfinite(cov))):  # fmt: skip
+            raise InputError(f"{name}: the posterior mean, truth or covariance is not finite")
+        check_float(f"{name}: temperature", used, low=0, low_open=True)
+        eig = np.linalg.eigvalsh(0.5 * (cov + cov.T))
+        if eig.max() <= 0 or eig.min() <= 1e-12 * eig.max():
+            raise InputError(
+                f"{name}: the posterior covariance is singular (eigenvalues "
+                f"{np.array2string(eig, precision=3)}; a zero-width posterior, e.g. all its "
+                "mass in one grid cell); delete that result and rerun the study with a finer "
+                "grid, or leave the map out"
+            )
+        diff = mean - truth
+        # a posterior computed at temperature t has covariance t C: t d^2 undoes it
+        d2.append((used if untempered else 1.0) * float(diff @ np.linalg.solve(cov, diff)))
+    return np.asarray(d2)
+
+
 def fit_temperature(results: list[dict], estimator: str = "mean") -> dict:
     """The likelihood temperature that makes Gaussian-approximated posteriors calibrated.
 
@@ -767,42 +817,8 @@ def fit_temperature(results: list[dict], estimator: str = "mean") -> dict:
         raise InputError(f"fitting a temperature needs at least 5 maps, got {len(results)}")
     if estimator not in ("mean", "median"):
         raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
-    d2, dim = [], None
-    for k, r in enumerate(results):
-        name = _map_name(r, k)
-        if not isinstance(r, dict):
-            raise InputError(f"{name}: a result must be a dict, got {type(r).__name__}")
-        missing = [key for key in ("mean", "truth", "cov") if key not in r]
-        if missing:
-            raise InputError(f"{name}: the result lacks {missing}")
-        try:
-            mean, truth, cov = (np.asarray(r[key], dtype=float) for key in ("mean", "truth", "cov"))
-            used = float(r.get("temperature", 1.0))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{name}: mean, truth, cov and temperature must be numbers "
-                             f"({exc})") from exc  # fmt: skip
-        dim = truth.size if dim is None else dim
-        if truth.shape != (dim,) or mean.shape != (dim,) or cov.shape != (dim, dim):
-            raise InputError(f"{name}: expected a mean and truth of {dim} parameters and a "
-                             f"{dim} x {dim} covariance; got shapes {mean.shape}, "
-                             f"{truth.shape}, {cov.shape}")  # fmt: skip
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(truth))
-                and np.all(np.isfinite(cov))):  # fmt: skip
-            raise InputError(f"{name}: the posterior mean, truth or covariance is not finite")
-        check_float(f"{name}: temperature", used, low=0, low_open=True)
-        eig = np.linalg.eigvalsh(0.5 * (cov + cov.T))
-        if eig.max() <= 0 or eig.min() <= 1e-12 * eig.max():
-            raise InputError(
-                f"{name}: the posterior covariance is singular (eigenvalues "
-                f"{np.array2string(eig, precision=3)}; a zero-width posterior, e.g. all its "
-                "mass in one grid cell); delete that result and rerun the study with a finer "
-                "grid, or leave the map out"
-            )
-        diff = mean - truth
-        # a posterior computed at temperature t has covariance t C: undo it, so that the
-        # fit is always relative to the untempered likelihood
-        d2.append(used * float(diff @ np.linalg.solve(cov, diff)))
-    d2 = np.asarray(d2)
+    d2 = squared_distances(results, untempered=True)
+    dim = np.asarray(results[0]["truth"]).size
     if estimator == "median":
         from scipy import stats
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffinfer.calibration.report import _study_box, analysis_metrics, study_results
+from diffinfer.calibration.report import analysis_metrics, study_box, study_results
 from diffinfer.io import read_json, write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES
 
@@ -91,14 +91,25 @@ def one_per_box(results: list[dict]) -> list[dict]:
     return kept
 
 
+#: Study settings that may differ between pooled studies (the maps, not the posteriors).
+POOLABLE = {"split", "n_maps", "analyses"}
+
+
 def pooled_results(studies: list[Path], box_once: bool) -> tuple[dict, dict[str, list[dict]]]:
     """The first study's description and the results of its analyses over all ``studies``
     (map indices of the k-th study offset by k × 10⁶ so they stay distinct), optionally one
-    map per box."""
-    first = read_json(studies[0] / "study.json", what="study description")
+    map per box. Studies whose posteriors were computed with other settings (model,
+    likelihood, temperature, options, data set, ...) are refused, naming the settings."""
+    specs = [read_json(path / "study.json", what="study description") for path in studies]
+    first = specs[0]
     pooled: dict[str, list[dict]] = {}
-    for k, path in enumerate(studies):
-        study = read_json(path / "study.json", what="study description")
+    for k, (path, study) in enumerate(zip(studies, specs, strict=True)):
+        differ = sorted(key for key in set(first) | set(study)
+                        if key not in POOLABLE and first.get(key) != study.get(key))  # fmt: skip
+        if differ:
+            raise SystemExit(f"nbody_comparison: {path} differs from {studies[0]} in "
+                             f"{', '.join(differ)}: only studies with the same settings "
+                             "(other splits or numbers of maps) can be pooled")  # fmt: skip
         for a, res in study_results(path, study).items():
             if a not in first["analyses"]:
                 continue
@@ -125,7 +136,7 @@ def main() -> None:
     coverage = {}
     if args.pool or args.one_per_box:
         study, results = pooled_results([args.study, *args.pool], args.one_per_box)
-        box = _study_box(study)
+        box = study_box(study)
         metrics = {a: {"label": str(res[0]["label"]),
                        **analysis_metrics(res, box, seed=int(study.get("seed", 0)))}
                    for a, res in results.items()}  # fmt: skip

@@ -59,6 +59,23 @@ def test_one_per_box_keeps_the_first_map_of_each_cosmology() -> None:
     assert [tuple(r["truth"]) for r in kept] == thetas
 
 
+def test_pooling_refuses_studies_computed_with_other_settings(tmp_path) -> None:
+    import json
+
+    comparison = _load("calibration/nbody_comparison.py")
+    base = {"model": "none", "analyses": ["npe"], "n_maps": 5, "split": "test",
+            "temperature": None, "options": {}}  # fmt: skip
+    for name, spec in (("a", base), ("b", {**base, "split": "validation", "n_maps": 3}),
+                       ("c", {**base, "model": "nbody64", "temperature": 1.0})):  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.json").write_text(json.dumps(spec))
+    # another split and number of maps pool (neither study has results: nothing to pool)
+    first, pooled = comparison.pooled_results([tmp_path / "a", tmp_path / "b"], box_once=True)
+    assert first["split"] == "test" and pooled == {}
+    with pytest.raises(SystemExit, match=r"differs .* in model, temperature"):
+        comparison.pooled_results([tmp_path / "a", tmp_path / "c"], box_once=False)
+
+
 def test_emulator_validation_errors_count_boxes_not_maps() -> None:
     emulator = _load("scripts/nbody_emulator_validation.py")
     rng = np.random.default_rng(1)

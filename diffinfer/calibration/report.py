@@ -269,7 +269,7 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
     out = Path(out)
     study = read_json(out / "study.json", what="study description")
     results = study_results(out, study)
-    box = _study_box(study)
+    box = study_box(study)
     report = {"study": study, "analyses": {}}
     for a, res in results.items():
         report["analyses"][a] = {
@@ -287,7 +287,9 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
     return report
 
 
-def _study_box(study: dict) -> PriorBox:
+def study_box(study: dict) -> PriorBox:
+    """The prior box of a study: its model's, or the data set's for a study of references
+    alone (``model`` "none")."""
     from diffinfer.diffusion.checkpoint import load_model
 
     if study["model"] == "none":  # the references alone: the data set's prior box

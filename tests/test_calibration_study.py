@@ -11,6 +11,7 @@ from diffinfer.calibration.study import (
     fit_temperature,
     load_results,
     result_path,
+    run_one,
     run_study,
     store_temperature,
 )
@@ -211,3 +212,19 @@ def test_the_median_temperature_is_robust_to_a_map_far_from_the_truth():
         median_fit["temperature"], rel=0.02)
     with pytest.raises(InputError, match="estimator"):
         fit_temperature(results, estimator="mode")
+
+
+def test_a_study_refuses_to_mix_likelihood_temperatures(tmp_path):
+    """A study without a temperature takes the model card's when each map is computed: a
+    map at another temperature than the study's existing results is refused, naming both
+    and the fix, before its posterior is computed."""
+    cfg = StudyConfig(model="oracle", analyses=["exact"], n_maps=2, n_draws=100, options=CHEAP)
+    run_study(cfg, tmp_path, progress=False)
+    hotter = StudyConfig(**{**cfg.__dict__, "options": {**CHEAP, "temperature": 2.0}})
+    with pytest.raises(InputError, match=r"temperature 1, this map's would be at 2 .*"
+                                         r"--temperature 1"):  # fmt: skip
+        run_one(dict(hotter.__dict__), "exact", 2, str(tmp_path))
+    assert not result_path(tmp_path, "exact", 2).exists()
+    # the same temperature grows the study as before
+    run_one({**cfg.__dict__}, "exact", 2, str(tmp_path))
+    assert result_path(tmp_path, "exact", 2).exists()

@@ -407,6 +407,7 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
     post = posterior(density, model=_model(cfg.model), method=cfg.method,
                      seed=cfg.seed + index, progress=False,
                      **_posterior_kwargs(cfg, analysis))  # fmt: skip
+    _check_temperature(path, float(post.info.get("temperature", 1.0)))
     if cfg.method == "grid":
         g = post.grid()
         draws = g.sample(cfg.n_draws, seed=cfg.seed + index)
@@ -435,6 +436,29 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
                      n_noise=post.info.get("n_noise", 0), noise_sigma=cfg.noise_sigma,
                      label=np.array(post.info["label"]))  # fmt: skip
     return str(path)
+
+
+def _check_temperature(path: Path, temperature: float) -> None:
+    """Refuse to add a result at another likelihood temperature than the analysis's results
+    already in the study (checked before the posterior is computed). A study without a
+    ``temperature`` takes the model card's when each map is computed, so a card
+    recalibrated while a study grows would otherwise mix two temperatures in one report."""
+    for other in sorted(path.parent.glob("*.npz")):
+        if other.name == path.name:
+            continue
+        result = load_result(other)
+        if result is None or "temperature" not in result:
+            continue
+        old = float(result["temperature"])
+        if not math.isclose(old, temperature, rel_tol=1e-9):
+            study = path.parent.parent.parent
+            raise InputError(
+                f"{study}: its {path.parent.name} results were computed at likelihood "
+                f"temperature {old:.6g}, this map's would be at {temperature:.6g} (has the "
+                f"model card been recalibrated since the study began?); grow it with "
+                f"--temperature {old:.6g}, or start a new study with another --out"
+            )
+        return
 
 
 def load_result(path: Path) -> dict | None:

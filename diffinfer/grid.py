@@ -67,6 +67,12 @@ class GridPosterior:
     strategy: str = "adaptive"
     fallback: str | None = None
     support: PriorBox | None = None
+    base: GridPosterior | None = None
+    """The evaluated grid this one was interpolated from (:meth:`upsampled`), else None."""
+    mc_error: dict | None = None
+    """The Monte Carlo error of the tabulated posterior, where its log density is a Monte
+    Carlo estimate (set by :class:`~diffinfer.posterior.Posterior`; see
+    :mod:`diffinfer.mc_error`)."""
 
     def _in_support(self, theta: np.ndarray) -> np.ndarray:
         """Whether points theta (..., 2) lie in the support box (all True without one)."""
@@ -98,9 +104,12 @@ class GridPosterior:
 
     def diagnostics(self) -> dict:
         """Evaluations, strategy (and any fallback reason), passes and edge mass."""
-        return {"n_evaluations": self.n_evaluations, "strategy": self.strategy,
-                "fallback": self.fallback, "passes": self.passes,
-                "edge_mass": self.edge_mass}  # fmt: skip
+        out = {"n_evaluations": self.n_evaluations, "strategy": self.strategy,
+               "fallback": self.fallback, "passes": self.passes,
+               "edge_mass": self.edge_mass}  # fmt: skip
+        if self.mc_error is not None:
+            out["mc_error"] = self.mc_error
+        return out
 
     @property
     def weights(self) -> np.ndarray:
@@ -247,7 +256,36 @@ class GridPosterior:
         log_density = log_density.reshape(len(axes[0]), len(axes[1]))
         return GridPosterior((axes[0], axes[1]), log_density, self.n_evaluations,
                              list(self.passes), self.edge_mass, self.origin, self.basis,
-                             self.strategy, self.fallback, self.support)  # fmt: skip
+                             self.strategy, self.fallback, self.support, base=self,
+                             mc_error=self.mc_error)  # fmt: skip
+
+    def evaluated_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cell centres of the evaluated grid (before any upsampling) in theta, (P, 2),
+        and whether each lies in the support (its log density is an evaluation, not the fill
+        beyond the prior edge), (P,)."""
+        grid = self.base or self
+        pts = grid._centres().reshape(-1, 2)
+        return pts, grid._in_support(pts)
+
+    def retabulated(self, values: np.ndarray, n_evaluations: int, upsample: int,
+                    box: PriorBox) -> GridPosterior:  # fmt: skip
+        """The same evaluated grid with new log-density values at its points in the support
+        (``values`` (P,), in the order of :meth:`evaluated_points`; those beyond the support
+        are ignored and refilled as the aligned grid fills them), its outer-ring mass
+        recomputed (except on sides that lie on the prior ``box``), upsampled by
+        ``upsample``."""
+        grid = self.base or self
+        shape = grid.log_density.shape
+        _, inside = self.evaluated_points()
+        lp = np.where(inside, values, -np.inf).reshape(shape)
+        if grid.aligned and not inside.all():
+            u = np.stack(np.meshgrid(*grid.axes, indexing="ij"), -1)
+            lp = _fill_beyond_edge(u, lp)
+        new = GridPosterior(grid.axes, lp, n_evaluations, list(grid.passes), 0.0, grid.origin,
+                            grid.basis, grid.strategy, grid.fallback, grid.support)  # fmt: skip
+        w = new.weights
+        new.edge_mass = float(w[_ring(grid, box)].sum())
+        return new.upsampled(upsample)
 
     def credibility(self, theta: np.ndarray) -> np.ndarray:
         """Credibility level of the smallest highest-density region that contains each
@@ -558,10 +596,23 @@ def _adaptive(counter: _Counter, box: PriorBox, n_coarse: int, n_fine: int, tol:
         axes = _cells(lo, hi, n_fine)
         result = GridPosterior(axes, evaluate(axes), 0)
         passes.append({"low": lo.tolist(), "high": hi.tolist(), "cells": n_fine})
-    # mass in the outer ring of cells, except where the ring lies on the prior boundary
-    w = result.weights
-    ring = np.zeros_like(w, dtype=bool)
-    h = result.steps
+    result.edge_mass = float(result.weights[_ring(result, box)].sum())
+    result.n_evaluations = counter.total
+    result.passes = passes
+    return result
+
+
+def _ring(grid: GridPosterior, box: PriorBox) -> np.ndarray:
+    """The outer ring of cells of an evaluated grid, (n_x, n_y) bool: all of it on an
+    aligned grid; on the adaptive grid, the sides that do not lie on the prior boundary."""
+    ring = np.zeros(grid.log_density.shape, bool)
+    if grid.aligned:
+        ring[[0, -1], :] = ring[:, [0, -1]] = True
+        return ring
+    low, high = np.asarray(box.low, float), np.asarray(box.high, float)
+    h = grid.steps
+    lo = np.array([a[0] for a in grid.axes]) - h / 2
+    hi = np.array([a[-1] for a in grid.axes]) + h / 2
     if lo[0] > low[0] + 1e-12 * h[0]:
         ring[0, :] = True
     if hi[0] < high[0] - 1e-12 * h[0]:
@@ -570,7 +621,4 @@ def _adaptive(counter: _Counter, box: PriorBox, n_coarse: int, n_fine: int, tol:
         ring[:, 0] = True
     if hi[1] < high[1] - 1e-12 * h[1]:
         ring[:, -1] = True
-    result.n_evaluations = counter.total
-    result.passes = passes
-    result.edge_mass = float(w[ring].sum())
-    return result
+    return ring

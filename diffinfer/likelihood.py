@@ -322,40 +322,110 @@ class DiffusionLikelihood:
         self.progress = check_bool("progress", progress)
         self.control_variate = self._check_control_variate(control_variate, terms, noise_sigma)
         self._fourier: dict | None = None
+        self._cache: dict[bytes, np.ndarray] = {}
+        self.n_denoiser_calls = 0
+        """Denoiser evaluations spent so far (each one map through the network)."""
         g = torch.Generator().manual_seed(int(seed))
+        self._generator = g
         schedule = model.schedule
         first = 1 if not noise_sigma else self._first_timestep(float(noise_sigma)) + 1
+        self._first = first
         q = _proposal(model, proposal) if terms == "vlb" and n_timesteps is not None else None
         self.proposal = proposal
         self.plan = plan_terms(model, terms, n_timesteps=n_timesteps, generator=g, first=first,
                                proposal=q)  # fmt: skip
-        K, n = len(self.plan.timesteps), self.y.shape[-1]
+        self._q = q
+        self.rounds = [len(self.plan.timesteps)]
+        """Timesteps drawn per round: the first plan, then each :meth:`add_timesteps`."""
+        self._x_star = None
+        if noise_sigma:
+            # the noisy map as the diffusion state x_t* (topped up to the noise level of t*)
+            n = self.y.shape[-1]
+            a_star = schedule.alpha_bar[first - 1]
+            extra = (1 - a_star) / a_star - float(noise_sigma) ** 2
+            top_up = torch.randn(n, n, generator=g, dtype=torch.float64)
+            self._x_star = a_star.sqrt() * (self.y + extra.clamp_min(0).sqrt() * top_up)
+        self.x_t, self.target = self._states(self.plan.timesteps, g)
+
+    def _states(self, timesteps: torch.Tensor, g: torch.Generator):
+        """Noisy states x_t and targets of the terms at ``timesteps``, (K, n_noise, N, N)
+        each, with noise drawn from ``g``."""
+        schedule = self.model.schedule
+        K, n = len(timesteps), self.y.shape[-1]
         eps = torch.randn(K, self.n_noise, n, n, generator=g, dtype=torch.float64)
-        ab = schedule.alpha_bar[self.plan.timesteps].reshape(K, 1, 1, 1)
-        if not noise_sigma:
-            self.x_t = ab.sqrt() * self.y + (1 - ab).sqrt() * eps
-            self.target = eps  # the term is w_t ||eps_hat - eps||^2
-            return
-        # the noisy map as the diffusion state x_t* (topped up to the noise level of t*)
-        t_star = first - 1
-        a_star = schedule.alpha_bar[t_star]
-        extra = (1 - a_star) / a_star - float(noise_sigma) ** 2
-        top_up = torch.randn(n, n, generator=g, dtype=torch.float64)
-        x_star = a_star.sqrt() * (self.y + extra.clamp_min(0).sqrt() * top_up)
+        ab = schedule.alpha_bar[timesteps].reshape(K, 1, 1, 1)
+        if self._x_star is None:
+            # the term is w_t ||eps_hat - eps||^2
+            return ab.sqrt() * self.y + (1 - ab).sqrt() * eps, eps
+        first, x_star = self._first, self._x_star
+        a_star = schedule.alpha_bar[first - 1]
         rel = ab / a_star  # q(x_t | x_t*) = N(sqrt(rel) x_t*, (1 - rel) I)
-        self.x_t = rel.sqrt() * x_star + (1 - rel).sqrt() * eps
+        x_t = rel.sqrt() * x_star + (1 - rel).sqrt() * eps
         # target of q(x_{t-1} | x_t, x_t*): the point x_t* for t = t* + 1, else its mean
-        t = self.plan.timesteps.reshape(K, 1, 1, 1)
+        t = timesteps.reshape(K, 1, 1, 1)
         beta = schedule.betas[t]
         rel_prev = schedule.alpha_bar[t - 1] / a_star
         mean = (rel_prev.sqrt() * beta / (1 - rel)) * x_star + (
             (1 - beta).sqrt() * (1 - rel_prev) / (1 - rel)
-        ) * self.x_t
+        ) * x_t
         target_mean = torch.where(t == first, x_star.expand_as(mean), mean)
         # the reverse mean c0 x0_hat + ct x_t equals target_mean - k (eps_hat - r): solve for r
         c0, ct = (c[t] for c in schedule.posterior_mean_coefficients())
         k = c0 * (1 - ab).sqrt() / ab.sqrt()
-        self.target = ((c0 / ab.sqrt() + ct) * self.x_t - target_mean) / k
+        return x_t, ((c0 / ab.sqrt() + ct) * x_t - target_mean) / k
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether timesteps can be added (:meth:`add_timesteps`): an importance-sampled
+        bound (``terms="vlb"`` with ``n_timesteps`` below the number of terms)."""
+        return self.terms == "vlb" and len(self.plan.timesteps) < (
+            self.model.schedule.n_steps - self._first + 1
+        ) and self.n_timesteps is not None
+
+    @property
+    def n_timesteps_used(self) -> int:
+        """Timesteps in the estimate now (the first plan and every added round)."""
+        return len(self.plan.timesteps)
+
+    def add_timesteps(self, n: int) -> None:
+        """Add ``n`` timesteps to an importance-sampled bound, reusing every evaluation made.
+
+        The new timesteps are a further stratified sample of the same proposal, with its own
+        offset and noise drawn from the likelihood's seed (so a posterior that adds them is
+        as reproducible as one that does not). Each round is an unbiased estimate of the sum
+        of all terms; the estimate is their average weighted by size, i.e. every term gets
+        the weight w_t / (K q(t)) with K the timesteps of all rounds. Cached per-term values
+        are kept: a later call evaluates only the new terms at a theta seen before.
+        """
+        n = check_int("n", n, low=1, what="timesteps to add")
+        if not self.adaptive:
+            raise InputError(
+                f"timesteps can be added only to an importance-sampled bound (terms='vlb' "
+                f"with n_timesteps); this likelihood is {self.description!r}"
+            )
+        extra = plan_terms(self.model, "vlb", n_timesteps=n, generator=self._generator,
+                           first=self._first, proposal=self._q)  # fmt: skip
+        x_t, target = self._states(extra.timesteps, self._generator)
+        timesteps = torch.cat([self.plan.timesteps, extra.timesteps])
+        k_old, k_new = len(self.plan.timesteps), len(timesteps)
+        weights = torch.cat([self.plan.weights * (k_old / k_new), extra.weights * (n / k_new)])
+        name = self.plan.description.replace(f"from {k_old} timesteps", f"from {k_new} timesteps")
+        self.plan = TermPlan(timesteps, weights, name)
+        self.x_t, self.target = torch.cat([self.x_t, x_t]), torch.cat([self.target, target])
+        self.rounds.append(n)
+        self._fourier = None
+
+    def cached_terms(self, theta: np.ndarray) -> np.ndarray:
+        """The per-term contributions to log L (as :meth:`term_log_l`) already computed at the
+        rows of theta, (B, K); NaN for a term not (yet) evaluated at a row."""
+        theta = np.atleast_2d(np.asarray(theta, np.float64))
+        K = len(self.plan.timesteps)
+        err = np.full((len(theta), K), np.nan)
+        for i, row in enumerate(theta):
+            got = self._cache.get(row.tobytes())
+            if got is not None:
+                err[i, : len(got)] = got
+        return -(err * self.plan.weights.numpy())
 
     def _check_control_variate(self, option: bool | str, terms, noise_sigma) -> bool:
         """Whether the Wiener-filter control variate is used (``control_variate``)."""
@@ -443,36 +513,81 @@ class DiffusionLikelihood:
     def _fast_path(self) -> bool:
         return self.model.is_oracle and self.fast_oracle
 
-    def term_log_l(self, theta: torch.Tensor) -> torch.Tensor:
+    def term_log_l(self, theta: torch.Tensor, columns: slice | None = None) -> torch.Tensor:
         """Each sampled term's contribution to log L at the rows of theta (inside the prior
         box), shape (B, K): -weight_k mean_m ||eps_hat - target||^2, or with the control
         variate -weight_k mean_m (||eps_hat - target||^2 - ||eps_W - target||^2). log L is
-        their sum plus :meth:`gaussian_log_l`."""
+        their sum plus :meth:`gaussian_log_l`. ``columns``: only these terms (B, K').
+
+        Without gradients, the values are cached per theta row and term: a row seen before
+        costs only the terms added since (:meth:`add_timesteps`)."""
+        cols = slice(None) if columns is None else columns
+        if theta.requires_grad:
+            return -(self._term_errors(theta) * self.plan.weights)[:, cols]
+        th = theta.detach().to(torch.float64)
+        rows = th.numpy()
+        K = len(self.plan.timesteps)
+        err = np.full((len(rows), K), np.nan)
+        keys = [row.tobytes() for row in rows]
+        for i, key in enumerate(keys):
+            got = self._cache.get(key)
+            if got is not None:
+                err[i, : len(got)] = got
+        wanted = np.zeros(K, bool)
+        wanted[cols] = True
+        missing = np.isnan(err) & wanted
+        if missing.any():
+            if self._fast_path:  # the oracle's Fourier-space sums: whole rows, cheaply
+                need = np.nonzero(missing.any(axis=1))[0]
+                err[need] = self._term_errors(th[need]).numpy()
+            else:
+                b_idx, k_idx = np.nonzero(missing)
+                err[b_idx, k_idx] = self._term_errors(th, (b_idx, k_idx)).numpy()
+            for i, key in enumerate(keys):
+                self._cache[key] = err[i].copy()
+        return -(torch.as_tensor(err) * self.plan.weights)[:, cols]
+
+    def _term_errors(self, th: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                     ) -> torch.Tensor:  # fmt: skip
+        """mean_m ||eps_hat - target||^2 (minus the Wiener filter's with the control variate)
+        for every (theta row, term): (B, K); or, given ``pairs`` (row indices, term indices),
+        for those pairs only: (P,)."""
         if self._fast_path:
-            return self._oracle_log_l(theta)
+            return self._oracle_log_l(th) / -self.plan.weights
+        m = self.n_noise
+        if pairs is None:
+            b_idx = np.repeat(np.arange(th.shape[0]), len(self.plan.timesteps))
+            k_idx = np.tile(np.arange(len(self.plan.timesteps)), th.shape[0])
+        else:
+            b_idx, k_idx = pairs
+        units = (np.repeat(b_idx, m), (k_idx[:, None] * m + np.arange(m)).ravel())
         if self.control_variate:
             errors = [(d.pow(2) - dw.pow(2)).sum(dim=(1, 2, 3))
-                      for d, dw in self._differences(theta, wiener=True)]  # fmt: skip
+                      for d, dw in self._differences(th, wiener=True, units=units)]  # fmt: skip
         else:
-            errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(theta)]
-        err = torch.cat(errors).reshape(theta.shape[0], -1, self.n_noise).mean(dim=-1)
-        return -(err * self.plan.weights)
+            errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(th, units=units)]
+        err = torch.cat(errors).reshape(-1, m).mean(dim=-1)
+        return err if pairs is not None else err.reshape(th.shape[0], -1)
 
-    def _differences(self, th: torch.Tensor, precision: str | None = None, wiener: bool = False):
+    def _differences(self, th: torch.Tensor, precision: str | None = None, wiener: bool = False,
+                     units: tuple[np.ndarray, np.ndarray] | None = None):  # fmt: skip
         """eps_hat - target for every (theta row, term, draw), in chunks of ``max_batch``
         denoiser calls, in the order theta-major: yields (chunk, 1, N, N) float64 tensors;
         with ``wiener``, pairs (eps_hat - target, eps_W - target), eps_W the output of the
-        network's spectral branch alone on the same inputs."""
+        network's spectral branch alone on the same inputs. ``units``: (theta row, unit j =
+        term x n_noise + draw) index arrays of the evaluations wanted (default: all)."""
         B, J = th.shape[0], self.n_evaluations_per_theta
         n = self.y.shape[-1]
         x_t = self.x_t.reshape(J, 1, n, n)
         eps = self.target.reshape(J, 1, n, n)
         t = self.plan.timesteps.repeat_interleave(self.n_noise)
         device = self.model.device
-        b_idx = torch.arange(B).repeat_interleave(J)
-        j_idx = torch.arange(J).repeat(B)
+        if units is None:
+            b_idx, j_idx = torch.arange(B).repeat_interleave(J), torch.arange(J).repeat(B)
+        else:
+            b_idx, j_idx = (torch.as_tensor(u, dtype=torch.int64) for u in units)
         net_dtype = torch.float64 if self.model.is_oracle else torch.float32
-        for lo in range(0, B * J, self.max_batch):
+        for lo in range(0, len(b_idx), self.max_batch):
             bi, ji = b_idx[lo : lo + self.max_batch], j_idx[lo : lo + self.max_batch]
             inputs = (x_t[ji].to(device=device, dtype=net_dtype), t[ji].to(device),
                       th[bi].to(device=device, dtype=net_dtype))  # fmt: skip
@@ -482,6 +597,7 @@ class DiffusionLikelihood:
                     eps_hat = rest + eps_w
                 else:
                     eps_hat = self.model(*inputs)
+            self.n_denoiser_calls += len(bi)
             d = eps_hat.to(torch.float64).cpu() - eps[ji]
             if wiener:
                 yield d, eps_w.to(torch.float64).cpu() - eps[ji]

@@ -22,8 +22,9 @@ from diffinfer.diffusion.model import DiffusionModel
 from diffinfer.errors import InputError
 from diffinfer.fields.grid import as_density
 from diffinfer.fields.lognormal import LognormalSimulator
-from diffinfer.grid import GridPosterior, LocateError, grid_posterior
+from diffinfer.grid import EDGE_TOL, GridPosterior, LocateError, grid_posterior
 from diffinfer.likelihood import DiffusionLikelihood, control_variate_applies
+from diffinfer.mc_error import QuadraticTerms, design_points, posterior_mc_error
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
 from diffinfer.progress import EvaluationBar
@@ -46,6 +47,14 @@ each term is sampled, and 8 timesteps move the posterior mean between likelihood
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                        "box_size", "temperature", "spectrum", "proposal",
                        "control_variate", "npe")  # fmt: skip
+MC_OPTIONS = ("mc_tol", "max_timesteps")
+"""Options of the Monte Carlo error control (every method; ignored by the references)."""
+DEFAULT_MC_TOL = 0.1
+"""Default ``mc_tol``: the largest Monte Carlo standard error of the posterior mean, in units
+of the posterior's standard deviation, before timesteps are added (docs/posterior.md)."""
+DEFAULT_MAX_TIMESTEPS_FACTOR = 64
+"""Default ``max_timesteps``: this many times the starting timesteps (512 from the 8 of the
+control variate; docs/posterior.md)."""
 REFERENCE_LIKELIHOODS = ("exact", "power", "npe", "npe-power")
 """The reference analyses: the exact log-normal likelihood, the Gaussian power-spectrum
 likelihood, and neural posterior estimators (sbi) on P(k) + a CNN or on P(k) alone."""
@@ -59,6 +68,10 @@ SAMPLER_OPTIONS = {
     "emcee": ("n_walkers", "max_steps", "min_tau_multiple", "surrogate"),
     "nuts": ("num_chains", "warmup_steps", "max_tree_depth", "surrogate"),
 }
+
+
+class MonteCarloWarning(UserWarning):
+    """The Monte Carlo error of a posterior's mean stayed above its tolerance."""
 
 
 class Posterior:
@@ -79,8 +92,15 @@ class Posterior:
         locator: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None,
         progress: bool = True,
         chunked: DiffusionLikelihood | None = None,
+        mc_tol: float = DEFAULT_MC_TOL,
+        max_timesteps: int | None = None,
     ) -> None:
         self.log_likelihood = log_likelihood
+        self.mc_tol = float(mc_tol)
+        self.max_timesteps = max_timesteps
+        self._fits: list[QuadraticTerms] = []
+        self.name = "the map"
+        """How warnings name the map (the CLI and calibration studies set its path or index)."""
         self.locator = locator
         self.progress = check_bool("progress", progress)
         self._chunked = chunked
@@ -191,9 +211,132 @@ class Posterior:
                 plan = int(opts.get("n_coarse", 8)) ** 2 + 2 * int(opts.get("n_fine", 12)) ** 2
             with self._progress("posterior (grid)", plan) as bar:
                 bar.stage("locating the maximum" if locate else "adaptive grid")
-                self._grid = grid_posterior(self.log_prob, self.prior.box, locate=locate,
-                                            **opts)  # fmt: skip
+                g = grid_posterior(self.log_prob, self.prior.box, locate=locate, **opts)
+                self._grid = self._control_mc_error(g, int(opts.get("upsample", 8)))
         return self._grid
+
+    # ------------------------------------------------------- Monte Carlo error
+    def _grid_terms(self, theta: np.ndarray) -> np.ndarray:
+        """The likelihood's per-term contributions at points theta (P, 2) as the grid uses
+        them: the first round's terms evaluated, each added round's from its quadratic fit
+        (:class:`~diffinfer.mc_error.QuadraticTerms`); (P, K)."""
+        like = self._chunked
+        k1 = like.rounds[0]
+        with torch.no_grad():
+            first = like.term_log_l(torch.as_tensor(theta), columns=slice(0, k1)).numpy()
+        # the fits hold -log L terms per unit weight: apply the weights of all rounds now
+        w = like.plan.weights.numpy()
+        fitted = [-fit(theta) * w[fit.columns] for fit in self._fits]
+        return np.concatenate([first, *fitted], axis=1)
+
+    def _grid_log_prob(self, theta: torch.Tensor) -> torch.Tensor:
+        """The log posterior the grid tabulates once timesteps were added (a batched
+        function like :meth:`log_prob`): prior + (first-round terms + fitted added rounds +
+        the control variate's closed form) / temperature; -inf outside the prior."""
+        theta = as_theta(theta)
+        lp = self.prior.log_prob(theta)
+        out = torch.full_like(lp, -math.inf)
+        ok = torch.isfinite(lp)
+        if bool(ok.any()):
+            pts = theta[ok].detach()
+            like = self._chunked
+            with torch.no_grad():
+                log_l = self._grid_terms(pts.numpy()).sum(axis=1) + like.gaussian_log_l(pts).numpy()
+            tau = float(self.info.get("temperature", 1.0))
+            out[ok] = lp[ok] + torch.as_tensor(log_l) / tau
+            self.n_evaluations += int(ok.sum())
+        return out
+
+    def _mc_error(self, g: GridPosterior) -> dict:
+        """The Monte Carlo error of grid g's mean and widths (:mod:`diffinfer.mc_error`)."""
+        like = self._chunked
+        pts, inside = g.evaluated_points()
+        weights = (g.base or g).weights.ravel()
+        terms = np.full((len(pts), like.n_timesteps_used), np.nan)
+        terms[inside] = self._grid_terms(pts[inside])
+        err = posterior_mc_error(pts, np.where(inside, weights, 0.0), terms,
+                                 like.plan.timesteps.numpy(),
+                                 temperature=float(self.info.get("temperature", 1.0)))  # fmt: skip
+        return {"mean": err["mean"], "sd": err["sd"], "n_timesteps": like.n_timesteps_used,
+                "n_denoiser_calls": like.n_denoiser_calls,
+                "posterior_mean": g.mean().tolist(),
+                "posterior_sd": np.sqrt(np.diag(g.cov())).tolist()}  # fmt: skip
+
+    def _control_mc_error(self, g: GridPosterior, upsample: int) -> GridPosterior:
+        """Estimate grid g's Monte Carlo error and, while the error of its mean exceeds
+        ``mc_tol`` posterior standard deviations, add timesteps to the likelihood (up to
+        ``max_timesteps``) and re-tabulate the grid (:meth:`_add_round`); warns when the
+        budget runs out first. Likelihoods without a Monte Carlo part get an error of zero."""
+        like = self._chunked
+        if like is None:
+            g.mc_error = {"mean": [0.0, 0.0], "sd": [0.0, 0.0], "stochastic": False}
+            return g
+        self._fits = []
+        stages = [self._mc_error(g)]
+        budget = self.max_timesteps or like.n_timesteps_used
+        while (max(stages[-1]["mean"]) > self.mc_tol and like.adaptive
+               and like.n_timesteps_used < budget):  # fmt: skip
+            k, k0 = like.n_timesteps_used, like.rounds[0]
+            # the error falls as 1 / sqrt(K): aim at the tolerance with a 20 % margin
+            need = k * (max(stages[-1]["mean"]) / self.mc_tol) ** 2 * 1.2
+            add = int(min(budget - k, max(k0, math.ceil((need - k) / k0) * k0)))
+            g = self._add_round(g, add, upsample)
+            fit = self._fits[-1]
+            stages[-1]["fit_residual_nats"] = fit.residual_rms(
+                like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0)))
+            stages.append(self._mc_error(g))
+        final = stages[-1]
+        met = max(final["mean"]) <= self.mc_tol
+        g.mc_error = {"mean": final["mean"], "sd": final["sd"], "stochastic": True,
+                      "tolerance": self.mc_tol, "max_timesteps": budget,
+                      "n_timesteps": final["n_timesteps"], "met": bool(met),
+                      "n_denoiser_calls": like.n_denoiser_calls, "stages": stages}  # fmt: skip
+        if not met:
+            e = final["mean"]
+            warnings.warn(
+                f"{self.name}: the posterior mean's Monte Carlo error is {e[0]:.2f} / "
+                f"{e[1]:.2f} posterior sd (Omega_m / sigma_8), above mc_tol={self.mc_tol:g}, "
+                f"with {final['n_timesteps']} timesteps "
+                + (f"(the budget, max_timesteps={budget}); raise max_timesteps for a "
+                   "more precise posterior" if like.adaptive else
+                   "(this likelihood cannot add timesteps)"),
+                MonteCarloWarning, stacklevel=4,
+            )  # fmt: skip
+        return g
+
+    def _add_round(self, g: GridPosterior, add: int, upsample: int) -> GridPosterior:
+        """Add ``add`` timesteps, evaluate them on a 3 x 3 design about grid g's posterior
+        (:func:`~diffinfer.mc_error.design_points`), fit each by a quadratic in theta, and
+        re-tabulate g's points with them (:meth:`_grid_log_prob`); re-grid from the new
+        moments if the posterior then reaches the grid's outer ring."""
+        like = self._chunked
+        k = like.n_timesteps_used
+        if self._bar is not None:
+            self._bar.stage(f"Monte Carlo error: {k} -> {k + add} timesteps")
+            self._bar.plan(self._bar.total + 9 * add / ((k + add) * like.n_noise))
+        like.add_timesteps(add)
+        centre, cov = g.mean(), g.cov()
+        box = self.prior.box
+        design = design_points(centre, cov, np.asarray(box.low), np.asarray(box.high))
+        cols = slice(k, k + add)
+        with torch.no_grad():
+            values = like.term_log_l(torch.as_tensor(design), columns=cols).numpy()
+        # fit the squared errors themselves (-term / weight): the weights change as rounds
+        # are added (each term's is w_t / (K q(t)) with K the timesteps of all rounds)
+        errors = -values / like.plan.weights.numpy()[cols]
+        self._fits.append(QuadraticTerms(design, errors, centre, cov, cols))
+        pts, inside = g.evaluated_points()
+        values = np.full(len(pts), -np.inf)
+        values[inside] = self._grid_log_prob(torch.as_tensor(pts[inside])).numpy()
+        new = g.retabulated(values, g.n_evaluations + len(design), upsample, box)
+        if new.edge_mass <= EDGE_TOL:
+            return new
+        # the posterior moved or widened: a fresh grid from its moments
+        opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
+        opts.pop("aligned", None)
+        centre, cov, spent = new.mean(), new.cov() * 1.2**2, new.n_evaluations
+        return grid_posterior(self._grid_log_prob, box,
+                              locate=lambda: (centre, cov, spent), **opts)  # fmt: skip
 
     def sample(self, n: int | tuple[int] = 4000) -> Samples:
         """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`.
@@ -492,6 +635,9 @@ def posterior(
         raise InputError(f"prior must be a diffinfer.Prior (e.g. di.Prior.gaussian(mean, std)) "
                          f"or None, got {prior!r}")  # fmt: skip
     like_opts = {k: v for k, v in options.items() if k in _LIKELIHOOD_OPTIONS}
+    mc_tol = options.get("mc_tol")
+    mc_tol = DEFAULT_MC_TOL if mc_tol is None else float(mc_tol)
+    max_timesteps = options.get("max_timesteps")
     temperature = like_opts.pop("temperature", None)
     spectrum = like_opts.pop("spectrum", None)
     sampler_opts = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[method]}
@@ -573,6 +719,13 @@ def posterior(
         like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, progress=progress,
                                    **like_opts)  # fmt: skip
         log_like = chunked = like
+        start = like.n_timesteps_used
+        if max_timesteps is None:
+            max_timesteps = DEFAULT_MAX_TIMESTEPS_FACTOR * start if like.adaptive else start
+        elif like.adaptive and int(max_timesteps) < start:
+            raise InputError(f"max_timesteps={max_timesteps} is below the {start} timesteps "
+                             f"the likelihood starts from; give max_timesteps >= {start} "
+                             f"(or fewer n_timesteps)")  # fmt: skip
 
         def locator() -> tuple[np.ndarray, np.ndarray, int]:
             loc = like.locate()
@@ -607,7 +760,8 @@ def posterior(
         **terms_info,
     }
     return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
-                     info=info, locator=locator, progress=progress, chunked=chunked)  # fmt: skip
+                     info=info, locator=locator, progress=progress, chunked=chunked,
+                     mc_tol=mc_tol, max_timesteps=max_timesteps)  # fmt: skip
 
 
 def check_posterior_options(likelihood: object, method: object, seed: object,
@@ -632,7 +786,7 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
     else:
         for i in likelihood:
             check_int("likelihood term index", i, low=0)
-    allowed = [*_LIKELIHOOD_OPTIONS, *SAMPLER_OPTIONS[method]]
+    allowed = [*_LIKELIHOOD_OPTIONS, *MC_OPTIONS, *SAMPLER_OPTIONS[method]]
     for name in options:
         if name not in allowed:
             near = difflib.get_close_matches(name, allowed + [o for m in METHODS
@@ -649,6 +803,15 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
     for name, low in ints.items():
         if name in o:
             check_int(name, o[name], low=low)
+    if "mc_tol" in o:
+        check_float("mc_tol", o["mc_tol"], low=0, low_open=True,
+                    what="Monte Carlo error of the posterior mean, in posterior sd")  # fmt: skip
+    if "max_timesteps" in o:
+        check_int("max_timesteps", o["max_timesteps"], low=1)
+        if int(o.get("n_timesteps") or 0) > int(o["max_timesteps"]):
+            raise InputError(f"max_timesteps={o['max_timesteps']} is below "
+                             f"n_timesteps={o['n_timesteps']}; give max_timesteps >= "
+                             "n_timesteps")  # fmt: skip
     if "n_walkers" in o and int(o["n_walkers"]) % 2:
         raise InputError(f"n_walkers must be even (emcee's stretch move), got {o['n_walkers']}")
     if "max_tree_depth" in o:

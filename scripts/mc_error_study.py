@@ -1,0 +1,182 @@
+"""The posterior's Monte Carlo error estimate against what it estimates, on held-out maps.
+
+    .venv/bin/python scripts/mc_error_study.py --out docs/data/mc_error [--n-maps 30]
+        [--omega-max 0.2] [--seeds 0,1,2,3] [--tag corner] [--set max_timesteps=8]
+    .venv/bin/python scripts/mc_error_study.py --out docs/data/mc_error --summary
+
+Held-out log-normal maps (cosmologies uniform in the prior box, or with Omega_m below
+``--omega-max``; simulator seed 20261206, never used for training, pilots or other studies)
+get the public default posterior, ``di.posterior(map, model="lognormal64")``, with the
+likelihood seeds ``--seeds`` (0 is what every user gets), and the exact posterior. For each
+(map, seed) the result holds every stage of the Monte Carlo error control: the timesteps, the
+posterior mean and sd, the estimated Monte Carlo error and the network calls spent, so one
+run measures the default before (its first stage, 8 timesteps) and after adding timesteps.
+Results are written one file per (map, seed), atomically; a rerun skips what is done.
+
+``--summary`` reads every result under ``--out`` and reports, in units of the exact
+posterior's sd: the estimated error of the posterior mean against the seed-to-seed scatter
+measured directly (maps with several seeds), and the shift from the exact posterior mean
+(seed 0), for the first stage and the final one, with the warnings and the network calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+SIM_SEED = 20261206
+
+
+def held_out(n_maps: int, omega_max: float | None, model):
+    """The held-out maps and their cosmologies (deterministic)."""
+    from diffinfer.fields import LognormalSimulator
+
+    sim = LognormalSimulator(model.field, model.transform)
+    low, high = np.array(sim.config.prior.low), np.array(sim.config.prior.high)
+    if omega_max is not None:
+        high[0] = omega_max
+    rng = np.random.default_rng(SIM_SEED if omega_max is None else [SIM_SEED, 1])
+    theta = low + (high - low) * rng.random((n_maps, 2))
+    offset = 0 if omega_max is None else 100_000
+    for i, th in enumerate(theta):
+        yield i, th, sim.simulate(th, 1, seed=SIM_SEED, row_offset=offset + i)[0]
+
+
+def run(args: argparse.Namespace) -> None:
+    import diffinfer as di
+    from diffinfer.io import write_json_atomic
+    from diffinfer.posterior import MonteCarloWarning
+
+    model = di.load_model(args.model)
+    options = dict(kv.split("=", 1) for kv in args.set)
+    options = {k: json.loads(v) for k, v in options.items()}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out) / args.tag
+    out.mkdir(parents=True, exist_ok=True)
+    for i, truth, density in held_out(args.n_maps, args.omega_max, model):
+        exact_file = out / f"map{i:03d}-exact.json"
+        if not exact_file.exists():
+            e = di.posterior(density, model=model, likelihood="exact", progress=False).grid()
+            write_json_atomic(exact_file, {"truth": truth.tolist(), "mean": e.mean().tolist(),
+                                           "cov": e.cov().tolist()})  # fmt: skip
+        for seed in seeds:
+            path = out / f"map{i:03d}-seed{seed}.json"
+            if path.exists():
+                continue
+            start = time.perf_counter()
+            post = di.posterior(density, model=model, seed=seed, progress=False, **options)
+            post.name = f"held-out map {i} ({args.tag})"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MonteCarloWarning)
+                g = post.grid()
+            mc = g.mc_error
+            write_json_atomic(path, {
+                "truth": truth.tolist(), "seed": seed, "options": options,
+                "mean": g.mean().tolist(), "cov": g.cov().tolist(),
+                "n_evaluations": g.n_evaluations, "seconds": time.perf_counter() - start,
+                "warned": any(issubclass(w.category, MonteCarloWarning) for w in caught),
+                "mc_error": mc,
+            })  # fmt: skip
+            print(f"map {i} seed {seed}: {mc['n_timesteps']} timesteps, error "
+                  f"{max(mc['mean']):.2f} sd, {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def summary(args: argparse.Namespace) -> None:
+    from diffinfer.io import write_json_atomic
+
+    report = {}
+    for tag_dir in sorted(p for p in Path(args.out).iterdir() if p.is_dir()):
+        maps: dict[int, dict] = {}
+        for f in sorted(tag_dir.glob("map*-seed*.json")):
+            i, seed = int(f.name[3:6]), int(f.stem.split("seed")[1])
+            maps.setdefault(i, {})[seed] = json.loads(f.read_text())
+        exact = {i: json.loads((tag_dir / f"map{i:03d}-exact.json").read_text()) for i in maps}
+        report[tag_dir.name] = _summarise(maps, exact)
+        print(f"== {tag_dir.name}")
+        print(json.dumps(report[tag_dir.name], indent=1))
+    write_json_atomic(Path(args.out) / "summary.json", report)
+
+
+def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:
+    """Scatter versus estimate and shift versus exact, for the first and the final stage."""
+    out: dict = {}
+    for stage, pick in (("first", 0), ("final", -1)):
+        shift, est, scatter, est_multi, calls, warned, omega = [], [], [], [], [], [], []
+        for i, runs in sorted(maps.items()):
+            e = exact[i]
+            sd_e = np.sqrt(np.diag(e["cov"]))
+            means, errs = [], []
+            for seed, r in sorted(runs.items()):
+                st = r["mc_error"]["stages"][pick]
+                mu = np.array(st["posterior_mean"])
+                err = np.array(st["mean"]) * np.array(st["posterior_sd"]) / sd_e
+                means.append(mu / sd_e)
+                errs.append(err)
+                if seed == 0:
+                    shift.append((mu - np.array(e["mean"])) / sd_e)
+                    est.append(err)
+                    calls.append(st["n_denoiser_calls"] if pick == 0
+                                 else r["mc_error"]["n_denoiser_calls"])  # fmt: skip
+                    warned.append(bool(r["warned"]) if pick == -1 else max(st["mean"]) > 0.1)
+                    omega.append(e["truth"][0])
+            if len(means) >= 2:
+                scatter.append(np.std(means, axis=0, ddof=1))
+                est_multi.append(np.sqrt(np.mean(np.square(errs), axis=0)))
+        s = {}
+        if shift:
+            shift, est, warned = np.array(shift), np.array(est), np.array(warned)
+            big = np.any(np.abs(shift) > 1, axis=1)
+            n = len(shift)
+            s.update({
+                "n_maps": n,
+                "shift_mean": shift.mean(0).round(3).tolist(),
+                "shift_se": (shift.std(0, ddof=1) / np.sqrt(n)).round(3).tolist(),
+                "abs_shift_mean": np.abs(shift).mean(0).round(3).tolist(),
+                "abs_shift_se": (np.abs(shift).std(0, ddof=1) / np.sqrt(n)).round(3).tolist(),
+                "maps_shift_above_1": int(big.sum()),
+                "maps_shift_above_1_unwarned": int((big & ~warned).sum()),
+                "maps_warned_or_over_tolerance": int(warned.sum()),
+                "estimated_error_rms": np.sqrt(np.mean(est**2, axis=0)).round(3).tolist(),
+                "network_calls_median": float(np.median(calls)),
+                "network_calls_max": float(np.max(calls)),
+                "z_shift_over_error_sd": np.std(shift / np.maximum(est, 1e-9), axis=0,
+                                                ddof=1).round(2).tolist(),  # fmt: skip
+            })
+        if scatter:
+            sc, em = np.array(scatter), np.array(est_multi)
+            rms_sc, rms_em = np.sqrt(np.mean(sc**2, 0)), np.sqrt(np.mean(em**2, 0))
+            # the scatter of k seeds estimates its sd with k - 1 dof: se of the rms
+            k = len(next(iter(maps.values())))
+            s.update({
+                "seed_scatter_maps": len(sc), "seeds_per_map": k,
+                "seed_scatter_rms": rms_sc.round(3).tolist(),
+                "estimated_error_rms_same_maps": rms_em.round(3).tolist(),
+                "ratio_estimate_to_scatter": (rms_em / rms_sc).round(2).tolist(),
+                "ratio_se": (rms_em / rms_sc / np.sqrt(2 * len(sc) * (k - 1))).round(2).tolist(),
+            })  # fmt: skip
+        out[stage] = s
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="docs/data/mc_error")
+    parser.add_argument("--model", default="lognormal64")
+    parser.add_argument("--n-maps", type=int, default=30)
+    parser.add_argument("--omega-max", type=float, help="held-out maps with Omega_m below this")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--tag", default="all", help="subfolder of --out for this set of maps")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=JSON",
+                        help="a posterior option, e.g. max_timesteps=8")  # fmt: skip
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    summary(args) if args.summary else run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -299,6 +299,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     posts = [posterior(density, model=model, likelihood=like, method=args.method,
                        seed=args.seed, kind=args.kind, progress=not args.no_progress, **opts)
              for like, opts in runs]  # fmt: skip
+    for post in posts:
+        post.name = str(args.map) + ("" if args.index is None else f" [{args.index}]")
     if args.truth:
         from diffinfer.parameters import as_theta
 
@@ -333,8 +335,16 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             f"  {samples.info['likelihood']}; {how}; prior {samples.info['prior']}; "
             f"{diag.get('n_evaluations', post.n_evaluations)} likelihood evaluations; "
             f"{seconds:.1f} s",
-            header + (f" {'truth':>8}" if args.truth else ""),
         ]
+        mc = diag.get("mc_error")
+        if mc is not None and mc.get("stochastic"):
+            lines.append(
+                f"  Monte Carlo error of the likelihood: mean {mc['mean'][0]:.2f} / "
+                f"{mc['mean'][1]:.2f} sd, sd {mc['sd'][0]:.0%} / {mc['sd'][1]:.0%} "
+                f"({mc['n_timesteps']} timesteps, {mc['n_denoiser_calls']} network calls"
+                + ("" if mc["met"] else f"; above mc_tol={mc['tolerance']:g}") + ")"
+            )
+        lines.append(header + (f" {'truth':>8}" if args.truth else ""))
         for j, pname in enumerate(PARAM_NAMES):
             e = summary[pname]
             line = f"  {pname:<10} {e['mean']:8.4f} {e['std']:8.4f} {e['q16']:8.4f} {e['q84']:8.4f}"

@@ -73,6 +73,7 @@ def plan_terms(
     generator: torch.Generator | None = None,
     first: int = 1,
     proposal: np.ndarray | None = None,
+    sample: bool = False,
 ) -> TermPlan:
     """Resolve a term specification into timesteps and weights.
 
@@ -83,9 +84,13 @@ def plan_terms(
     n_timesteps
         With ``"vlb"``: estimate the sum from this many timesteps, drawn by stratified
         (systematic) sampling from a proposal q(t) and weighted by w_t / (K q(t)), which is
-        unbiased. Default: all T terms, exactly.
+        unbiased. Default: all T terms, exactly (also when ``n_timesteps`` reaches T, unless
+        ``sample``).
     generator
         Source of the stratification offset.
+    sample
+        With ``"vlb"``: importance-sample ``n_timesteps`` even where they reach the number of
+        terms (a round of :meth:`DiffusionLikelihood.add_timesteps`).
     first
         The lowest timestep available (above the noise level of a noisy map); ``"l0"`` then
         means the single term at that timestep and ``"vlb"`` the terms from it to T.
@@ -107,7 +112,7 @@ def plan_terms(
                 f"indices in 0 ... {T - 1}"
             )
         n_terms = T - first + 1
-        if n_timesteps is None or n_timesteps >= n_terms:
+        if n_timesteps is None or (n_timesteps >= n_terms and not sample):
             return TermPlan(
                 torch.arange(first, T + 1), w[first - 1 :].clone(), f"full VLB, {n_terms} terms"
             )
@@ -378,9 +383,7 @@ class DiffusionLikelihood:
     def adaptive(self) -> bool:
         """Whether timesteps can be added (:meth:`add_timesteps`): an importance-sampled
         bound (``terms="vlb"`` with ``n_timesteps`` below the number of terms)."""
-        return self.terms == "vlb" and len(self.plan.timesteps) < (
-            self.model.schedule.n_steps - self._first + 1
-        ) and self.n_timesteps is not None
+        return self.terms == "vlb" and self.rounds[0] < self.model.schedule.n_steps - self._first + 1
 
     @property
     def n_timesteps_used(self) -> int:
@@ -404,7 +407,7 @@ class DiffusionLikelihood:
                 f"with n_timesteps); this likelihood is {self.description!r}"
             )
         extra = plan_terms(self.model, "vlb", n_timesteps=n, generator=self._generator,
-                           first=self._first, proposal=self._q)  # fmt: skip
+                           first=self._first, proposal=self._q, sample=True)  # fmt: skip
         x_t, target = self._states(extra.timesteps, self._generator)
         timesteps = torch.cat([self.plan.timesteps, extra.timesteps])
         k_old, k_new = len(self.plan.timesteps), len(timesteps)

@@ -28,7 +28,7 @@ from diffinfer.mc_error import QuadraticTerms, design_points, posterior_mc_error
 from diffinfer.parameters import PARAM_NAMES, as_theta
 from diffinfer.prior import Prior
 from diffinfer.progress import EvaluationBar
-from diffinfer.samples import SUMMARY_LEVELS, Samples, summary_entry
+from diffinfer.samples import SUMMARY_LEVELS, Samples, add_mcse, summary_entry
 from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
 METHODS = ("grid", "emcee", "nuts")
@@ -356,6 +356,8 @@ class Posterior:
             samples = self._emcee(n)
         else:
             samples = self._nuts(n)
+        if self.method != "grid" and self.mc_error() is not None:
+            samples.info["diagnostics"]["mc_error"] = self.mc_error()
         self._samples = samples
         return samples
 
@@ -391,9 +393,21 @@ class Posterior:
         if self.method == "grid":
             g = self.grid()
             mean, std = g.mean(), np.sqrt(np.diag(g.cov()))
-            return {name: summary_entry(mean[j], std[j], g.quantiles(j, SUMMARY_LEVELS))
-                    for j, name in enumerate(PARAM_NAMES)}  # fmt: skip
-        return (self._samples or self.sample()).summary()
+            out = {name: summary_entry(mean[j], std[j], g.quantiles(j, SUMMARY_LEVELS))
+                   for j, name in enumerate(PARAM_NAMES)}  # fmt: skip
+        else:
+            out = (self._samples or self.sample()).summary()
+        return add_mcse(out, self.mc_error())
+
+    def mc_error(self) -> dict | None:
+        """The Monte Carlo error of the likelihood's estimate on this posterior (computed with
+        its grid: :mod:`diffinfer.mc_error`), or None where no grid was computed (MCMC on a
+        likelihood without a grid surrogate). ``mean``: standard error of the posterior
+        mean per parameter in posterior sd; ``sd``: relative standard error of the sd; zero
+        for the references, whose likelihoods are deterministic."""
+        if self._grid is None and self.method == "grid":
+            self.grid()
+        return None if self._grid is None else self._grid.mc_error
 
     def diagnostics(self) -> dict:
         """Evaluations and the method's convergence checks."""

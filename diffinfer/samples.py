@@ -26,6 +26,19 @@ def summary_entry(mean: float, std: float, quantiles) -> dict[str, float]:
             "q84": q[3], "q97.5": q[4]}  # fmt: skip
 
 
+def add_mcse(summary: dict[str, dict[str, float]], mc_error: dict | None) -> dict:
+    """Add the likelihood's Monte Carlo standard errors to a summary, in parameter units, as
+    ArviZ names them: ``mcse_mean`` (of the mean) and ``mcse_sd`` (of the std); nothing
+    where the error is unknown (None)."""
+    if mc_error is None:
+        return summary
+    for j, name in enumerate(PARAM_NAMES):
+        sd = summary[name]["std"]
+        summary[name]["mcse_mean"] = float(mc_error["mean"][j] * sd)
+        summary[name]["mcse_sd"] = float(mc_error["sd"][j] * sd)
+    return summary
+
+
 @dataclass
 class Samples:
     """Draws of theta = (Omega_m, sigma_8) from a posterior.
@@ -109,6 +122,10 @@ class Samples:
         posterior = {name: self.theta[..., j] for j, name in enumerate(PARAM_NAMES)}
         stats = {k: np.asarray(v) for k, v in self.stats.items()}
         attrs = {"sampler": self.method}
+        mc = (self.info.get("diagnostics") or {}).get("mc_error")
+        if mc is not None:  # the likelihood's Monte Carlo error, in posterior sd
+            attrs["likelihood_mcse_mean_in_sd"] = [float(v) for v in mc["mean"]]
+            attrs["likelihood_mcse_sd_relative"] = [float(v) for v in mc["sd"]]
         if self.truth is not None:
             attrs["truth"] = [float(v) for v in self.truth]
         if int(az.__version__.split(".")[0]) >= 1:

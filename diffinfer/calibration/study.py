@@ -403,11 +403,16 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
     path = result_path(Path(out), analysis, index)
     start = time.perf_counter()
     density, truth = test_case(cfg, index)
-    # one bar for the whole study (run_study's); none per map
+    # one bar for the whole study (run_study's); none per map. Every map gets the study's
+    # likelihood seed, as every user call gets the default one: a study measures the
+    # posterior a user gets, not an average over seeds
     post = posterior(density, model=_model(cfg.model), method=cfg.method,
-                     seed=cfg.seed + index, progress=False,
+                     seed=cfg.seed, progress=False,
                      **_posterior_kwargs(cfg, analysis))  # fmt: skip
+    post.name = f"{analysis} posterior of map {index}"
     _check_temperature(path, float(post.info.get("temperature", 1.0)))
+    if analysis == "diffusion":
+        _check_seed(path, cfg.seed)
     if cfg.method == "grid":
         g = post.grid()
         draws = g.sample(cfg.n_draws, seed=cfg.seed + index)
@@ -427,6 +432,7 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
         level = float(np.mean(kde(draws.T) > p_truth))
         log_pdf = float(np.log(p_truth + 1e-300))
         n_eval, edge = post.n_evaluations, 0.0
+    mc = post.mc_error() or {}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_npz_atomic(path, truth=truth, draws=draws, mean=mean, cov=cov, credibility=level,
                      log_pdf_truth=log_pdf, n_evaluations=n_eval, edge_mass=edge,
@@ -434,6 +440,12 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
                      temperature=post.info.get("temperature", 1.0),
                      terms=np.array(post.info.get("terms", "")),
                      n_noise=post.info.get("n_noise", 0), noise_sigma=cfg.noise_sigma,
+                     likelihood_seed=cfg.seed,
+                     mc_error_mean=np.asarray(mc.get("mean", [np.nan, np.nan]), float),
+                     mc_error_sd=np.asarray(mc.get("sd", [np.nan, np.nan]), float),
+                     mc_error_met=bool(mc.get("met", True)),
+                     n_timesteps=int(mc.get("n_timesteps", 0)),
+                     network_calls=int(mc.get("n_denoiser_calls", 0)),
                      label=np.array(post.info["label"]))  # fmt: skip
     return str(path)
 
@@ -457,6 +469,28 @@ def _check_temperature(path: Path, temperature: float) -> None:
                 f"temperature {old:.6g}, this map's would be at {temperature:.6g} (has the "
                 f"model card been recalibrated since the study began?); grow it with "
                 f"--temperature {old:.6g}, or start a new study with another --out"
+            )
+        return
+
+
+def _check_seed(path: Path, seed: int) -> None:
+    """Refuse to add a diffusion result to an analysis whose results were computed with other
+    likelihood seeds: earlier versions gave map i the seed ``seed + i`` (an average over
+    seeds, not what a user gets), recorded by the absence of ``likelihood_seed``."""
+    for other in sorted(path.parent.glob("*.npz")):
+        if other.name == path.name:
+            continue
+        result = load_result(other)
+        if result is None:
+            continue
+        old = result.get("likelihood_seed")
+        if old is None or int(old) != seed:
+            study = path.parent.parent.parent
+            was = "seed + map index" if old is None else str(int(old))
+            raise InputError(
+                f"{study}: its diffusion results were computed with likelihood seed {was}, "
+                f"this map's would use seed {seed} (every map now gets the study's seed, as "
+                "a user's call gets the default); start a new study with another --out"
             )
         return
 

@@ -316,6 +316,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         samples = post.sample(args.n_samples)
         summary = post.summary()
+        gof = post.goodness_of_fit()
+        samples.info["diagnostics"]["goodness_of_fit"] = gof
         seconds = time.perf_counter() - start
         name = "samples.npz" if k == 0 else f"samples_{likelihood}.npz"
         if args.truth:
@@ -344,6 +346,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 f"({mc['n_timesteps']} timesteps, {mc['n_denoiser_calls']} network calls"
                 + ("" if mc["met"] else f"; above mc_tol={mc['tolerance']:g}") + ")"
             )
+        if gof["available"]:
+            lines.append(f"  goodness of fit: posterior predictive p = {gof['p_value']:.3g} "
+                         f"(P(k) and one-point PDF against {gof['n_sims']} simulated maps"
+                         + ("; below 0.05: the map is unlike the model's)"
+                            if gof["p_value"] < gof["threshold"] else ")"))  # fmt: skip
         lines.append(header + (f" {'truth':>8}" if args.truth else ""))
         for j, pname in enumerate(PARAM_NAMES):
             e = summary[pname]

@@ -99,7 +99,11 @@ class Posterior:
         self.mc_tol = float(mc_tol)
         self.max_timesteps = max_timesteps
         self._fits: list[QuadraticTerms] = []
-        self.name = "the map"
+        self._gof: dict | None = None
+        self.gof_source: tuple | None = None
+        """(density map, simulator, model-space noise sigma) for :meth:`goodness_of_fit`,
+        where the maps the model describes can be simulated; set by :func:`posterior`."""
+        self.name = "this map"
         """How warnings name the map (the CLI and calibration studies set its path or index)."""
         self.locator = locator
         self.progress = check_bool("progress", progress)
@@ -410,10 +414,49 @@ class Posterior:
         return None if self._grid is None else self._grid.mc_error
 
     def diagnostics(self) -> dict:
-        """Evaluations and the method's convergence checks."""
+        """Evaluations, the method's convergence checks, the Monte Carlo error of the
+        likelihood (``mc_error``) and the goodness of fit of the map
+        (:meth:`goodness_of_fit`)."""
         if self.method == "grid":
-            return self.grid().diagnostics()
-        return (self._samples or self.sample()).info["diagnostics"]
+            out = self.grid().diagnostics()
+        else:
+            out = dict((self._samples or self.sample()).info["diagnostics"])
+        out["goodness_of_fit"] = self.goodness_of_fit()
+        return out
+
+    def goodness_of_fit(self, n_sims: int = 200) -> dict:
+        """Whether the map is like the model's maps: the posterior predictive p-value of its
+        power spectrum and one-point PDF against ``n_sims`` maps simulated at parameters
+        drawn from this posterior (:mod:`diffinfer.goodness_of_fit`; computed once). Warns
+        (:class:`~diffinfer.goodness_of_fit.GoodnessOfFitWarning`) below
+        :data:`~diffinfer.goodness_of_fit.GOF_THRESHOLD`. Where no simulator of the model's
+        maps is at hand (an N-body model), returns ``{"available": False, "reason": ...}``."""
+        from diffinfer.goodness_of_fit import GoodnessOfFitWarning, goodness_of_fit
+
+        if self.gof_source is None:
+            return {"available": False,
+                    "reason": "no fast simulator of this model's maps (log-normal maps only)"}
+        if self._gof is None:
+            n_sims = check_int("n_sims", n_sims, low=20, what="simulated maps")
+            if self.method == "grid" or self._samples is None:
+                draws = self.grid().sample(n_sims, seed=self.seed + 1)
+            else:
+                flat = self._samples.flat
+                draws = flat[np.random.default_rng(self.seed).choice(len(flat), n_sims)]
+            field, sim, noise = self.gof_source
+            self._gof = {"available": True, **goodness_of_fit(field, draws, sim,
+                                                              noise_sigma=noise,
+                                                              seed=self.seed)}  # fmt: skip
+            if self._gof["p_value"] < self._gof["threshold"]:
+                warnings.warn(
+                    f"{self.name}: unlike the model's maps at its posterior "
+                    f"(posterior predictive p = {self._gof['p_value']:.3g} for its power "
+                    f"spectrum and one-point PDF against {n_sims} simulated maps): "
+                    "undeclared pixel noise (noise_sigma), smoothing, another box size or "
+                    "simulator? The posterior assumes a map like the model's.",
+                    GoodnessOfFitWarning, stacklevel=2,
+                )  # fmt: skip
+        return self._gof
 
     # ---------------------------------------------------------------- samplers
     def _emcee(self, n: int) -> Samples:
@@ -773,9 +816,26 @@ def posterior(
         "temperature": temperature,
         **terms_info,
     }
-    return Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
+    post = Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info, locator=locator, progress=progress, chunked=chunked,
                      mc_tol=mc_tol, max_timesteps=max_timesteps)  # fmt: skip
+    post.gof_source = _gof_source(field, model, npe, like_opts.get("noise_sigma") or 0.0)
+    return post
+
+
+def _gof_source(field: np.ndarray, model: DiffusionModel | None, npe, noise: float):
+    """What :meth:`Posterior.goodness_of_fit` simulates from: the log-normal simulator of
+    the model's geometry where the model describes log-normal maps, else None."""
+    if npe is not None:
+        return None
+    if model is not None:
+        described = ((model.card or {}).get("data") or {}).get("simulator", "lognormal")
+        if not model.is_oracle and described not in ("lognormal", None):
+            return None
+        sim = LognormalSimulator(model.field, model.transform)
+    else:
+        sim = LognormalSimulator()
+    return np.asarray(field, np.float64), sim, float(noise)
 
 
 def check_posterior_options(likelihood: object, method: object, seed: object,

@@ -193,3 +193,51 @@ def test_a_study_gives_every_map_the_users_seed_and_records_the_error(tmp_path):
     result_path(tmp_path, "diffusion", 1).unlink()
     with pytest.raises(InputError, match="likelihood seed seed \\+ map index"):
         run_one(dict(cfg.__dict__), "diffusion", 1, str(tmp_path))
+
+
+# ------------------------------------------------------------------ goodness of fit
+def test_predictive_p_values_of_fresh_draws_are_uniform():
+    """For vectors from one distribution (correlated, skewed), the p-value of a fresh draw
+    among 150 simulated ones is uniform: 5 % +- its binomial error fall below 0.05."""
+    from scipy import stats
+
+    from diffinfer.goodness_of_fit import predictive_p_value
+
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(6, 6))
+
+    def draw(n):
+        return rng.gamma(4.0, size=(n, 6)) @ mix
+
+    p = np.array([predictive_p_value(draw(1)[0], draw(150))[0] for _ in range(300)])
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert abs(np.mean(p < 0.05) - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 300)
+
+
+def test_goodness_of_fit_flags_undeclared_noise_and_passes_declared(sim, field):
+    from diffinfer.goodness_of_fit import GoodnessOfFitWarning
+
+    post = di.posterior(field, likelihood="exact", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GoodnessOfFitWarning)
+        clean = post.diagnostics()["goodness_of_fit"]
+    assert clean["available"] and clean["p_value"] >= 0.05 and clean["n_sims"] == 200
+    y = sim.transform.forward(field).numpy()
+    noisy = sim.transform.inverse(y + 2 * np.random.default_rng(0).normal(size=y.shape))
+    post = di.posterior(noisy.numpy(), likelihood="exact", progress=False)
+    post.name = "noisy.npy"
+    with pytest.warns(GoodnessOfFitWarning, match=r"noisy.npy: unlike the model's maps .*"
+                                                   r"p = 0.00\d+ .*noise_sigma"):  # fmt: skip
+        assert post.goodness_of_fit()["p_value"] < 0.01
+    declared = di.posterior(noisy.numpy(), likelihood="exact", noise_sigma=2.0, progress=False)
+    assert declared.goodness_of_fit()["p_value"] >= 0.05
+
+
+def test_goodness_of_fit_needs_a_simulator_of_the_models_maps():
+    from diffinfer.diffusion.checkpoint import load_model
+
+    rho = np.load("examples/nbody64/map1.npy")
+    post = di.posterior(rho, model=load_model("nbody64"), progress=False)
+    assert post.goodness_of_fit() == {
+        "available": False,
+        "reason": "no fast simulator of this model's maps (log-normal maps only)"}

@@ -97,6 +97,11 @@ def posterior_mc_error(
 DESIGN_SCALE = 2.5
 """Half-width, in posterior standard deviations, of the 3 x 3 design on which added
 timesteps are evaluated (:func:`design_points`)."""
+FIT_REACH = 4.5
+"""A fitted term is the quadratic within this many posterior sd of the design's centre (the
+reach of the aligned grid) and constant along each whitened axis beyond it, so that a grid
+far from the posterior (a fallback over the whole prior box) cannot meet a quadratic's
+extrapolation."""
 
 
 def design_points(centre: np.ndarray, cov: np.ndarray, low: np.ndarray,
@@ -145,7 +150,8 @@ class QuadraticTerms:
         return float(np.sqrt(np.mean((self._residuals @ np.asarray(weights)) ** 2)))
 
     def _u(self, theta: np.ndarray) -> np.ndarray:
-        return (np.atleast_2d(theta) - self.centre) @ self.whiten.T
+        u = (np.atleast_2d(theta) - self.centre) @ self.whiten.T
+        return np.clip(u, -FIT_REACH, FIT_REACH)
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
         """The fitted terms at points theta (B, 2) -> (B, n)."""

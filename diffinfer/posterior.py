@@ -317,7 +317,7 @@ class Posterior:
         k = like.n_timesteps_used
         if self._bar is not None:
             self._bar.stage(f"Monte Carlo error: {k} -> {k + add} timesteps")
-            self._bar.plan(self._bar.total + 9 * add / ((k + add) * like.n_noise))
+            self._bar.plan(9 * add / ((k + add) * like.n_noise))  # the design, in theta points
         like.add_timesteps(add)
         centre, cov = g.mean(), g.cov()
         box = self.prior.box

@@ -77,9 +77,12 @@ def test_quadratic_terms_are_exact_for_quadratics():
                          -1e3 * d[:, 1] ** 2 + 2 * d[:, 0]], axis=1)  # fmt: skip
 
     fit = QuadraticTerms(design, f(design), centre, cov, slice(0, 2))
-    probe = centre + np.random.default_rng(0).normal(0, 0.03, (20, 2))
+    probe = centre + np.random.default_rng(0).normal(0, 0.01, (20, 2))  # within 4.5 sd
     np.testing.assert_allclose(fit(probe), f(probe), rtol=1e-8, atol=1e-8)
     assert fit.residual_rms(np.ones(2)) < 1e-8
+    # beyond the fit's reach it is constant along each whitened axis: no runaway quadratic
+    far = centre + np.array([[1.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_allclose(fit(far)[0], fit(far)[1])
     # near the prior edge the design is moved inside the box
     edge = design_points(np.array([0.101, 0.8]), cov, np.array([0.1, 0.6]),
                          np.array([0.5, 1.0]))  # fmt: skip

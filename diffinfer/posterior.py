@@ -244,11 +244,14 @@ class Posterior:
         if bool(ok.any()):
             pts = theta[ok].detach()
             like = self._chunked
+            # points evaluated before cost nothing: count the new ones
+            k1 = like.rounds[0]
+            self.n_evaluations += int((~np.isfinite(like.cached_terms(pts.numpy())[:, :k1])
+                                       ).any(axis=1).sum())  # fmt: skip
             with torch.no_grad():
                 log_l = self._grid_terms(pts.numpy()).sum(axis=1) + like.gaussian_log_l(pts).numpy()
             tau = float(self.info.get("temperature", 1.0))
             out[ok] = lp[ok] + torch.as_tensor(log_l) / tau
-            self.n_evaluations += int(ok.sum())
         return out
 
     def _mc_error(self, g: GridPosterior) -> dict:
@@ -325,6 +328,7 @@ class Posterior:
         cols = slice(k, k + add)
         with torch.no_grad():
             values = like.term_log_l(torch.as_tensor(design), columns=cols).numpy()
+        self.n_evaluations += len(design)
         # fit the squared errors themselves (-term / weight): the weights change as rounds
         # are added (each term's is w_t / (K q(t)) with K the timesteps of all rounds)
         errors = -values / like.plan.weights.numpy()[cols]

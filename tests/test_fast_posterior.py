@@ -161,7 +161,8 @@ def test_gauss_newton_locates_the_likelihood_maximum_and_its_curvature(sim, orac
     assert loc.n_evaluations <= 25
     # against a dense grid of the same likelihood (flat prior)
     g = posterior(density, model=oracle, likelihood="vlb", n_timesteps=64, seed=1,
-                  aligned=False, n_coarse=16, n_fine=40).grid()  # fmt: skip
+                  max_timesteps=64, mc_tol=10.0, aligned=False, n_coarse=16,
+                  n_fine=40).grid()  # fmt: skip
     sd = np.sqrt(np.diag(g.cov()))
     assert np.all(np.abs(loc.theta - g.mode()) < 0.25 * sd)
     np.testing.assert_allclose(np.sqrt(np.diag(loc.cov)), sd, rtol=0.2)
@@ -181,7 +182,9 @@ def test_network_posterior_runs_aligned_and_deterministic(control_variate, max_e
     model = load_model("lognormal64")
     sim = model_sim(model)
     density = sim.simulate(np.array([0.25, 0.78]), 1, seed=11)[0]
-    opts = {"n_timesteps": 8, "seed": 2, "temperature": 1.0, "control_variate": control_variate}
+    # the located grid itself: no timesteps added (tests/test_mc_error.py tests adding them)
+    opts = {"n_timesteps": 8, "seed": 2, "temperature": 1.0, "control_variate": control_variate,
+            "max_timesteps": 8, "mc_tol": 10.0}
     a = posterior(density, model=model, **opts)
     b = posterior(density, model=model, **opts)
     ga = a.grid()

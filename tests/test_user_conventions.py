@@ -47,7 +47,8 @@ def test_a_chunked_likelihood_moves_the_bar_within_the_first_evaluation(
     bar's count ends equal to the posterior's evaluations."""
     monkeypatch.setattr(DiffusionLikelihood, "fast_oracle", False)
     monkeypatch.setattr(diffinfer.progress, "SHOW_AFTER", 0.0)
-    post = di.posterior(density, model="oracle", n_timesteps=16, max_batch=4, seed=1)
+    post = di.posterior(density, model="oracle", n_timesteps=16, max_batch=4, seed=1,
+                        max_timesteps=16, mc_tol=10.0)  # fmt: skip
     post.grid()
     # 16 timesteps x 1 noise draw per theta point, 4 calls per chunk: a quarter point each
     assert advances[0] == pytest.approx(0.25)

@@ -383,7 +383,8 @@ class DiffusionLikelihood:
     def adaptive(self) -> bool:
         """Whether timesteps can be added (:meth:`add_timesteps`): an importance-sampled
         bound (``terms="vlb"`` with ``n_timesteps`` below the number of terms)."""
-        return self.terms == "vlb" and self.rounds[0] < self.model.schedule.n_steps - self._first + 1
+        n_terms = self.model.schedule.n_steps - self._first + 1
+        return self.terms == "vlb" and self.rounds[0] < n_terms
 
     @property
     def n_timesteps_used(self) -> int:

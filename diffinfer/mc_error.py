@@ -84,7 +84,7 @@ def posterior_mc_error(
     sd = np.sqrt(np.diag(cov))
     zc = z - w @ z  # each term centred under the posterior
     c_mean = (w[:, None] * d).T @ zc  # (2, K): Cov_post(theta_j, z_k)
-    c_var = ((w[:, None] * (d**2 - sd**2)).T @ zc)  # (2, K): Cov_post((theta_j - mu_j)^2, z_k)
+    c_var = (w[:, None] * (d**2 - sd**2)).T @ zc  # (2, K): Cov_post((theta_j - mu_j)^2, z_k)
     order = np.argsort(np.asarray(timesteps), kind="stable")
     var_mean = _variance_of_sum(c_mean, order, estimator)
     var_var = _variance_of_sum(c_var, order, estimator)

@@ -686,7 +686,11 @@ def posterior(
         the model card records for this term set (see :mod:`diffinfer.calibration`), else 1,
         and 1 opts out; ``spectrum``: a fitted power-spectrum likelihood or its file, default
         fitted to the log-normal simulator; ``npe``: an NPE reference, its name or
-        directory) and sampler options (grid: n_coarse, n_fine,
+        directory), the Monte Carlo error control of the diffusion likelihood (``mc_tol``:
+        the largest standard error of the posterior mean, in posterior sd, default
+        :data:`DEFAULT_MC_TOL`; ``max_timesteps``: the timesteps it may grow to, default
+        :data:`DEFAULT_MAX_TIMESTEPS_FACTOR` times the starting ones; docs/posterior.md) and
+        sampler options (grid: n_coarse, n_fine,
         tol, max_passes; emcee: n_walkers, max_steps, min_tau_multiple; nuts: num_chains,
         warmup_steps, max_tree_depth).
     """

@@ -82,8 +82,11 @@ def run(args: argparse.Namespace) -> None:
                 "warned": any(issubclass(w.category, MonteCarloWarning) for w in caught),
                 "mc_error": mc,
             })  # fmt: skip
-            print(f"map {i} seed {seed}: {mc['n_timesteps']} timesteps, error "
-                  f"{max(mc['mean']):.2f} sd, {time.perf_counter() - start:.1f} s", flush=True)
+            print(
+                f"map {i} seed {seed}: {mc['n_timesteps']} timesteps, error "
+                f"{max(mc['mean']):.2f} sd, {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
 
 
 def summary(args: argparse.Namespace) -> None:
@@ -144,9 +147,7 @@ def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:
                 "estimated_error_rms": np.sqrt(np.mean(est**2, axis=0)).round(3).tolist(),
                 "network_calls_median": float(np.median(calls)),
                 "network_calls_max": float(np.max(calls)),
-                "z_shift_over_error_sd": np.std(shift / np.maximum(est, 1e-9), axis=0,
-                                                ddof=1).round(2).tolist(),  # fmt: skip
-            })
+            })  # fmt: skip
         if scatter:
             sc, em = np.array(scatter), np.array(est_multi)
             rms_sc, rms_em = np.sqrt(np.mean(sc**2, 0)), np.sqrt(np.mean(em**2, 0))

@@ -139,7 +139,8 @@ def test_posterior_adds_timesteps_until_its_error_is_below_the_tolerance(oracle,
     assert np.all(np.abs(g.mean() - exact.mean()) / sd < 0.2 * 4 + 0.3)
     summary = post.summary()
     assert summary["Omega_m"]["mcse_mean"] == pytest.approx(
-        mc["mean"][0] * summary["Omega_m"]["std"])
+        mc["mean"][0] * summary["Omega_m"]["std"]
+    )
     samples = post.sample(100)
     assert samples.info["diagnostics"]["mc_error"]["n_timesteps"] == mc["n_timesteps"]
     attrs = samples.to_arviz()["posterior"].attrs
@@ -149,8 +150,11 @@ def test_posterior_adds_timesteps_until_its_error_is_below_the_tolerance(oracle,
 def test_a_spent_budget_warns_naming_the_map_and_the_error(oracle, field):
     post = di.posterior(field, model=oracle, progress=False, mc_tol=0.05, max_timesteps=16)
     post.name = "map 7"
-    with pytest.warns(MonteCarloWarning, match=r"map 7: .* Monte Carlo error is \d\.\d\d / "
-                                               r"\d\.\d\d posterior sd .*max_timesteps=16"):
+    with pytest.warns(
+        MonteCarloWarning,
+        match=r"map 7: .* Monte Carlo error is \d\.\d\d / "
+        r"\d\.\d\d posterior sd .*max_timesteps=16",
+    ):
         post.grid()
     assert not post.mc_error()["met"]
     assert post.mc_error()["n_timesteps"] == 16
@@ -243,4 +247,5 @@ def test_goodness_of_fit_needs_a_simulator_of_the_models_maps():
     post = di.posterior(rho, model=load_model("nbody64"), progress=False)
     assert post.goodness_of_fit() == {
         "available": False,
-        "reason": "no fast simulator of this model's maps (log-normal maps only)"}
+        "reason": "no fast simulator of this model's maps (log-normal maps only)",
+    }

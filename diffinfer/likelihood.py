@@ -419,6 +419,19 @@ class DiffusionLikelihood:
         self.rounds.append(n)
         self._fourier = None
 
+    def drop_added_timesteps(self) -> None:
+        """Return to the first round of timesteps (undo every :meth:`add_timesteps`), keeping
+        the cached values of its terms."""
+        k = self.rounds[0]
+        w = self.plan.weights[:k] * (len(self.plan.timesteps) / k)
+        name = self.plan.description.replace(f"from {len(self.plan.timesteps)} timesteps",
+                                             f"from {k} timesteps")  # fmt: skip
+        self.plan = TermPlan(self.plan.timesteps[:k], w, name)
+        self.x_t, self.target = self.x_t[:k], self.target[:k]
+        self.rounds = [k]
+        self._cache = {key: v[:k] for key, v in self._cache.items()}
+        self._fourier = None
+
     def cached_terms(self, theta: np.ndarray) -> np.ndarray:
         """The per-term contributions to log L (as :meth:`term_log_l`) already computed at the
         rows of theta, (B, K); NaN for a term not (yet) evaluated at a row."""

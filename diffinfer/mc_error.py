@@ -138,6 +138,7 @@ class QuadraticTerms:
                  cov: np.ndarray, columns: slice) -> None:  # fmt: skip
         self.columns = columns
         self.centre = np.asarray(centre, float)
+        self.cov = np.asarray(cov, float)
         evals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
         self.whiten = (vecs / np.sqrt(evals)).T  # u = whiten @ (theta - centre)
         x = _features(self._u(design))

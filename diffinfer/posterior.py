@@ -55,6 +55,11 @@ of the posterior's standard deviation, before timesteps are added (docs/posterio
 DEFAULT_MAX_TIMESTEPS_FACTOR = 64
 """Default ``max_timesteps``: this many times the starting timesteps (512 from the 8 of the
 control variate; docs/posterior.md)."""
+ROUND_GROWTH = 4
+"""A round of added timesteps grows the likelihood's timesteps at most this many times."""
+MAX_REDESIGNS = 3
+"""Re-designs of the fitted terms about their own posterior before giving up
+(:meth:`Posterior._settle`)."""
 REFERENCE_LIKELIHOODS = ("exact", "power", "npe", "npe-power")
 """The reference analyses: the exact log-normal likelihood, the Gaussian power-spectrum
 likelihood, and neural posterior estimators (sbi) on P(k) + a CNN or on P(k) alone."""
@@ -271,34 +276,63 @@ class Posterior:
 
     def _control_mc_error(self, g: GridPosterior, upsample: int) -> GridPosterior:
         """Estimate grid g's Monte Carlo error and, while the error of its mean exceeds
-        ``mc_tol`` posterior standard deviations, add timesteps to the likelihood (up to
-        ``max_timesteps``) and re-tabulate the grid (:meth:`_add_round`); warns when the
-        budget runs out first. Likelihoods without a Monte Carlo part get an error of zero."""
+        ``mc_tol`` posterior standard deviations, add timesteps to the likelihood (rounds
+        growing at most :data:`ROUND_GROWTH` times, up to ``max_timesteps``) and re-tabulate
+        the grid (:meth:`_add_round`); then make sure the fitted terms describe the posterior
+        they produced (:meth:`_settle`). Warns when the budget runs out before the tolerance
+        is met. Likelihoods without a Monte Carlo part get an error of zero."""
         like = self._chunked
         if like is None:
             g.mc_error = {"mean": [0.0, 0.0], "sd": [0.0, 0.0], "stochastic": False}
             return g
         self._fits = []
+        first = g
         stages = [self._mc_error(g)]
         budget = self.max_timesteps or like.n_timesteps_used
         while (max(stages[-1]["mean"]) > self.mc_tol and like.adaptive
                and like.n_timesteps_used < budget):  # fmt: skip
             k, k0 = like.n_timesteps_used, like.rounds[0]
-            # the error falls as 1 / sqrt(K): aim at the tolerance with a 20 % margin
+            # the error falls as 1 / sqrt(K): aim at the tolerance with a 20 % margin, in
+            # rounds that grow at most ROUND_GROWTH-fold (each round's design is centred on
+            # the posterior of the previous one, which comes closer as K grows)
             need = k * (max(stages[-1]["mean"]) / self.mc_tol) ** 2 * 1.2
-            add = int(min(budget - k, max(k0, math.ceil((need - k) / k0) * k0)))
-            g = self._add_round(g, add, upsample)
-            fit = self._fits[-1]
+            target = min(budget, ROUND_GROWTH * k, max(k + k0, math.ceil(need / k0) * k0))
+            g = self._add_round(g, target - k, upsample)
+            stages.append(self._mc_error(g))
+        settled = True
+        if self._fits:
+            g, redesigns, settled = self._settle(g, upsample)
+            if redesigns:
+                stages.append(self._mc_error(g))
+            stages[-1]["redesigns"] = redesigns
+            fit = self._fits[0]
             stages[-1]["fit_residual_nats"] = fit.residual_rms(
                 like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0)))
-            stages.append(self._mc_error(g))
+        if not settled:
+            # the fits cannot be trusted: the posterior of the evaluated first round, with
+            # its own (large) error, is what can be stood behind
+            like.drop_added_timesteps()
+            self._fits = []
+            g = first
+            stages.append({**stages[0], "returned": "first round"})
         final = stages[-1]
-        met = max(final["mean"]) <= self.mc_tol
+        met = max(final["mean"]) <= self.mc_tol and settled
         g.mc_error = {"mean": final["mean"], "sd": final["sd"], "stochastic": True,
                       "tolerance": self.mc_tol, "max_timesteps": budget,
                       "n_timesteps": final["n_timesteps"], "met": bool(met),
+                      "fit_settled": bool(settled),
                       "n_denoiser_calls": like.n_denoiser_calls, "stages": stages}  # fmt: skip
-        if not met:
+        if not settled:
+            warnings.warn(
+                f"{self.name}: the posterior of added timesteps did not settle within their "
+                f"fitted design after {MAX_REDESIGNS} re-designs (the likelihood is far from "
+                f"quadratic across the posterior); the posterior of the first "
+                f"{like.n_timesteps_used} timesteps is returned, with a Monte Carlo error of "
+                f"{final['mean'][0]:.2f} / {final['mean'][1]:.2f} posterior sd (Omega_m / "
+                "sigma_8): treat it as unreliable, or compare with n_timesteps=256",
+                MonteCarloWarning, stacklevel=4,
+            )  # fmt: skip
+        elif not met:
             e = final["mean"]
             warnings.warn(
                 f"{self.name}: the posterior mean's Monte Carlo error is {e[0]:.2f} / "
@@ -312,39 +346,72 @@ class Posterior:
         return g
 
     def _add_round(self, g: GridPosterior, add: int, upsample: int) -> GridPosterior:
-        """Add ``add`` timesteps, evaluate them on a 3 x 3 design about grid g's posterior
-        (:func:`~diffinfer.mc_error.design_points`), fit each by a quadratic in theta, and
-        re-tabulate g's points with them (:meth:`_grid_log_prob`); re-grid from the new
-        moments if the posterior then reaches the grid's outer ring."""
+        """Add ``add`` timesteps and fit every added term on a design about grid g's
+        posterior (:meth:`_redesign`)."""
         like = self._chunked
         k = like.n_timesteps_used
         if self._bar is not None:
             self._bar.stage(f"Monte Carlo error: {k} -> {k + add} timesteps")
-            self._bar.plan(9 * add / ((k + add) * like.n_noise))  # the design, in theta points
         like.add_timesteps(add)
+        return self._redesign(g, upsample)
+
+    def _redesign(self, g: GridPosterior, upsample: int) -> GridPosterior:
+        """Evaluate every added term (all rounds after the first) on a 3 x 3 design about
+        grid g's posterior (:func:`~diffinfer.mc_error.design_points`), fit each by a
+        quadratic in theta, and tabulate the posterior with them (:meth:`_retabulate`)."""
+        like = self._chunked
+        k1, k = like.rounds[0], like.n_timesteps_used
         centre, cov = g.mean(), g.cov()
         box = self.prior.box
         design = design_points(centre, cov, np.asarray(box.low), np.asarray(box.high))
-        cols = slice(k, k + add)
+        cols = slice(k1, k)
+        if self._bar is not None:
+            self._bar.plan(9 * (k - k1) / (k * like.n_noise))  # the design, in theta points
         with torch.no_grad():
             values = like.term_log_l(torch.as_tensor(design), columns=cols).numpy()
         self.n_evaluations += len(design)
         # fit the squared errors themselves (-term / weight): the weights change as rounds
         # are added (each term's is w_t / (K q(t)) with K the timesteps of all rounds)
         errors = -values / like.plan.weights.numpy()[cols]
-        self._fits.append(QuadraticTerms(design, errors, centre, cov, cols))
+        self._fits = [QuadraticTerms(design, errors, centre, cov, cols)]
+        return self._retabulate(g, upsample)
+
+    def _retabulate(self, g: GridPosterior, upsample: int) -> GridPosterior:
+        """Grid g's points with the log density of the added terms' fits
+        (:meth:`_grid_log_prob`); a fresh aligned grid from the new moments where the
+        posterior reaches g's outer ring, moved by more than half of g's standard deviation
+        or narrowed below 0.7 of it (g's cells would not resolve it)."""
         pts, inside = g.evaluated_points()
         values = np.full(len(pts), -np.inf)
         values[inside] = self._grid_log_prob(torch.as_tensor(pts[inside])).numpy()
-        new = g.retabulated(values, g.n_evaluations + len(design), upsample, box)
-        if new.edge_mass <= EDGE_TOL:
+        new = g.retabulated(values, g.n_evaluations, upsample, self.prior.box)
+        u, s = _in_frame(new.mean(), new.cov(), g.mean(), g.cov())
+        if new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= 0.5 and np.min(s) >= 0.7:
             return new
-        # the posterior moved or widened: a fresh grid from its moments
         opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
         opts.pop("aligned", None)
         centre, cov, spent = new.mean(), new.cov() * 1.2**2, new.n_evaluations
-        return grid_posterior(self._grid_log_prob, box,
+        return grid_posterior(self._grid_log_prob, self.prior.box,
                               locate=lambda: (centre, cov, spent), **opts)  # fmt: skip
+
+    def _settle(self, g: GridPosterior, upsample: int) -> tuple[GridPosterior, int, bool]:
+        """A trust region for the fitted terms: the quadratics describe the likelihood near
+        their design, so the posterior they produce must lie there: its mean within 1 sd of
+        the design's centre and its width within 0.5-2 times the design's, in the design's
+        whitened frame. Otherwise re-design about the new posterior (all added terms on 9
+        new points), up to :data:`MAX_REDESIGNS` times. Returns the grid, the re-designs
+        and whether it settled."""
+        for redesigns in range(MAX_REDESIGNS + 1):
+            fit = self._fits[0]
+            u, s = _in_frame(g.mean(), g.cov(), fit.centre, fit.cov)
+            if np.max(np.abs(u)) <= 1.0 and np.min(s) >= 0.5 and np.max(s) <= 2.0:
+                return g, redesigns, True
+            if redesigns == MAX_REDESIGNS:
+                break
+            if self._bar is not None:
+                self._bar.stage("Monte Carlo error: re-design about the posterior")
+            g = self._redesign(g, upsample)
+        return g, MAX_REDESIGNS, False
 
     def sample(self, n: int | tuple[int] = 4000) -> Samples:
         """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`.
@@ -844,6 +911,16 @@ def _gof_source(field: np.ndarray, model: DiffusionModel | None, npe, noise: flo
     else:
         sim = LognormalSimulator()
     return np.asarray(field, np.float64), sim, float(noise)
+
+
+def _in_frame(mean: np.ndarray, cov: np.ndarray, centre: np.ndarray,
+              ref_cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A Gaussian (mean, cov) in the whitened frame of (centre, ref_cov): its centre u (2,)
+    and its standard deviations along that frame's principal axes s (2,)."""
+    evals, vecs = np.linalg.eigh(0.5 * (ref_cov + ref_cov.T))
+    whiten = (vecs / np.sqrt(evals)).T
+    c = whiten @ cov @ whiten.T
+    return whiten @ (np.asarray(mean) - centre), np.sqrt(np.clip(np.linalg.eigvalsh(c), 0, None))
 
 
 def check_posterior_options(likelihood: object, method: object, seed: object,

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out) / args.tag
     out.mkdir(parents=True, exist_ok=True)
     for i, truth, density in held_out(args.n_maps, args.omega_max, model):
+        if i < args.first:
+            continue
         exact_file = out / f"map{i:03d}-exact.json"
         if not exact_file.exists():
             e = di.posterior(density, model=model, likelihood="exact", progress=False).grid()
@@ -169,6 +171,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/data/mc_error")
     parser.add_argument("--model", default="lognormal64")
     parser.add_argument("--n-maps", type=int, default=30)
+    parser.add_argument("--first", type=int, default=0, help="start at this map (another worker)")
     parser.add_argument("--omega-max", type=float, help="held-out maps with Omega_m below this")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--tag", default="all", help="subfolder of --out for this set of maps")

@@ -114,6 +114,17 @@ def test_added_timesteps_reuse_evaluations_and_stay_unbiased(oracle, field):
     assert abs(np.mean(diffs) - exact) < 4 * se
 
 
+def test_dropping_added_timesteps_restores_the_first_round(oracle, field):
+    theta = torch.tensor([[0.3, 0.8], [0.31, 0.79]], dtype=torch.float64)
+    like = DiffusionLikelihood(oracle, field, terms="vlb", n_timesteps=8, seed=4)
+    before = like(theta)
+    like.add_timesteps(24)
+    assert not torch.allclose(like(theta), before)
+    like.drop_added_timesteps()
+    assert like.rounds == [8] and like.n_timesteps_used == 8
+    torch.testing.assert_close(like(theta), before, rtol=1e-12, atol=1e-9)
+
+
 def test_timesteps_cannot_be_added_to_a_fixed_term_set(oracle, field):
     like = DiffusionLikelihood(oracle, field, terms="l0")
     assert not like.adaptive

@@ -104,6 +104,19 @@ def summary(args: argparse.Namespace) -> None:
         report[tag_dir.name] = _summarise(maps, exact)
         print(f"== {tag_dir.name}")
         print(json.dumps(report[tag_dir.name], indent=1))
+    # the first stage (the default's 8 timesteps) over every map with several seeds
+    pooled: dict[int, dict] = {}
+    exact_all: dict[int, dict] = {}
+    for n, tag_dir in enumerate(sorted(p for p in Path(args.out).iterdir() if p.is_dir())):
+        for f in sorted(tag_dir.glob("map*-seed*.json")):
+            i, seed = 1000 * n + int(f.name[3:6]), int(f.stem.split("seed")[1])
+            pooled.setdefault(i, {})[seed] = json.loads(f.read_text())
+            exact_all[i] = json.loads((tag_dir / f"map{i % 1000:03d}-exact.json").read_text())
+    several = {i: r for i, r in pooled.items() if len(r) >= 2}
+    if several:
+        report["pooled_first_stage"] = _summarise(several, exact_all)["first"]
+        print("== pooled, first stage")
+        print(json.dumps(report["pooled_first_stage"], indent=1))
     write_json_atomic(Path(args.out) / "summary.json", report)
 
 

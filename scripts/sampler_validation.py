@@ -44,8 +44,8 @@ from diffinfer.fields import LognormalSimulator
 from diffinfer.io import write_json_atomic
 from diffinfer.plots import STYLES, _pyplot, spectra
 
-# spread over the prior box (0.1 ... 0.5) x (0.6 ... 1.0); the first is where a 512-map
-# check found DDPM-1000 of the shipped network 1.5 % low (../shared/measurements.md)
+# spread over the prior box (0.1 ... 0.5) x (0.6 ... 1.0); the first is where
+# DDPM-1000 is most biased with the exact denoiser (docs/diffusion.md)
 COSMOLOGIES = np.array([[0.18, 0.72], [0.13, 0.95], [0.30, 0.80], [0.46, 0.64], [0.42, 0.93]])
 CALLS = (10, 20, 50, 100)
 # the converged probability-flow ODE from the same starting noise: the paired reference

@@ -59,9 +59,10 @@ ROUND_GROWTH = 4
 """A round of added timesteps grows the likelihood's timesteps at most this many times."""
 GROSS_MOVE, GROSS_NARROWING = 2.5, 0.35
 """A round whose posterior mean lies this many of its design's marginal sd from the
-design's centre, or whose marginal sd is this much narrower, ends the refinement unsettled
-(seen on none of 105 rounds on log-normal maps; on the first round of the N-body maps that
-never settle: docs/nbody.md)."""
+design's centre, or whose marginal sd is this much narrower, ends the refinement unsettled:
+the first round of the N-body maps that never settle (docs/nbody.md). It also stops a few
+log-normal maps whose 8-timestep error is about 1 sd (2 of 18 at Omega_m < 0.2,
+docs/posterior.md): the move allowed should grow with the previous stage's error."""
 MAX_REDESIGNS = 3
 """Re-designs of the fitted terms about their own posterior before giving up
 (:meth:`Posterior._settle`)."""

@@ -435,14 +435,18 @@ class DiffusionLikelihood:
     def cached_terms(self, theta: np.ndarray) -> np.ndarray:
         """The per-term contributions to log L (as :meth:`term_log_l`) already computed at the
         rows of theta, (B, K); NaN for a term not (yet) evaluated at a row."""
-        theta = np.atleast_2d(np.asarray(theta, np.float64))
-        K = len(self.plan.timesteps)
-        err = np.full((len(theta), K), np.nan)
-        for i, row in enumerate(theta):
+        err = self._cached_errors(np.atleast_2d(np.asarray(theta, np.float64)))
+        return -(err * self.plan.weights.numpy())
+
+    def _cached_errors(self, rows: np.ndarray) -> np.ndarray:
+        """The cached squared errors of every term at float64 rows (B, 2): (B, K), NaN where
+        a term was not evaluated at a row."""
+        err = np.full((len(rows), len(self.plan.timesteps)), np.nan)
+        for i, row in enumerate(rows):
             got = self._cache.get(row.tobytes())
             if got is not None:
                 err[i, : len(got)] = got
-        return -(err * self.plan.weights.numpy())
+        return err
 
     def _check_control_variate(self, option: bool | str, terms, noise_sigma) -> bool:
         """Whether the Wiener-filter control variate is used (``control_variate``)."""
@@ -544,12 +548,7 @@ class DiffusionLikelihood:
         th = theta.detach().to(torch.float64)
         rows = th.numpy()
         K = len(self.plan.timesteps)
-        err = np.full((len(rows), K), np.nan)
-        keys = [row.tobytes() for row in rows]
-        for i, key in enumerate(keys):
-            got = self._cache.get(key)
-            if got is not None:
-                err[i, : len(got)] = got
+        err = self._cached_errors(rows)
         wanted = np.zeros(K, bool)
         wanted[cols] = True
         missing = np.isnan(err) & wanted
@@ -560,8 +559,8 @@ class DiffusionLikelihood:
             else:
                 b_idx, k_idx = np.nonzero(missing)
                 err[b_idx, k_idx] = self._term_errors(th, (b_idx, k_idx)).numpy()
-            for i, key in enumerate(keys):
-                self._cache[key] = err[i].copy()
+            for i, row in enumerate(rows):
+                self._cache[row.tobytes()] = err[i].copy()
         return -(torch.as_tensor(err) * self.plan.weights)[:, cols]
 
     def _term_errors(self, th: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray] | None = None,

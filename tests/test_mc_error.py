@@ -260,3 +260,9 @@ def test_goodness_of_fit_needs_a_simulator_of_the_models_maps():
         "available": False,
         "reason": "no fast simulator of this model's maps (log-normal maps only)",
     }
+
+
+def test_goodness_of_fit_refuses_too_few_simulated_maps(field):
+    post = di.posterior(field, likelihood="exact", progress=False)
+    with pytest.raises(InputError, match="n_sims must be"):
+        post.goodness_of_fit(n_sims=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from diffinfer.diffusion.samplers import (
 )
 from diffinfer.errors import DataFileError, DiffinferError, InputError
 from diffinfer.fields.grid import FIELD_KINDS
-from diffinfer.parameters import PARAM_NAMES
+from diffinfer.parameters import DERIVED_NAMES, PARAM_NAMES, derived
 from diffinfer.posterior import REFERENCE_LIKELIHOODS
 from diffinfer.validation import check_int
 
@@ -323,6 +324,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         if args.truth:
             samples.truth = np.array(args.truth, dtype=float)
         samples.save(out / name)
+        # GetDist chain files beside the npz (getdist.loadMCSamples, GetDist's GUI)
+        samples.save(out / "chains" / Path(name).stem, format="getdist")
         theta_map = dict(zip(PARAM_NAMES, map(float, post.map()), strict=True))
         reports.append({**samples.info, "summary": summary, "map_estimate": theta_map,
                         "seconds": seconds})  # fmt: skip
@@ -352,10 +355,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                          + ("; below 0.05: the map is unlike the model's)"
                             if gof["p_value"] < gof["threshold"] else ")"))  # fmt: skip
         lines.append(header + (f" {'truth':>8}" if args.truth else ""))
-        for j, pname in enumerate(PARAM_NAMES):
+        truth = {} if not args.truth else {
+            n: float(derived(n, np.array(args.truth))) for n in (*PARAM_NAMES, *DERIVED_NAMES)}
+        for pname in (*PARAM_NAMES, *DERIVED_NAMES):
             e = summary[pname]
             line = f"  {pname:<10} {e['mean']:8.4f} {e['std']:8.4f} {e['q16']:8.4f} {e['q84']:8.4f}"
-            lines.append(line + (f" {args.truth[j]:8.4f}" if args.truth else ""))
+            lines.append(line + (f" {truth[pname]:8.4f}" if args.truth else ""))
     text = "\n".join(lines) + "\n"
     report = {"map": str(args.map), **reports[0]}
     if len(reports) > 1:
@@ -376,7 +381,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
              truth=None if not args.truth else np.array(args.truth),
              title=str(args.map) + ("" if args.index is None else f" [{args.index}]"))  # fmt: skip
     print(text, end="")
-    print(f"  wrote samples, summary.txt/json, triangle.png in {out}")
+    print(f"  wrote samples (npz and GetDist chains/), summary.txt/json, triangle.png in {out}")
     return 0
 
 

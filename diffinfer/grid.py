@@ -122,6 +122,10 @@ class GridPosterior:
         w = np.where(finite, np.exp(self.log_density - self.log_density[finite].max()), 0.0)
         return w / w.sum()
 
+    def cell_centres(self) -> np.ndarray:
+        """Cell centres in theta, (n_x, n_y, 2), in the order of :attr:`weights`."""
+        return self._centres()
+
     def _centres(self) -> np.ndarray:
         """Cell centres in theta, (n_x, n_y, 2)."""
         u = np.stack(np.meshgrid(*self.axes, indexing="ij"), -1)
@@ -216,10 +220,22 @@ class GridPosterior:
             valid &= self._in_support(self._centres())
         if not valid.any():
             raise InputError("the posterior is zero everywhere on the grid")
+        out = self.log_density - self._log_norm(valid)
+        return np.where(valid, out, -np.inf) if masked else out
+
+    def _log_norm(self, valid: np.ndarray) -> float:
+        """log of the integral over theta of exp(log_density) (cells ``valid``)."""
         peak = self.log_density[valid].max()
         log_z = peak + np.log(np.sum(np.exp(self.log_density[valid] - peak)))
-        out = self.log_density - log_z - np.log(np.prod(self.steps)) - self._log_jacobian()
-        return np.where(valid, out, -np.inf) if masked else out
+        return float(log_z + np.log(np.prod(self.steps)) + self._log_jacobian())
+
+    def log_density_at(self, theta: np.ndarray) -> np.ndarray:
+        """The evaluated (unnormalised) log density at points theta (B, 2), interpolated
+        (cubic) between the evaluated cells, on the scale of the function the grid tabulated
+        (log prior + log likelihood): what samplers report as ``lp``; -inf off the grid."""
+        grid = self.base or self
+        valid = np.isfinite(grid.log_density) & grid._in_support(grid._centres())
+        return grid.log_pdf(theta) + grid._log_norm(valid)
 
     def _inside(self, theta: np.ndarray) -> np.ndarray:
         """Whether points theta (B, 2) lie on the tabulated grid."""

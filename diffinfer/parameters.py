@@ -20,6 +20,36 @@ PARAM_LABELS: tuple[str, str] = (r"\Omega_{\rm m}", r"\sigma_8")
 
 N_PARAMS = len(PARAM_NAMES)
 
+DERIVED_NAMES: tuple[str, ...] = ("S_8",)
+"""Derived parameters that samples, summaries, GetDist and ArviZ carry beside theta:
+``S_8`` = sigma_8 (Omega_m / 0.3)^(1/2), the combination the matter maps constrain best."""
+
+DERIVED_LABELS: dict[str, str] = {"S_8": r"S_8"}
+"""LaTeX labels of the derived parameters (without dollar signs)."""
+
+
+def derived(name: str, theta: np.ndarray) -> np.ndarray:
+    """A derived parameter at draws theta (..., 2).
+
+    Parameters
+    ----------
+    name
+        One of :data:`DERIVED_NAMES` (``"S_8"``) or :data:`PARAM_NAMES`.
+    theta
+        Draws in the order (Omega_m, sigma_8).
+
+    Raises
+    ------
+    InputError
+        An unknown name; the message lists the known ones.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    if name in PARAM_NAMES:
+        return theta[..., PARAM_NAMES.index(name)]
+    if name == "S_8":
+        return theta[..., 1] * np.sqrt(theta[..., 0] / 0.3)
+    raise InputError(f"unknown parameter {name!r}; known: {[*PARAM_NAMES, *DERIVED_NAMES]}")
+
 
 @dataclass(frozen=True)
 class PriorBox:

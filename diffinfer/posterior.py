@@ -25,10 +25,17 @@ from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.grid import EDGE_TOL, GridPosterior, LocateError, grid_posterior
 from diffinfer.likelihood import DiffusionLikelihood, control_variate_applies
 from diffinfer.mc_error import QuadraticTerms, design_points, posterior_mc_error
-from diffinfer.parameters import PARAM_NAMES, as_theta
+from diffinfer.parameters import DERIVED_NAMES, PARAM_NAMES, as_theta, derived
 from diffinfer.prior import Prior
 from diffinfer.progress import EvaluationBar
-from diffinfer.samples import SUMMARY_LEVELS, Samples, add_mcse, summary_entry
+from diffinfer.provenance import environment, model_provenance
+from diffinfer.samples import (
+    SUMMARY_LEVELS,
+    Samples,
+    add_mcse,
+    summary_entry,
+    weighted_summary,
+)
 from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
 METHODS = ("grid", "emcee", "nuts")
@@ -73,6 +80,12 @@ LOCATE_PLAN = 14
 """Likelihood evaluations the progress bar plans for the locator (Levenberg-Marquardt: 13.6
 on average over the 100 maps of calibration/lognormal64-fast-test, whose posteriors cost 77.6
 evaluations with the 64 of the aligned grid)."""
+GRID_CHAINS = 4
+"""Grid draws are independent; they are split into this many chains so that R-hat and ESS
+(ArviZ) apply to them as to MCMC chains."""
+RHAT_MAX, ESS_MIN = 1.01, 400
+"""emcee's chain counts as converged at R-hat <= 1.01 and bulk ESS >= 400 (over its
+walkers, after burn-in), besides being ``min_tau_multiple`` autocorrelation times long."""
 SAMPLER_OPTIONS = {
     "grid": ("n_coarse", "n_fine", "tol", "max_passes", "upsample", "aligned", "n_aligned",
              "radius"),
@@ -443,8 +456,12 @@ class Posterior:
         n = check_int("n", n, low=1, what="posterior draws")
         if self.method == "grid":
             g = self.grid()
-            theta = g.sample(n, seed=self.seed)
-            samples = Samples(theta, "grid", info={**self.info, "diagnostics": g.diagnostics()})
+            per_chain = math.ceil(n / GRID_CHAINS)
+            theta = g.sample(per_chain * GRID_CHAINS, seed=self.seed)
+            theta = theta.reshape(GRID_CHAINS, per_chain, 2)
+            lp = g.log_density_at(theta.reshape(-1, 2)).reshape(GRID_CHAINS, per_chain)
+            samples = Samples(theta, "grid", {"lp": lp, **self._log_likelihood(theta, lp)},
+                              info={**self.info, "diagnostics": g.diagnostics()})  # fmt: skip
         elif self.method == "emcee":
             samples = self._emcee(n)
         else:
@@ -453,6 +470,13 @@ class Posterior:
             samples.info["diagnostics"]["mc_error"] = self.mc_error()
         self._samples = samples
         return samples
+
+    def _log_likelihood(self, theta: np.ndarray, lp: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-draw log likelihood the posterior used (tempered where it is): the log
+        posterior ``lp`` (chains, draws) less the log prior, for ArviZ's ``log_likelihood``."""
+        with torch.no_grad():
+            log_prior = self.prior.log_prob(torch.as_tensor(np.asarray(theta).reshape(-1, 2)))
+        return {"log_likelihood": np.asarray(lp, np.float64) - log_prior.numpy().reshape(lp.shape)}
 
     def map(self) -> np.ndarray:
         """Maximum a posteriori theta (2,).
@@ -482,12 +506,17 @@ class Posterior:
         return res.x if res.fun <= f(start) else start
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Mean, std, median and 68/95 % equal-tailed intervals per parameter."""
+        """Mean, std, median and 68/95 % equal-tailed intervals per parameter and of the
+        derived ``S_8`` = sigma_8 (Omega_m / 0.3)^(1/2); ``mcse_mean`` / ``mcse_sd``: the
+        likelihood's Monte Carlo error (theta only)."""
         if self.method == "grid":
             g = self.grid()
             mean, std = g.mean(), np.sqrt(np.diag(g.cov()))
             out = {name: summary_entry(mean[j], std[j], g.quantiles(j, SUMMARY_LEVELS))
                    for j, name in enumerate(PARAM_NAMES)}  # fmt: skip
+            cells = g.cell_centres().reshape(-1, 2)
+            for name in DERIVED_NAMES:  # over the (upsampled) cells, weighted by their mass
+                out[name] = weighted_summary(derived(name, cells), g.weights.ravel())
         else:
             out = (self._samples or self.sample()).summary()
         return add_mcse(out, self.mc_error())
@@ -590,8 +619,15 @@ class Posterior:
                     continue
                 kept = (sampler.iteration - 2 * tau) / max(1, int(tau / 2)) * walkers
                 if sampler.iteration >= multiple * tau and kept >= n:
-                    converged = True
-                    break
+                    checks = _chain_convergence(sampler, tau)
+                    if checks["rhat"] <= RHAT_MAX and checks["ess_bulk"] >= ESS_MIN:
+                        converged = True
+                        break
+                    # long enough by tau, not yet by R-hat / ESS: another block
+                    bar.plan(walkers * min(block, max_steps - sampler.iteration))
+                    bar.stage(f"step {sampler.iteration}, R-hat {checks['rhat']:.3f}, "
+                              f"ESS {checks['ess_bulk']:.0f}")  # fmt: skip
+                    continue
                 # the chain length this tau asks for: multiple * tau, and n draws kept
                 need = max(multiple * tau, 2 * tau + n / walkers * max(1, int(tau / 2)))
                 steps = min(max_steps, math.ceil(need)) - sampler.iteration
@@ -599,24 +635,31 @@ class Posterior:
                 bar.stage(f"step {sampler.iteration}, autocorrelation time {tau:.0f}")
         if not math.isfinite(tau):
             tau = float(sampler.iteration)  # no walker-wise estimate: the most pessimistic
+        checks = _chain_convergence(sampler, tau)
         if not converged:
             warnings.warn(
                 f"emcee stopped at its budget of {max_steps} steps with a chain "
-                f"{sampler.iteration / tau:.0f} autocorrelation times long (target {multiple:g})",
+                f"{sampler.iteration / tau:.0f} autocorrelation times long (target {multiple:g}), "
+                f"R-hat {checks['rhat']:.3f} (target <= {RHAT_MAX}) and bulk ESS "
+                f"{checks['ess_bulk']:.0f} (target >= {ESS_MIN}); raise max_steps",
                 stacklevel=3,
-            )
+            )  # fmt: skip
         burn = int(min(2 * tau, sampler.iteration // 2))
         thin = max(1, int(tau / 2))
         chain = sampler.get_chain(discard=burn, thin=thin)  # (draws, walkers, 2)
         lp = sampler.get_log_prob(discard=burn, thin=thin)
-        keep = max(1, min(chain.shape[0], math.ceil(n / walkers)))
-        chain, lp = chain[-keep:], lp[-keep:]
+        # at least as many draws as walkers where the chain holds them (ArviZ treats walkers
+        # as chains and warns when chains outnumber draws)
+        keep = max(1, min(chain.shape[0], max(math.ceil(n / walkers), walkers)))
+        chain, lp = np.swapaxes(chain[-keep:], 0, 1), lp[-keep:].T
         diag = {"n_evaluations": int(self.n_evaluations), "steps": sampler.iteration,
                 "first_stage": "grid independence proposals" if surrogate else None,
                 "autocorrelation_time": tau, "converged": converged,
+                "convergence": {"rhat_max": RHAT_MAX, "ess_min": ESS_MIN,
+                                "min_tau_multiple": multiple, **checks},
                 "acceptance_fraction": float(np.mean(sampler.acceptance_fraction)),
                 "burn_in": burn, "thin": thin}  # fmt: skip
-        samples = Samples(np.swapaxes(chain, 0, 1), "emcee", {"lp": lp.T},
+        samples = Samples(chain, "emcee", {"lp": lp, **self._log_likelihood(chain, lp)},
                           {**self.info, "diagnostics": diag})  # fmt: skip
         _add_convergence(samples, diag)
         return samples
@@ -658,7 +701,8 @@ class Posterior:
             )  # fmt: skip
             diag["n_evaluations"] = int(self.n_evaluations)
             diag["first_stage"] = "NUTS on the grid surrogate (delayed acceptance)"
-            samples = Samples(theta, "nuts", {"lp": lp}, {**self.info, "diagnostics": diag})
+            samples = Samples(theta, "nuts", {"lp": lp, **self._log_likelihood(theta, lp)},
+                              {**self.info, "diagnostics": diag})  # fmt: skip
             _add_convergence(samples, diag)
             return samples
 
@@ -696,10 +740,28 @@ class Posterior:
         diag = {"n_evaluations": int(self.n_evaluations), "divergences": int(np.sum(divergent)),
                 "chains": chains, "warmup_steps": warmup,
                 "acceptance_rate": [float(a) for a in accept]}  # fmt: skip
-        samples = Samples(theta, "nuts", {"lp": np.stack(lps), "diverging": np.stack(divergent)},
+        lp = np.stack(lps)
+        samples = Samples(theta, "nuts", {"lp": lp, "diverging": np.stack(divergent),
+                                          **self._log_likelihood(theta, lp)},
                           {**self.info, "diagnostics": diag})  # fmt: skip
         _add_convergence(samples, diag)
         return samples
+
+
+def _chain_convergence(sampler, tau: float) -> dict[str, float]:
+    """The largest R-hat and smallest bulk ESS over the parameters of an emcee chain after a
+    2 tau burn-in (walkers as chains; ArviZ)."""
+    import arviz as az
+
+    burn = int(min(2 * tau, sampler.iteration // 2))
+    chain = np.swapaxes(sampler.get_chain(discard=burn), 0, 1)  # (walkers, draws, 2)
+    if chain.shape[1] < 4:
+        return {"rhat": math.inf, "ess_bulk": 0.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short chains: ArviZ warns; the values say it
+        rhat = max(float(az.rhat(chain[..., j])) for j in range(chain.shape[-1]))
+        ess = min(float(az.ess(chain[..., j], method="bulk")) for j in range(chain.shape[-1]))
+    return {"rhat": rhat if math.isfinite(rhat) else math.inf, "ess_bulk": ess}
 
 
 def _add_convergence(samples: Samples, diag: dict) -> None:
@@ -822,6 +884,8 @@ def posterior(
         box, locator = npe.prior, None
         description = f"neural posterior estimate ({npe.name}: {npe.summary})"
         calibration, terms_info, chunked = None, {}, None
+        settings = {"npe": npe.name, "summary": npe.summary,
+                    "weights_sha256": (npe.card.get("weights") or {}).get("sha256")}  # fmt: skip
     elif likelihood in ("exact", "power"):
         if model is None:
             sim = LognormalSimulator()
@@ -855,6 +919,11 @@ def posterior(
             box = spec.field.prior
             description = f"power-spectrum likelihood ({spec.n_bins} bins, {spec.correction})"
             locator = None
+            settings = {"n_bins": spec.n_bins, "correction": spec.correction,
+                        "noise_sigma": float(like_opts.get("noise_sigma") or 0.0),
+                        "spectrum": None if spectrum is None else str(spectrum)}  # fmt: skip
+        if likelihood == "exact":
+            settings = {"noise_sigma": float(like_opts.get("noise_sigma") or 0.0)}
         calibration, terms_info, chunked = None, {}, None
     else:
         if model is None:
@@ -886,6 +955,13 @@ def posterior(
         calibration = _card_temperature(model, like)
         terms_info = {"terms": like.description, "n_noise": like.n_noise,
                       "expensive": not model.is_oracle}  # fmt: skip
+        settings = {"terms": likelihood, "n_timesteps": like.n_timesteps_used,
+                    "n_noise": like.n_noise, "precision": like.precision,
+                    "control_variate": bool(like.control_variate),
+                    "proposal": like.proposal if isinstance(like.proposal, str) else "given",
+                    "noise_sigma": float(like.noise_sigma or 0.0), "max_batch": like.max_batch,
+                    "mc_tol": mc_tol, "max_timesteps": max_timesteps,
+                    "likelihood_seed": int(seed)}  # fmt: skip
     if temperature is None:
         temperature = calibration if calibration is not None else 1.0
     # the option was checked above; this also checks a temperature read from the card
@@ -908,6 +984,14 @@ def posterior(
         "label": f"{method}, {description}",
         "temperature": temperature,
         **terms_info,
+    }
+    info["provenance"] = {
+        "model": model_provenance(model),
+        "likelihood": likelihood if isinstance(likelihood, str) else list(likelihood),
+        "settings": settings,
+        "temperature": temperature,
+        "seed": int(seed),
+        **environment(model.device if model is not None else "cpu"),
     }
     post = Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info, locator=locator, progress=progress, chunked=chunked,

@@ -14,9 +14,21 @@ import numpy as np
 
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.io import write_npz_atomic
-from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
+from diffinfer.parameters import (
+    DEFAULT_PRIOR,
+    DERIVED_LABELS,
+    DERIVED_NAMES,
+    PARAM_LABELS,
+    PARAM_NAMES,
+    PriorBox,
+    derived,
+)
 
 SUMMARY_LEVELS = (0.025, 0.16, 0.5, 0.84, 0.975)
+SAVE_FORMATS = ("npz", "getdist")
+LOG_LIKELIHOOD_VAR = "map"
+"""Name of the observed variable in ArviZ's ``log_likelihood`` group (one map: shape (chain,
+draw); several maps of one cosmology: (chain, draw, map))."""
 
 
 def summary_entry(mean: float, std: float, quantiles) -> dict[str, float]:
@@ -46,12 +58,14 @@ class Samples:
     Attributes
     ----------
     theta
-        Draws, shape (chains, draws, 2) (grid draws: one chain).
+        Draws, shape (chains, draws, 2) (grid draws: independent, split into 4 chains so
+        that ArviZ's R-hat and ESS apply).
     method
         The sampler (``grid``, ``emcee``, ``nuts``).
     stats
-        Per-draw sampler statistics, each (chains, draws): ``lp`` (log posterior),
-        ``diverging``, ``acceptance_rate``, ...
+        Per-draw sampler statistics, each (chains, draws): ``lp`` (log posterior, up to a
+        constant), ``log_likelihood`` (the log likelihood the posterior used, tempered where it
+        is; (chains, draws, maps) for several maps), ``diverging``, ...
     info
         JSON-ready provenance: likelihood, prior box, evaluations, diagnostics, truth if known.
     weights
@@ -78,6 +92,7 @@ class Samples:
             raise InputError("samples must be a non-empty array of finite numbers (NaN or inf "
                              "found, or no draws)")  # fmt: skip
         self.truth = _check_truth(self.truth)
+        self.weights = _check_weights(self.weights, self.theta.shape[:2])
 
     def __repr__(self) -> str:
         chains, draws, _ = self.theta.shape
@@ -102,16 +117,17 @@ class Samples:
             else (DEFAULT_PRIOR)
         )
 
+    def derived(self, name: str) -> np.ndarray:
+        """A parameter of the draws, (chains, draws): ``"Omega_m"``, ``"sigma_8"`` or a
+        derived one (:data:`~diffinfer.parameters.DERIVED_NAMES`: ``"S_8"``)."""
+        return derived(name, self.theta)
+
     def summary(self) -> dict[str, dict[str, float]]:
-        """Mean, std and the 2.5/16/50/84/97.5 % points of each parameter."""
+        """Mean, std and the 2.5/16/50/84/97.5 % points of each parameter and of the derived
+        ``S_8`` = sigma_8 (Omega_m / 0.3)^(1/2)."""
         w = None if self.weights is None else self.weights.reshape(-1)
-        out = {}
-        for j, name in enumerate(PARAM_NAMES):
-            x = self.flat[:, j]
-            mean = float(np.average(x, weights=w))
-            std = float(np.sqrt(np.average((x - mean) ** 2, weights=w)))
-            out[name] = summary_entry(mean, std, _weighted_quantiles(x, SUMMARY_LEVELS, w))
-        return out
+        return {name: weighted_summary(derived(name, self.flat), w)
+                for name in (*PARAM_NAMES, *DERIVED_NAMES)}  # fmt: skip
 
     def to_arviz(self):
         """ArviZ InferenceData (0.x) / DataTree (1.x) with chains and sampler statistics;
@@ -119,9 +135,14 @@ class Samples:
         to ArviZ plots for the LaTeX parameter labels."""
         import arviz as az
 
-        posterior = {name: self.theta[..., j] for j, name in enumerate(PARAM_NAMES)}
-        stats = {k: np.asarray(v) for k, v in self.stats.items()}
+        posterior = {name: self.derived(name) for name in (*PARAM_NAMES, *DERIVED_NAMES)}
+        stats = {k: np.asarray(v) for k, v in self.stats.items() if k != "log_likelihood"}
+        log_lik = ({LOG_LIKELIHOOD_VAR: np.asarray(self.stats["log_likelihood"])}
+                   if "log_likelihood" in self.stats else None)  # fmt: skip
         attrs = {"sampler": self.method}
+        prov = self.info.get("provenance")
+        if prov:  # netCDF attributes must be flat: the provenance as one JSON string
+            attrs["provenance"] = json.dumps(prov)
         mc = (self.info.get("diagnostics") or {}).get("mc_error")
         if mc is not None:  # the likelihood's Monte Carlo error, in posterior sd
             attrs["likelihood_mcse_mean_in_sd"] = [float(v) for v in mc["mean"]]
@@ -132,27 +153,64 @@ class Samples:
             groups = {"posterior": posterior}
             if stats:
                 groups["sample_stats"] = stats
+            if log_lik:
+                groups["log_likelihood"] = log_lik
             data = az.from_dict(groups)
             data["posterior"].attrs.update(attrs)
             return data
-        data = az.from_dict(posterior=posterior, sample_stats=stats or None)
+        data = az.from_dict(posterior=posterior, sample_stats=stats or None,
+                            log_likelihood=log_lik)  # fmt: skip
         data.posterior.attrs.update(attrs)
         return data
 
     def to_getdist(self, label: str | None = None):
-        """GetDist MCSamples with names, LaTeX labels, the prior ranges and weights."""
+        """GetDist MCSamples with names, LaTeX labels, the prior ranges (so that GetDist's
+        kernel density estimates respect the prior's edges), weights, one chain per chain,
+        and the derived ``S_8``."""
         from getdist import MCSamples
 
         box = self.box
         ranges = {n: (lo, hi) for n, lo, hi in zip(PARAM_NAMES, box.low, box.high, strict=True)}
-        weights = None if self.weights is None else self.weights.reshape(-1)
+        chains = [self.theta[c] for c in range(self.theta.shape[0])]
+        weights = None if self.weights is None else [w for w in self.weights]
+        lp = self.stats.get("lp")
+        loglikes = None if lp is None else [-np.asarray(v, np.float64) for v in lp]
         with contextlib.redirect_stdout(io.StringIO()):  # GetDist reports burn-in on stdout
-            return MCSamples(samples=self.flat, weights=weights, names=list(PARAM_NAMES),
-                             labels=list(PARAM_LABELS), ranges=ranges,
-                             label=label or self.info.get("label", self.method))  # fmt: skip
+            mc = MCSamples(samples=chains if len(chains) > 1 else chains[0],
+                           weights=weights if weights is None or len(chains) > 1 else weights[0],
+                           loglikes=loglikes if loglikes is None or len(chains) > 1
+                           else loglikes[0],
+                           names=list(PARAM_NAMES), labels=list(PARAM_LABELS), ranges=ranges,
+                           label=label or self.info.get("label", self.method))  # fmt: skip
+            for name in DERIVED_NAMES:
+                mc.addDerived(derived(name, mc.samples), name=name, label=DERIVED_LABELS[name])
+        return mc
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write a ``.npz`` (arrays, and the info as a JSON string), atomically."""
+    def save(self, path: str | os.PathLike, format: str = "npz") -> Path:
+        """Write the draws, atomically.
+
+        Parameters
+        ----------
+        path
+            ``format="npz"``: the file (arrays, and the info as a JSON string; read back with
+            :meth:`load`). ``format="getdist"``: the root of GetDist chain files
+            (``root.txt``, or ``root_1.txt``, ... one per chain, with columns weight,
+            -log posterior, Omega_m, sigma_8, S_8; ``root.paramnames`` with the LaTeX labels
+            and S_8 marked derived; ``root.ranges`` with the prior box; ``root.json`` with the
+            info), as ``getdist.loadMCSamples(root)`` and GetDist's GUI read them.
+        format
+            ``"npz"`` (default) or ``"getdist"``.
+
+        Returns
+        -------
+        Path
+            The file written (npz) or the root (getdist).
+        """
+        from diffinfer.validation import check_choice
+
+        check_choice("format", format, SAVE_FORMATS)
+        if format == "getdist":
+            return self._save_getdist(Path(path))
         path = Path(path)
         arrays = {"theta": self.theta, "method": np.array(self.method),
                   "info": np.array(json.dumps(self.info))}  # fmt: skip
@@ -162,6 +220,38 @@ class Samples:
         if self.truth is not None:
             arrays["truth"] = _check_truth(self.truth)
         return write_npz_atomic(path, **arrays)
+
+    def _save_getdist(self, root: Path) -> Path:
+        from diffinfer.io import write_text_atomic
+
+        if root.suffix == ".txt":
+            root = root.with_suffix("")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        chains, draws, _ = self.theta.shape
+        weights = np.ones((chains, draws)) if self.weights is None else self.weights
+        lp = self.stats.get("lp")
+        minus_lp = np.zeros((chains, draws)) if lp is None else -np.asarray(lp, np.float64)
+        names = (*PARAM_NAMES, *DERIVED_NAMES)
+        for c in range(chains):
+            cols = [weights[c], minus_lp[c], *(derived(n, self.theta[c]) for n in names)]
+            table = np.column_stack(cols)
+            buf = io.StringIO()
+            np.savetxt(buf, table, fmt="%.10e")
+            suffix = "" if chains == 1 else f"_{c + 1}"
+            write_text_atomic(root.parent / f"{root.name}{suffix}.txt", buf.getvalue())
+        labels = [*PARAM_LABELS, *(DERIVED_LABELS[n] for n in DERIVED_NAMES)]
+        lines = [f"{n}{'*' if n in DERIVED_NAMES else ''}\t{lab}"
+                 for n, lab in zip(names, labels, strict=True)]  # fmt: skip
+        write_text_atomic(root.parent / f"{root.name}.paramnames", "\n".join(lines) + "\n")
+        box = self.box
+        ranges = [f"{n}\t{lo}\t{hi}" for n, lo, hi in zip(PARAM_NAMES, box.low, box.high,
+                                                          strict=True)]  # fmt: skip
+        write_text_atomic(root.parent / f"{root.name}.ranges", "\n".join(ranges) + "\n")
+        info = {**self.info, "method": self.method}
+        if self.truth is not None:
+            info["truth"] = self.truth.tolist()
+        write_text_atomic(root.parent / f"{root.name}.json", json.dumps(info, indent=1) + "\n")
+        return root
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Samples:
@@ -177,6 +267,31 @@ class Samples:
                 )  # fmt: skip
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise DataFileError(f"cannot read samples from {path}: {exc}") from exc
+
+
+def weighted_summary(x: np.ndarray, w: np.ndarray | None) -> dict[str, float]:
+    """The summary entry (:func:`summary_entry`) of draws x (n,) with optional weights."""
+    mean = float(np.average(x, weights=w))
+    std = float(np.sqrt(np.average((x - mean) ** 2, weights=w)))
+    return summary_entry(mean, std, _weighted_quantiles(x, SUMMARY_LEVELS, w))
+
+
+def _check_weights(value, shape: tuple[int, int]) -> np.ndarray | None:
+    """Importance weights as a (chains, draws) float array, or None; InputError naming the
+    problem otherwise (wrong length, NaN/inf, negative, or all zero)."""
+    if value is None:
+        return None
+    w = np.asarray(value, dtype=np.float64)
+    if w.size != shape[0] * shape[1]:
+        raise InputError(f"weights must hold one value per draw, {shape[0]} x {shape[1]} = "
+                         f"{shape[0] * shape[1]}; got shape {w.shape}")  # fmt: skip
+    if not np.isfinite(w).all():
+        raise InputError("weights contain NaN or inf; give finite, non-negative weights")
+    if (w < 0).any():
+        raise InputError(f"weights must be non-negative; got a minimum of {w.min():g}")
+    if not w.sum() > 0:
+        raise InputError("weights are all zero; at least one draw needs a positive weight")
+    return w.reshape(shape)
 
 
 def _check_truth(value) -> np.ndarray | None:

@@ -40,8 +40,8 @@ def test_grid_summary_map_and_samples(density, reference, tmp_path):
     mle = sim.maximum_likelihood(sim.transform.forward(density)[None])
     assert np.all(np.abs(post.map() - mle.theta[0]) < 0.05 * mle.std[0])
     assert post.diagnostics()["n_evaluations"] < 5000
-    assert az.summary(samples.to_arviz()).shape[0] == 2
-    assert samples.to_getdist().getParamNames().list() == ["Omega_m", "sigma_8"]
+    assert list(az.summary(samples.to_arviz()).index) == ["Omega_m", "sigma_8", "S_8"]
+    assert samples.to_getdist().getParamNames().list() == ["Omega_m", "sigma_8", "S_8"]
     path = samples.save(tmp_path / "s.npz")
     back = Samples.load(path)
     np.testing.assert_array_equal(back.theta, samples.theta)
@@ -79,7 +79,7 @@ def test_nuts_agrees_with_the_grid_and_converts_to_arviz_and_getdist(density, re
         assert abs(s["mean"] - ref["mean"]) < 0.25 * ref["std"]
         assert s["std"] == pytest.approx(ref["std"], rel=0.2)
     mc = samples.to_getdist()
-    assert mc.getParamNames().list() == ["Omega_m", "sigma_8"]
+    assert mc.getParamNames().list() == ["Omega_m", "sigma_8", "S_8"]
     assert mc.mean("Omega_m") == pytest.approx(samples.summary()["Omega_m"]["mean"])
 
 
@@ -121,6 +121,14 @@ def test_infer_command_writes_samples_summary_and_triangle(density, tmp_path, ca
     assert report["truth"] == {"Omega_m": 0.3, "sigma_8": 0.8}
     assert abs(report["summary"]["Omega_m"]["mean"] - 0.3) < 4 * report["summary"]["Omega_m"]["std"]
     assert Samples.load(out / "samples.npz").flat.shape == (4000, 2)
+    # the derived S_8 with its truth, GetDist chains, and what made the result
+    assert "S_8" in printed and report["summary"]["S_8"]["std"] > 0
+    from getdist import loadMCSamples
+
+    chains = loadMCSamples(str(out / "chains" / "samples"), settings={"ignore_rows": 0})
+    assert chains.numrows == 4000 and chains.getParamNames().list()[-1] == "S_8"
+    prov = report["provenance"]
+    assert prov["likelihood"] == "exact" and prov["diffinfer"] and prov["torch"]
     assert (out / "triangle.png").stat().st_size > 10_000
     a = Samples.load(out / "samples.npz")
     b = posterior(density, model=DiffusionModel.oracle(), likelihood="vlb", n_timesteps=32,

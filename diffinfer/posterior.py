@@ -966,6 +966,12 @@ def posterior(
         temperature = calibration if calibration is not None else 1.0
     # the option was checked above; this also checks a temperature read from the card
     temperature = check_float("temperature", temperature, low=0, low_open=True)
+    verdict = None
+    if chunked is not None and not model.is_oracle:
+        from diffinfer.calibration.verdicts import warn_if_uncalibrated
+
+        verdict = warn_if_uncalibrated(model.card or {}, chunked.description, chunked.n_noise,
+                                       float(chunked.noise_sigma or 0.0), temperature)  # fmt: skip
     if temperature != 1.0:
         untempered = log_like
 
@@ -985,6 +991,9 @@ def posterior(
         "temperature": temperature,
         **terms_info,
     }
+    if chunked is not None and not model.is_oracle:  # the card's verdict on this setting
+        info["calibration"] = ({"verdict": "no study on record"} if verdict is None else
+                               {k: verdict[k] for k in ("verdict", "study", "n_maps", "failed")})
     info["provenance"] = {
         "model": model_provenance(model),
         "likelihood": likelihood if isinstance(likelihood, str) else list(likelihood),

@@ -187,6 +187,10 @@ def test_model_directory_errors(tmp_path):
     (path / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(DataFileError, match="was edited"):  # card_sha256 catches the edit
         load_model(path)
+    unsealed = {k: v for k, v in card.items() if k != "card_sha256"}
+    (path / CARD_FILE).write_text(json.dumps(unsealed))
+    with pytest.raises(DataFileError, match="has no card_sha256"):  # deleted, not a warning
+        load_model(path)
     # resealed (as a buggy writer would): the weights still refuse to fit the card
     (path / CARD_FILE).write_text(json.dumps(seal_card(card)))
     with pytest.raises(DataFileError, match="do not match the architecture"):

@@ -13,7 +13,6 @@ import importlib.resources
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
@@ -246,13 +245,13 @@ def read_card(path: str | os.PathLike) -> dict:
             f"model directory (e.g. {WEIGHTS_FILE!r}), got {name!r}"
         )
     if "card_sha256" not in card:
-        warnings.warn(
-            f"model card {Path(path) / CARD_FILE} has no card_sha256: edits to its transform, "
-            "schedule or geometry would go unnoticed; re-save the model with save_model to "
-            "seal it",
-            stacklevel=3,
+        raise DataFileError(
+            f"model card {Path(path) / CARD_FILE} has no card_sha256, so edits to its "
+            "transform, schedule or geometry cannot be detected: restore the card from the "
+            "model's source (a card you trust can be re-sealed: write "
+            "diffinfer.diffusion.checkpoint.seal_card(card) back to it)"
         )
-    elif card["card_sha256"] != card_digest(card):
+    if card["card_sha256"] != card_digest(card):
         raise DataFileError(
             f"model card {Path(path) / CARD_FILE} was edited: its sections "
             f"{list(HASHED_SECTIONS)} no longer match its card_sha256. They define the model's "

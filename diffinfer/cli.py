@@ -260,7 +260,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from diffinfer.posterior import SAMPLER_OPTIONS, posterior
     from diffinfer.validation import check_device
 
-    density = _read_map(args.map, args.index, args.downsample)
+    density = [_read_map(m, args.index, args.downsample) for m in args.map]
+    density = density[0] if len(density) == 1 else density
+    where = " ".join(args.map) + ("" if args.index is None else f" [{args.index}]")
     check_int("--n-samples", args.n_samples, low=1)
     check_int("--seed", args.seed, low=0)
     if args.threads is not None:
@@ -301,7 +303,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                        seed=args.seed, kind=args.kind, progress=not args.no_progress, **opts)
              for like, opts in runs]  # fmt: skip
     for post in posts:
-        post.name = str(args.map) + ("" if args.index is None else f" [{args.index}]")
+        post.name = where
     if args.truth:
         from diffinfer.parameters import as_theta
 
@@ -311,7 +313,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             raise InputError(f"--truth: {exc}") from exc
     out = _output_dir(args.out)
     header = f"  {'parameter':<10} {'mean':>8} {'std':>8} {'16%':>8} {'84%':>8}"
-    lines = [f"diffinfer infer: {args.map}"]
+    lines = [f"diffinfer infer: {' '.join(args.map)}"]
     all_samples, reports = [], []
     for k, ((likelihood, _), post) in enumerate(zip(runs, posts, strict=True)):
         start = time.perf_counter()
@@ -362,7 +364,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             line = f"  {pname:<10} {e['mean']:8.4f} {e['std']:8.4f} {e['q16']:8.4f} {e['q84']:8.4f}"
             lines.append(line + (f" {truth[pname]:8.4f}" if args.truth else ""))
     text = "\n".join(lines) + "\n"
-    report = {"map": str(args.map), **reports[0]}
+    report = {"map": args.map[0] if len(args.map) == 1 else list(args.map), **reports[0]}
     if len(reports) > 1:
         report["reference"] = reports[1]
     if args.truth:
@@ -379,7 +381,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     analyses = [like if like in REFERENCE_LIKELIHOODS else "diffusion" for like, _ in runs]
     triangle(all_samples, out / "triangle.png", labels=labels, analyses=analyses,
              truth=None if not args.truth else np.array(args.truth),
-             title=str(args.map) + ("" if args.index is None else f" [{args.index}]"))  # fmt: skip
+             title=where if len(args.map) == 1 else f"{len(args.map)} maps")  # fmt: skip
     print(text, end="")
     print(f"  wrote samples (npz and GetDist chains/), summary.txt/json, triangle.png in {out}")
     return 0
@@ -411,55 +413,11 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
 
 
 def _read_map(path: str, index: int | None = None, downsample: int | None = None) -> np.ndarray:
-    """One map from a .npy file, or from a .npz file (its only array or the one named
-    ``map``), or map ``index`` of a stack, averaged over ``downsample`` x ``downsample``
-    pixel blocks if given; no pickles."""
-    from pathlib import Path
+    """One map of a file, its options named as the command line names them
+    (:func:`diffinfer.io.read_map`)."""
+    from diffinfer.io import read_map
 
-    p = Path(path)
-    if p.is_dir():
-        raise DataFileError(f"map {path} is a directory; give a .npy or .npz file")
-    if not p.is_file():
-        raise DataFileError(f"map file not found: {path}")
-    import zipfile
-    import zlib
-
-    try:
-        data = np.load(p, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                names = list(data.files)
-                if len(names) != 1 and "map" not in names:
-                    raise DataFileError(f"{path} holds arrays {names}: name the map 'map' or "
-                                        "save one array per file")  # fmt: skip
-                data = data["map" if "map" in names else names[0]]
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-        if isinstance(exc, DataFileError):
-            raise
-        raise DataFileError(f"cannot read map {path} ({exc}); expected a .npy or .npz file of "
-                            "numbers (N x N, or a stack with --index)") from exc  # fmt: skip
-    if data.dtype.kind not in "iuf":
-        raise DataFileError(f"map {path} holds {data.dtype} values; expected real numbers")
-    if data.ndim == 3:
-        if index is None:
-            raise InputError(f"{path} holds a stack of {data.shape[0]} maps; pick one with "
-                             "--index I")  # fmt: skip
-        check_int("--index", index, low=-data.shape[0], high=data.shape[0] - 1,
-                  what=f"the stack holds {data.shape[0]} maps")  # fmt: skip
-        data = data[index]
-    elif index is not None:
-        raise InputError(f"--index given but {path} holds one map of shape {data.shape}")
-    if downsample is not None:
-        from diffinfer.fields.grid import downsample as block_mean
-
-        check_int("--downsample", downsample, low=1, what="pixels per block side")
-        if data.ndim != 2 or data.shape[0] != data.shape[1]:
-            raise InputError(f"--downsample needs a square map; {path} has shape {data.shape}")
-        if data.shape[0] % downsample:
-            raise InputError(f"--downsample {downsample} does not divide the map's "
-                             f"{data.shape[0]} pixels")  # fmt: skip
-        data = block_mean(data, downsample)
-    return data
+    return read_map(path, index, downsample, option_prefix="--")
 
 
 def _output_dir(path: str):
@@ -837,7 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
             "model card's field section)."
         ),
     )
-    p.add_argument("map", help="the map, .npy or .npz: " + _MAP_HELP)
+    p.add_argument("map", nargs="+",
+                   help="the map, .npy or .npz: " + _MAP_HELP + "; several maps of one "
+                   "cosmology: their likelihoods multiply")  # fmt: skip
     _add_map_options(p)
     p.add_argument(
         "--model",

@@ -200,15 +200,19 @@ def _proposal(model: DiffusionModel, proposal: str | np.ndarray) -> np.ndarray |
 
 
 class DiffusionLikelihood:
-    """log L(theta) of one map under a diffusion model, batched over theta.
+    """log L(theta) of one map, or of several maps of one cosmology (the product of their
+    likelihoods), under a diffusion model, batched over theta.
 
     Parameters
     ----------
     model
         A trained :class:`~diffinfer.diffusion.DiffusionModel` (or the oracle).
     field
-        The map, (N, N): a density in the data units of the model card (``space="density"``)
-        or already in model space (``space="model"``).
+        The map, (N, N), or a stack of maps of one cosmology, (M, N, N): a density in the data
+        units of the model card (``space="density"``) or already in model space
+        (``space="model"``). A stack gives the sum of the maps' log likelihoods, each map
+        with its own noise draws at the shared timesteps (so the Monte Carlo machinery sees
+        one term per timestep, summed over the maps).
     terms
         ``"l0"`` (default, the paper's choice), ``"vlb"`` or a list of term indices.
     n_noise
@@ -319,9 +323,10 @@ class DiffusionLikelihood:
             self.y = model.to_model_space(field, kind=kind)
         else:
             self.y = model.check_maps(field)
-        if self.y.ndim != 2:
-            raise InputError(f"one map at a time: got shape {tuple(self.y.shape)}")
+        self.maps = self.y if self.y.ndim == 3 else self.y[None]
+        """The model-space maps, (M, N, N) (M = 1 for one map)."""
         self.terms, self.n_noise, self.seed = terms, int(n_noise), int(seed)
+        self._draws = self.n_noise * len(self.maps)  # per term: every map's noise draws
         self.n_timesteps, self.max_batch, self.precision = n_timesteps, int(max_batch), precision
         self.noise_sigma = noise_sigma
         self.progress = check_bool("progress", progress)
@@ -348,21 +353,23 @@ class DiffusionLikelihood:
             n = self.y.shape[-1]
             a_star = schedule.alpha_bar[first - 1]
             extra = (1 - a_star) / a_star - float(noise_sigma) ** 2
-            top_up = torch.randn(n, n, generator=g, dtype=torch.float64)
-            self._x_star = a_star.sqrt() * (self.y + extra.clamp_min(0).sqrt() * top_up)
+            top_up = torch.randn(len(self.maps), n, n, generator=g, dtype=torch.float64)
+            self._x_star = a_star.sqrt() * (self.maps + extra.clamp_min(0).sqrt() * top_up)
         self.x_t, self.target = self._states(self.plan.timesteps, g)
 
     def _states(self, timesteps: torch.Tensor, g: torch.Generator):
-        """Noisy states x_t and targets of the terms at ``timesteps``, (K, n_noise, N, N)
-        each, with noise drawn from ``g``."""
+        """Noisy states x_t and targets of the terms at ``timesteps``, (K, M n_noise, N, N)
+        each (map-major: map i's draws are i n_noise ... (i + 1) n_noise - 1), with noise
+        drawn from ``g``."""
         schedule = self.model.schedule
         K, n = len(timesteps), self.y.shape[-1]
-        eps = torch.randn(K, self.n_noise, n, n, generator=g, dtype=torch.float64)
+        eps = torch.randn(K, self._draws, n, n, generator=g, dtype=torch.float64)
         ab = schedule.alpha_bar[timesteps].reshape(K, 1, 1, 1)
         if self._x_star is None:
             # the term is w_t ||eps_hat - eps||^2
-            return ab.sqrt() * self.y + (1 - ab).sqrt() * eps, eps
-        first, x_star = self._first, self._x_star
+            y = self.maps.repeat_interleave(self.n_noise, dim=0)
+            return ab.sqrt() * y + (1 - ab).sqrt() * eps, eps
+        first, x_star = self._first, self._x_star.repeat_interleave(self.n_noise, dim=0)
         a_star = schedule.alpha_bar[first - 1]
         rel = ab / a_star  # q(x_t | x_t*) = N(sqrt(rel) x_t*, (1 - rel) I)
         x_t = rel.sqrt() * x_star + (1 - rel).sqrt() * eps
@@ -470,7 +477,7 @@ class DiffusionLikelihood:
         unet = self.model.denoiser
         device = self.model.device
         unit = unet.config.prior.to_unit(theta.to(device=device, dtype=torch.float32))
-        err = unet.spectral.expected_error(self.y.to(device), unit).cpu()
+        err = sum(unet.spectral.expected_error(y.to(device), unit).cpu() for y in self.maps)
         return -(err * term_weights(self.model)).sum(dim=-1)
 
     def _first_timestep(self, sigma: float) -> int:
@@ -570,7 +577,7 @@ class DiffusionLikelihood:
         for those pairs only: (P,)."""
         if self._fast_path:
             return self._oracle_log_l(th) / -self.plan.weights
-        m = self.n_noise
+        m = self._draws
         if pairs is None:
             b_idx = np.repeat(np.arange(th.shape[0]), len(self.plan.timesteps))
             k_idx = np.tile(np.arange(len(self.plan.timesteps)), th.shape[0])
@@ -582,7 +589,8 @@ class DiffusionLikelihood:
                       for d, dw in self._differences(th, wiener=True, units=units)]  # fmt: skip
         else:
             errors = [d.pow(2).sum(dim=(1, 2, 3)) for d in self._differences(th, units=units)]
-        err = torch.cat(errors).reshape(-1, m).mean(dim=-1)
+        # mean over each map's draws, summed over the maps
+        err = torch.cat(errors).reshape(-1, m).mean(dim=-1) * len(self.maps)
         return err if pairs is not None else err.reshape(th.shape[0], -1)
 
     def _differences(self, th: torch.Tensor, precision: str | None = None, wiener: bool = False,
@@ -596,7 +604,7 @@ class DiffusionLikelihood:
         n = self.y.shape[-1]
         x_t = self.x_t.reshape(J, 1, n, n)
         eps = self.target.reshape(J, 1, n, n)
-        t = self.plan.timesteps.repeat_interleave(self.n_noise)
+        t = self.plan.timesteps.repeat_interleave(self._draws)
         device = self.model.device
         if units is None:
             b_idx, j_idx = torch.arange(B).repeat_interleave(J), torch.arange(J).repeat(B)
@@ -633,7 +641,7 @@ class DiffusionLikelihood:
         locate the posterior that the likelihood itself then resolves.
         """
         th = as_theta(theta).cpu()
-        scale = (self.plan.weights / self.n_noise).sqrt().repeat_interleave(self.n_noise)
+        scale = (self.plan.weights / self.n_noise).sqrt().repeat_interleave(self._draws)
         with torch.no_grad():  # finite differences: no graph (about 1 GB per theta row)
             diffs = torch.cat(list(self._differences(th.detach(), precision)))
         diffs = diffs.reshape(th.shape[0], -1, diffs[0].numel())
@@ -752,7 +760,7 @@ class DiffusionLikelihood:
                 out = torch.zeros(J, len(keys), dtype=torch.float64)
                 return out.index_add_(1, shell, v)
 
-            t = self.plan.timesteps.repeat_interleave(self.n_noise)
+            t = self.plan.timesteps.repeat_interleave(self._draws)
             a = self.model.schedule.alpha_bar[t].to(torch.float64)
             self._fourier = {
                 "a": a, "first": first, "shell": shell, "x0": x[:, 0], "e0": e[:, 0],
@@ -784,7 +792,7 @@ class DiffusionLikelihood:
             a0 = fo["x0"][None] - (a.sqrt()[None] * mean[lo : lo + chunk, None]) * (n * n)
             r0 = a0 * keep[..., 0] * scale - fo["e0"][None]
             err = (err + r0.abs().pow(2)) / (n * n)  # (c, J)
-            err = err.reshape(err.shape[0], -1, self.n_noise).mean(dim=-1)
+            err = err.reshape(err.shape[0], -1, self._draws).mean(dim=-1) * len(self.maps)
             out.append(-(err * self.plan.weights))
             if self.on_chunk is not None:
                 self.on_chunk(float(err.shape[0]))

@@ -786,12 +786,15 @@ def posterior(
     progress: bool = True,
     **options,
 ) -> Posterior:
-    """The posterior of (Omega_m, sigma_8) given one map.
+    """The posterior of (Omega_m, sigma_8) given one map, or several maps of one cosmology.
 
     Parameters
     ----------
     field
-        The map (N, N) in the data units of the model card (density).
+        The map (N, N) in the data units of the model card (density), a .npy / .npz file
+        holding it, or several maps of one cosmology (a list of maps or files, or a stack
+        (M, N, N)): their likelihoods multiply (the diffusion, exact and power-spectrum
+        likelihoods; the NPE references estimate the posterior of one map and refuse).
     model
         A model name or directory, a :class:`DiffusionModel` (e.g. the oracle); with
         ``likelihood="exact"`` it only sets the geometry and transform (None: the default
@@ -871,10 +874,15 @@ def posterior(
         n_pix, data_mean = model.field.n_pix, model.data_mean
     else:
         n_pix, data_mean = LognormalSimulator().config.n_pix, 1.0
-    field = as_density(field, kind=kind, n_pix=n_pix, data_mean=data_mean)
-    if field.ndim != 2:
-        raise InputError(f"one map at a time: got a stack of shape {tuple(field.shape)}; "
-                         "pick one map, e.g. field[0]")  # fmt: skip
+    field = _as_maps(field, kind, n_pix, data_mean)
+    n_maps = 1 if field.ndim == 2 else len(field)
+    if npe is not None and n_maps > 1:
+        raise InputError(
+            f"likelihood={likelihood!r} is a posterior estimate q(theta | one map): a product "
+            f"over {n_maps} maps would count the prior {n_maps} times and is not what it was "
+            "trained for; give one map, or use the diffusion, 'exact' or 'power' likelihood "
+            "for several maps of one cosmology"
+        )
     if npe is not None:
         summary = npe.summarise(field)
 
@@ -894,14 +902,16 @@ def posterior(
         box = sim.config.prior
         if likelihood == "exact":
             y = sim.transform.forward(field)
+            ys = y if n_maps > 1 else y[None]
             sigma = like_opts.get("noise_sigma") or 0.0
 
             def log_like(theta: torch.Tensor) -> torch.Tensor:
-                return sim.exact_log_prob(y, theta, outside="-inf", noise_sigma=sigma)
+                return sum(sim.exact_log_prob(one, theta, outside="-inf", noise_sigma=sigma)
+                           for one in ys)  # fmt: skip
 
             # its evaluations cost 0.2 ms: the adaptive grid unless an aligned one is asked
-            # for (Fisher scoring, noiseless maps only, costs about 3 s)
-            wanted = options.get("aligned") is True and not sigma
+            # for (Fisher scoring, noiseless single maps only, costs about 3 s)
+            wanted = options.get("aligned") is True and not sigma and n_maps == 1
             locator = _exact_locator(sim, y) if wanted else None
             description = "exact log-normal likelihood"
         else:
@@ -915,7 +925,11 @@ def posterior(
                     "scripts/train_references.py fits one)"
                 )
             spec = _spectrum_likelihood(spectrum, sim, like_opts.get("noise_sigma") or 0.0)
-            log_like = spec.for_map(field)
+            per_map = [spec.for_map(one) for one in (field if n_maps > 1 else field[None])]
+
+            def log_like(theta: torch.Tensor) -> torch.Tensor:
+                return sum(f(theta) for f in per_map)
+
             box = spec.field.prior
             description = f"power-spectrum likelihood ({spec.n_bins} bins, {spec.correction})"
             locator = None
@@ -979,6 +993,8 @@ def posterior(
             return untempered(theta) / temperature
 
         description += f", tempered by {temperature:.3g}"
+    if n_maps > 1:
+        description += f", product over {n_maps} maps"
     prior = prior or Prior(box)
     info = {
         "likelihood": description,
@@ -988,6 +1004,7 @@ def posterior(
         "method": method,
         "seed": seed,
         "label": f"{method}, {description}",
+        "n_maps": n_maps,
         "temperature": temperature,
         **terms_info,
     }
@@ -1005,8 +1022,41 @@ def posterior(
     post = Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info, locator=locator, progress=progress, chunked=chunked,
                      mc_tol=mc_tol, max_timesteps=max_timesteps)  # fmt: skip
-    post.gof_source = _gof_source(field, model, npe, like_opts.get("noise_sigma") or 0.0)
+    if n_maps == 1:
+        post.gof_source = _gof_source(field, model, npe, like_opts.get("noise_sigma") or 0.0)
     return post
+
+
+def _as_maps(field, kind: str, n_pix: int, data_mean: float) -> np.ndarray | torch.Tensor:
+    """The map(s) of :func:`posterior` as densities: one map (N, N), or the maps of one
+    cosmology (M, N, N) from a stack or a list; files (.npy / .npz) are read. A list of
+    maps of different shapes, or a map unlike its kind, is refused naming the first one."""
+    from diffinfer.io import read_map
+
+    if isinstance(field, (str, os.PathLike)):
+        field = read_map(field)
+    elif isinstance(field, (list, tuple)):
+        if not field:
+            raise InputError("no maps given: pass a map, a .npy file, or a list of the maps "
+                             "of one cosmology")  # fmt: skip
+        maps = [read_map(f) if isinstance(f, (str, os.PathLike)) else
+                np.asarray(f.detach().cpu() if isinstance(f, torch.Tensor) else f)
+                for f in field]  # fmt: skip
+        for i, m in enumerate(maps):
+            if m.shape != maps[0].shape:
+                raise InputError(f"map {i} of the list has shape {m.shape}, unlike map 0's "
+                                 f"{maps[0].shape}: the maps of one posterior share one "
+                                 "geometry")  # fmt: skip
+            if m.ndim != 2:
+                raise InputError(f"map {i} of the list has shape {m.shape}: each entry must "
+                                 "be one map (N, N)")  # fmt: skip
+        for i, m in enumerate(maps):
+            try:
+                as_density(m, kind=kind, n_pix=n_pix, data_mean=data_mean)
+            except InputError as exc:
+                raise InputError(f"map {i} of the list: {exc}") from exc
+        field = np.stack(maps) if len(maps) > 1 else maps[0]
+    return as_density(field, kind=kind, n_pix=n_pix, data_mean=data_mean)
 
 
 def _gof_source(field: np.ndarray, model: DiffusionModel | None, npe, noise: float):

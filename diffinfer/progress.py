@@ -7,12 +7,17 @@ chunks of denoiser calls finish (:attr:`diffinfer.likelihood.DiffusionLikelihood
 it moves within the first second. The total is the method's plan (the grid: the locator's
 usual cost and the aligned grid's points; emcee: walkers x the chain length the
 autocorrelation time asks for), raised when the work turns out larger, so the remaining time
-tqdm shows is an estimate that improves as the plan firms up.
+tqdm shows is an estimate that improves as the plan firms up. The bar reaches 100 % once, when
+the computation ends: work beyond the plan (a grid extended, timesteps added) keeps it below
+:data:`OVERRUN_SHOWN`, with the phase named after the counts.
 """
 
 from __future__ import annotations
 
 from tqdm.auto import tqdm
+
+OVERRUN_SHOWN = 0.95
+"""Where a bar whose work outran its plan stays (a fraction of its total) until it ends."""
 
 SHOW_AFTER = 0.5
 """Seconds before a bar appears: posteriors that finish sooner (the exact likelihood's)
@@ -60,18 +65,21 @@ class EvaluationBar:
         return self._total
 
     def advance(self, amount: float) -> None:
-        """Count ``amount`` more evaluations; the total grows if they exceed it."""
+        """Count ``amount`` more evaluations; past the plan, the total grows ahead of them
+        (the bar reaches 100 % only at :meth:`close`)."""
         if amount <= 0:
             return
         self._n += amount
-        self._total = max(self._total, self._n)
+        if self._n >= OVERRUN_SHOWN * self._total:
+            self._total = self._n / OVERRUN_SHOWN
         if self.bar is not None:
             self.bar.total = self._total
             self.bar.update(amount)
 
     def plan(self, remaining: float) -> None:
-        """Set the total to what is done plus ``remaining`` (never below what is done)."""
-        self._total = self._n + max(0.0, float(remaining))
+        """Set the total to what is done plus ``remaining`` (with nothing remaining, the
+        bar stays just short of its end until :meth:`close`)."""
+        self._total = max(self._n + max(0.0, float(remaining)), self._n / OVERRUN_SHOWN)
         if self.bar is not None:
             self.bar.total = self._total
             self.bar.refresh()
@@ -82,8 +90,11 @@ class EvaluationBar:
             self.bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
-        """Remove the bar."""
+        """End the bar: the total becomes what was done (100 %), and the bar is removed."""
+        self._total = self._n
         if self.bar is not None:
+            self.bar.total = self._n
+            self.bar.refresh()
             self.bar.close()
 
     def __enter__(self) -> EvaluationBar:

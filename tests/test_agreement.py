@@ -72,9 +72,10 @@ def test_grid_and_emcee_agree_with_the_dense_reference(exact_case, method):
     n = 1500 if method == "emcee" else 4000
     samples = posterior(density, model=None, likelihood="exact", method=method, seed=3).sample(n)
     _check(samples, reference)
-    if method == "emcee":  # run until the chain is 50 autocorrelation times long
-        diag = samples.info["diagnostics"]
+    if method == "emcee":  # run until the chain is 50 autocorrelation times long and its
+        diag = samples.info["diagnostics"]  # walkers agree (R-hat <= 1.01, ESS >= 400)
         assert diag["converged"] and diag["steps"] >= 50 * diag["autocorrelation_time"]
+        assert diag["convergence"]["rhat"] <= 1.01 and diag["convergence"]["ess_bulk"] >= 400
 
 
 @pytest.mark.slow

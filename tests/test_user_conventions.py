@@ -265,3 +265,19 @@ def test_infer_bad_new_options_are_one_line_errors(big_map, tmp_path, capsys, ex
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
     assert not out.exists()
+
+
+def test_a_bar_reaches_its_end_once_when_the_work_outruns_its_plan():
+    """The grid's plan is the locator and 64 points; re-grids and added timesteps come on
+    top. The bar must not show 100 % and then grow: it stays short of its end until closed."""
+    bar = EvaluationBar(False, "posterior (grid)", 73)
+    shown = []
+    for _ in range(137):
+        bar.advance(1.0)
+        shown.append(bar.n / bar.total)
+        if len(shown) == 100:
+            bar.plan(0)  # a phase that thinks it is done
+            shown.append(bar.n / bar.total)
+    assert max(shown) < 1.0 and bar.n == 137
+    bar.close()
+    assert bar.total == bar.n == 137

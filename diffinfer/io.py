@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from diffinfer.errors import DataFileError, InputError
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str | os.PathLike) -> Iterator[None]:
+    """Give a system error raised while writing ``path`` the file's name (a full disk, a
+    file-size limit: ``[Errno 28]``, ``[Errno 27]`` come without one), so that the message
+    says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or isinstance(exc, DataFileError):
+            raise
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path})", os.fspath(path)) \
+            from exc
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -17,7 +33,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        tmp.write_text(text)
+        with naming_the_file(path):
+            tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -61,7 +78,8 @@ def write_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
     try:
-        np.savez(tmp, **arrays)
+        with naming_the_file(path):
+            np.savez(tmp, **arrays)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -139,3 +157,47 @@ def read_map(path: str | os.PathLike, index: int | None = None, downsample: int 
                              f"{data.shape[0]} pixels")  # fmt: skip
         data = block_mean(data, downsample)
     return data
+
+
+LOCK_FILE = ".diffinfer.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` while one job writes into it.
+
+    The lock is an OS file lock (``flock``) on ``directory/.diffinfer.lock``: the OS drops it
+    when the process ends, however it ends, so a killed run never leaves a stale lock. A second
+    writer is refused at once with :class:`DataFileError` naming the directory, the running
+    job and its process id. Where ``fcntl`` does not exist (Windows) the lock is not taken.
+
+    Parameters
+    ----------
+    directory
+        The output directory (created if needed).
+    what
+        The job, in words, for the message (``"simulate"``, ``"calibrate"``, ``"train"``).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another job"
+            raise DataFileError(
+                f"{directory} is being written by {holder}; wait for it to finish or choose "
+                f"another output directory (two jobs writing one directory would corrupt it)"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (process {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -773,8 +773,16 @@ class Validator:
 
 # ------------------------------------------------------------------- the loop
 def _atomic_torch_save(obj: dict, path: Path) -> None:
+    from diffinfer.io import naming_the_file
+
     tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
+    try:
+        with naming_the_file(path):
+            torch.save(obj, tmp)
+    except RuntimeError as exc:  # torch's writer reports a failed write (disk full) this way
+        tmp.unlink(missing_ok=True)
+        raise DataFileError(f"cannot write {path}: {exc}; free disk space and rerun with "
+                            "--resume (the previous checkpoint is kept)") from exc
     os.replace(tmp, path)
 
 
@@ -843,12 +851,25 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     step, elapsed_before = 0, 0.0
     resumed_validation = None
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        _check_resumable(json.loads(state["config"]), config)
-        model.denoiser.load_state_dict(state["model"])
-        ema.denoiser.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            saved_config = json.loads(state["config"])
+        except Exception as exc:  # truncated, corrupted or not a training state
+            raise DataFileError(
+                f"cannot resume from {state_path}: it is damaged or not a diffinfer training "
+                f"state ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}); "
+                f"restore it from a copy, or move it away to start the run again (the last "
+                f"saved model is in {out / 'model'})"
+            ) from exc
+        _check_resumable(saved_config, config)
+        try:
+            model.denoiser.load_state_dict(state["model"])
+            ema.denoiser.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise DataFileError(f"cannot resume from {state_path}: its tensors do not fit "
+                                f"this run ({exc}); move it away to start again") from exc
         resumed_validation = json.loads(state.get("validation", "null"))
     net = model.denoiser
     if world > 1:

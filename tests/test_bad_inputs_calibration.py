@@ -81,7 +81,9 @@ def _fake_result(folder: Path, index: int, *, cov=None, mean=None, temperature: 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_npz_atomic(path, truth=truth, mean=np.asarray(mean, float), cov=cov,
                             temperature=temperature, terms=np.array(terms), n_noise=1,
-                            noise_sigma=0.0)  # fmt: skip
+                            noise_sigma=0.0, draws=np.tile(truth, (4, 1)), credibility=0.5,
+                            log_pdf_truth=0.0, n_evaluations=70, edge_mass=0.0,
+                            seconds=1.0)  # fmt: skip
 
 
 def _fake_study(folder: Path, model: str, n: int = 8, **study) -> Path:

@@ -224,3 +224,11 @@ def test_train_and_emulate_commands(data_dir, tmp_path, capsys):
     maps = np.load(em / "maps.npy")
     assert maps.shape == (3, 16, 16) and (em / "emulate.png").stat().st_size > 1000
     assert main(["emulate", "--model", str(tmp_path / "none"), "--out", str(em)]) == 2
+
+
+def test_a_truncated_training_state_is_refused_naming_the_file(data_dir, tmp_path):
+    train(tiny_config(data_dir, tmp_path / "cut", max_minutes=1e-9), progress=False)
+    state = tmp_path / "cut" / STATE_FILE
+    os.truncate(state, state.stat().st_size // 2)
+    with pytest.raises(DataFileError, match=r"cannot resume from .*state.pt: it is damaged"):
+        train(tiny_config(data_dir, tmp_path / "cut"), resume=True, progress=False)

@@ -27,13 +27,20 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from diffinfer.errors import DataFileError, InputError
-from diffinfer.io import json_safe, read_json, write_json_atomic, write_npz_atomic
+from diffinfer.errors import DataFileError, DiffinferError, InputError
+from diffinfer.io import (
+    directory_lock,
+    json_safe,
+    read_json,
+    write_json_atomic,
+    write_npz_atomic,
+)
 from diffinfer.validation import check_choice, check_float, check_int
 
 ANALYSES = ("diffusion", "exact", "power", "npe", "npe-power")
@@ -495,13 +502,46 @@ def _check_seed(path: Path, seed: int) -> None:
         return
 
 
+RESULT_KEYS = ("truth", "draws", "mean", "cov", "credibility", "log_pdf_truth",
+               "n_evaluations", "edge_mass", "seconds")  # fmt: skip
+"""What every result file holds (:func:`run_one`); a file without one of them is damaged."""
+
+
 def load_result(path: Path) -> dict | None:
-    """One result file as a dict of arrays, or None if it is missing or unreadable."""
+    """One result file as a dict of arrays, or None if it is missing, unreadable or damaged
+    (:func:`result_problem`): a resumed study recomputes such maps rather than trust them."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            result = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return None
+    return None if result_problem(result) else result
+
+
+def result_problem(result: dict) -> str | None:
+    """What is wrong with a result's contents, in words, or None: every key of
+    :data:`RESULT_KEYS`, of the right shapes, with finite values (the log density at the
+    truth may be -inf: a truth outside the grid) and a covariance without negative variances
+    (a zero-width posterior is a result, which the report names)."""
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if missing:
+        return f"missing {missing}"
+    try:
+        truth, mean = np.asarray(result["truth"], float), np.asarray(result["mean"], float)
+        cov, draws = np.asarray(result["cov"], float), np.asarray(result["draws"], float)
+        scalars = [float(result[k]) for k in ("credibility", "n_evaluations", "edge_mass",
+                                               "seconds")]  # fmt: skip
+        log_pdf = float(result["log_pdf_truth"])
+    except (TypeError, ValueError):
+        return "values that are not numbers"
+    if truth.shape != (2,) or mean.shape != (2,) or cov.shape != (2, 2) or draws.ndim != 2 \
+            or draws.shape[-1:] != (2,) or len(draws) == 0:  # fmt: skip
+        return "arrays of the wrong shape"
+    if not all(np.isfinite(a).all() for a in (truth, mean, cov, draws, scalars)):
+        return "NaN or inf values"
+    if math.isnan(log_pdf) or log_pdf == math.inf or (np.diag(cov) < 0).any():
+        return "an impossible log density or covariance"
+    return None
 
 
 def _result_files(out: str | os.PathLike, analysis: str) -> list[Path]:
@@ -710,9 +750,7 @@ def run_study(
     KeyboardInterrupt
         On SIGINT or SIGTERM, after the workers are stopped.
     """
-    from tqdm.auto import tqdm
 
-    from diffinfer.calibration.report import write_report
 
     if not isinstance(config, StudyConfig):
         raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
@@ -736,7 +774,20 @@ def run_study(
             raise InputError(f"{out} holds a different study ({study_file}); use another --out "
                              "or delete it to start afresh")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(study_file, spec)
+    with directory_lock(out, "calibrate"):  # a second run into out is refused
+        write_json_atomic(study_file, spec)
+        return _run(config, spec, out, workers, threads, scheduler, executor, progress,
+                    on_result)  # fmt: skip
+
+
+def _run(config: StudyConfig, spec: dict, out: Path, workers: int, threads: int,
+         scheduler: str | None, executor: Executor | None, progress: bool,
+         on_result: Callable[[str], None] | None) -> dict:  # fmt: skip
+    """The maps of :func:`run_study` still to compute, computed; its report."""
+    from tqdm.auto import tqdm
+
+    from diffinfer.calibration.report import write_report
+
     todo = [(a, i) for i in range(config.n_maps) for a in config.analyses
             if load_result(result_path(out, a, i)) is None]  # fmt: skip
     own = executor is None
@@ -749,12 +800,23 @@ def run_study(
         elif todo:
             pool = executor or make_executor(workers, scheduler)
             futures: list = []
+            tasks: dict = {}
             try:
                 for a, i in todo:  # appended one by one: an interrupt here cancels what was sent
                     futures.append(pool.submit(run_one, spec, a, i, str(out), threads))
+                    tasks[futures[-1]] = (a, i)
                 for fut in tqdm(as_completed(futures), total=len(futures), desc="posteriors",
                                 disable=not progress):  # fmt: skip
-                    path = fut.result()
+                    try:
+                        path = fut.result()
+                    except BrokenProcessPool as exc:
+                        a, i = tasks[fut]
+                        raise DiffinferError(
+                            f"a worker process died while computing the {a} posterior of map "
+                            f"{i} ({result_path(out, a, i)}): out of memory, or killed? "
+                            f"Finished maps are kept in {out}; rerun the same command with "
+                            "fewer --workers to resume"
+                        ) from exc
                     if on_result:
                         on_result(path)
             except BaseException:

@@ -82,6 +82,8 @@ class CamelsMaps:
     maps: np.ndarray
     params: np.ndarray
     maps_per_cosmology: int = MAPS_PER_COSMOLOGY
+    source: Path | None = None
+    """The maps file, where the maps were read from one (errors name it)."""
 
     @classmethod
     def open(
@@ -125,7 +127,11 @@ class CamelsMaps:
             params = np.loadtxt(params_path, ndmin=2)
         except ValueError as exc:
             raise DataFileError(f"cannot parse {params_path}: {exc}") from exc
-        return cls(maps=maps, params=params, maps_per_cosmology=maps_per_cosmology)
+        try:
+            return cls(maps=maps, params=params, maps_per_cosmology=maps_per_cosmology,
+                       source=maps_path)  # fmt: skip
+        except DataFileError as exc:
+            raise DataFileError(f"{root}: {exc}") from exc
 
     def __post_init__(self) -> None:
         if self.maps.ndim != 3 or self.maps.shape[1] != self.maps.shape[2]:
@@ -139,6 +145,15 @@ class CamelsMaps:
             )
         if not np.all(np.isfinite(self.params[:, :2])):
             raise DataFileError("parameter table contains NaN or inf in Omega_m or sigma_8")
+        om, s8 = self.params[:, 0], self.params[:, 1]
+        bad = np.nonzero(~((om > 0) & (om <= 1) & (s8 > 0) & (s8 < 3)))[0]
+        if bad.size:
+            r = int(bad[0])
+            raise DataFileError(
+                f"parameter row {r} holds Omega_m = {om[r]:g}, sigma_8 = {s8[r]:g}, outside "
+                f"any cosmology (0 < Omega_m <= 1, 0 < sigma_8 < 3; {bad.size} such rows): "
+                "are the columns in CMD order (Omega_m, sigma_8, ...)?"
+            )
         expected = self.params.shape[0] * self.maps_per_cosmology
         if self.maps.shape[0] != expected:
             raise DataFileError(
@@ -234,6 +249,15 @@ class CamelsMaps:
                 f"map indices must lie in [0, {self.n_maps}); got {idx.min()}..{idx.max()}"
             )
         maps = np.asarray(self.maps[idx], dtype=np.float64)
+        finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+        if not finite.all():
+            first = int(idx[np.argmin(finite)])
+            raise DataFileError(
+                f"map {first} of {self.source or 'the data set'} (cosmology "
+                f"{first // self.maps_per_cosmology}) holds NaN or inf values "
+                f"({int((~finite).sum())} of the {len(maps)} maps read): regenerate the "
+                "data set, or leave those cosmologies out"
+            )
         if n_pix is not None:
             maps = block_downsample(maps, n_pix)
         if augment:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from diffinfer.data.nbody import NBODY_SUITE
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig
 from diffinfer.fields.lognormal import LognormalSimulator
-from diffinfer.io import read_json, write_json_atomic
+from diffinfer.io import directory_lock, read_json, write_json_atomic
 from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
 from diffinfer.validation import check_int
 
@@ -117,6 +118,47 @@ def _claim(out: Path, meta: dict, maps_name: str) -> str:
     return "new"
 
 
+def _reopen_partial(tmp: Path, shape: tuple[int, int, int], done: int, per: int,
+                    out: Path) -> tuple[np.memmap, int]:  # fmt: skip
+    """The partial maps file of an interrupted run, opened for writing, and the cosmologies
+    whose maps it really holds: a file cut short (a full disk, a copy interrupted) is
+    extended and the cosmologies it lost are simulated again, as are any whose maps are not
+    finite densities (zeros where a write never landed). Never resumes on top of zeros."""
+    fmt = np.lib.format
+    try:
+        with open(tmp, "rb") as f:
+            version = fmt.read_magic(f)
+            read_header = (fmt.read_array_header_1_0 if version == (1, 0)
+                           else fmt.read_array_header_2_0)  # fmt: skip
+            file_shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFileError(f"cannot resume from {tmp}: {exc}; delete it and {_PROGRESS} "
+                            "to start again") from exc  # fmt: skip
+    if tuple(file_shape) != shape or dtype != np.float32 or fortran:
+        raise DataFileError(f"{tmp} does not match this data set (shape {tuple(file_shape)}, "
+                            f"{dtype}); delete it and {_PROGRESS} to start again")  # fmt: skip
+    map_bytes = shape[1] * shape[2] * 4
+    full = offset + shape[0] * map_bytes
+    size = tmp.stat().st_size
+    if size < full:
+        kept = max(0, size - offset) // map_bytes // per
+        if kept < done:
+            print(f"{tmp} is cut short ({size} of {full} bytes): simulating again from "
+                  f"cosmology {kept} (it recorded {done} done)", file=sys.stderr)  # fmt: skip
+            done = kept
+        os.truncate(tmp, full)
+    arr = fmt.open_memmap(tmp, mode="r+")
+    for c in range(done):  # every map of a finished cosmology must be a density
+        block = arr[c * per : (c + 1) * per]
+        if not (np.isfinite(block).all() and (block.reshape(per, -1).max(axis=1) > 0).all()):
+            print(f"{tmp}: the maps of cosmology {c} are not finite densities: simulating "
+                  f"again from there (it recorded {done} done)", file=sys.stderr)  # fmt: skip
+            done = c
+            break
+    return arr, done
+
+
 def write_synthetic_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -191,6 +233,15 @@ def write_synthetic_dataset(
         raise DataFileError(f"{out} exists and is not a directory; choose another output path")
     out.mkdir(parents=True, exist_ok=True)
     maps_path = out / maps_filename(field, meta["suite"], set_name)
+    with directory_lock(out, "simulate"):  # a second writer is refused, not interleaved
+        return _simulate_into(out, sim, meta, maps_path, n_cosmologies, maps_per_cosmology,
+                              seed, set_name, chunk, progress, simulator)  # fmt: skip
+
+
+def _simulate_into(out: Path, sim, meta: dict, maps_path: Path, n_cosmologies: int,
+                   maps_per_cosmology: int, seed: int, set_name: str, chunk: int,
+                   progress: bool, simulator: str) -> Path:  # fmt: skip
+    """The body of :func:`write_synthetic_dataset`, under its directory lock."""
     state = _claim(out, meta, maps_path.name)
     if state == "done":
         if progress:
@@ -203,15 +254,12 @@ def write_synthetic_dataset(
     shape = (n_cosmologies * maps_per_cosmology, n, n)
     done = 0
     if state == "resume":
-        try:
-            arr = np.lib.format.open_memmap(tmp, mode="r+")
-            done = int(read_json(out / _PROGRESS, what="progress record").get("done", 0))
-        except (ValueError, OSError) as exc:
-            raise DataFileError(f"cannot resume from {tmp}: {exc}; delete it and "
-                                f"{_PROGRESS} to start again") from exc  # fmt: skip
-        if arr.shape != shape or arr.dtype != np.float32 or not 0 <= done <= n_cosmologies:
-            raise DataFileError(f"{tmp} does not match this data set (shape {arr.shape}); "
-                                f"delete it and {_PROGRESS} to start again")  # fmt: skip
+        done = int(read_json(out / _PROGRESS, what="progress record").get("done", 0))
+        if not 0 <= done <= n_cosmologies:
+            raise DataFileError(f"{out / _PROGRESS} records {done} cosmologies done, not "
+                                f"0-{n_cosmologies}; delete it and {tmp.name} to start "
+                                "again")  # fmt: skip
+        arr, done = _reopen_partial(tmp, shape, done, maps_per_cosmology, out)
     else:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         write_json_atomic(out / _PROGRESS, {**meta, "done": 0})

@@ -496,7 +496,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
                        threads=args.threads, progress=not args.no_progress)  # fmt: skip
     print(_report_table(report))
-    print(f"  report.json and figures/ in {args.out}")
+    print("  HPD / TARP dev: largest distance of the coverage curves from the diagonal (0 if "
+          "calibrated); z: (posterior mean - truth) / sd over the maps (mean 0, sd 1 if "
+          "calibrated); min dev: the smallest deviation this many maps surely detect")
+    print(f"  report.md (read this), report.json and figures/ in {args.out}")
     return 0
 
 

@@ -186,6 +186,34 @@ def control_variate_applies(model: DiffusionModel, terms: object, noise_sigma: o
             and getattr(model.denoiser, "spectral", None) is not None)  # fmt: skip
 
 
+DEFAULT_TERMS = "vlb"
+"""The default term set of every diffusion likelihood (:class:`DiffusionLikelihood`,
+:func:`diffinfer.posterior`, :class:`~diffinfer.distributions.DiffusionField`): the full
+variational bound. ``"l0"`` alone cannot tell cosmologies apart (docs/likelihood.md)."""
+DEFAULT_CV_TIMESTEPS = 8
+"""Timesteps of the default ``terms="vlb"`` where the Wiener-filter control variate
+applies (:func:`control_variate_applies`): only the U-Net's share of each term is sampled,
+and 8 timesteps move the posterior mean between likelihood seeds by 0.09 / 0.08 sigma, as 16
+do (network ``lognormal64``, 8 maps x 3 seeds; docs/posterior.md)."""
+DEFAULT_VLB_TIMESTEPS = 16
+"""Importance-sampled timesteps of the default ``terms="vlb"`` where the control variate
+does not apply (noisy maps, the oracle, networks without a spectral branch). With the
+model's fitted timestep proposal, 16 timesteps move the posterior mean between likelihood
+seeds as much as the former 64 under the default proposal (0.47-0.51 sigma against
+0.51-0.53 sigma, oracle, 24 maps; docs/posterior.md, ``scripts/mc_shift.py``)."""
+
+
+def default_timesteps(model: DiffusionModel, terms: object, noise_sigma: object,
+                      control_variate: object = "auto") -> int | None:  # fmt: skip
+    """The timesteps ``n_timesteps="auto"`` stands for: :data:`DEFAULT_CV_TIMESTEPS` for the
+    full bound with its control variate, :data:`DEFAULT_VLB_TIMESTEPS` for the full bound
+    without, and None (every term of the set) for ``"l0"`` and term lists."""
+    if terms != "vlb":
+        return None
+    cv = control_variate is not False and control_variate_applies(model, terms, noise_sigma)
+    return DEFAULT_CV_TIMESTEPS if cv else DEFAULT_VLB_TIMESTEPS
+
+
 def _proposal(model: DiffusionModel, proposal: str | np.ndarray) -> np.ndarray | None:
     """The timestep proposal named by ``proposal`` ("card", "default" or an array)."""
     if isinstance(proposal, str):
@@ -214,13 +242,19 @@ class DiffusionLikelihood:
         with its own noise draws at the shared timesteps (so the Monte Carlo machinery sees
         one term per timestep, summed over the maps).
     terms
-        ``"l0"`` (default, the paper's choice), ``"vlb"`` or a list of term indices.
+        ``"vlb"`` (default: the full variational bound), ``"l0"`` (the paper's choice, which
+        cannot tell cosmologies apart on these maps: docs/likelihood.md) or a list of term
+        indices.
     n_noise
         Noise draws averaged per term.
     seed
         Seeds the noise and any sampled timesteps (common random numbers).
     n_timesteps
         With ``terms="vlb"``: an importance-sampled estimate from this many timesteps.
+        ``"auto"`` (default, as :func:`diffinfer.posterior` and the Pyro distributions):
+        :data:`DEFAULT_CV_TIMESTEPS` with the control variate, else
+        :data:`DEFAULT_VLB_TIMESTEPS` (:func:`default_timesteps`); None: every term,
+        exactly (1,000 timesteps: slow).
     max_batch
         Denoiser evaluations per call (bounds memory). Default: :func:`default_max_batch`
         (per device: measured on CPUs in docs/performance.md; on a GPU from its memory).
@@ -287,10 +321,10 @@ class DiffusionLikelihood:
         model: DiffusionModel,
         field: np.ndarray | torch.Tensor,
         *,
-        terms: str | list[int] = "l0",
+        terms: str | list[int] = DEFAULT_TERMS,
         n_noise: int = 1,
         seed: int = 0,
-        n_timesteps: int | None = None,
+        n_timesteps: int | str | None = "auto",
         max_batch: int | None = None,
         precision: str = "auto",
         space: str = "density",
@@ -326,6 +360,11 @@ class DiffusionLikelihood:
         self.maps = self.y if self.y.ndim == 3 else self.y[None]
         """The model-space maps, (M, N, N) (M = 1 for one map)."""
         self.terms, self.n_noise, self.seed = terms, int(n_noise), int(seed)
+        if n_timesteps == "auto":
+            n_timesteps = default_timesteps(model, terms, noise_sigma, control_variate)
+        elif isinstance(n_timesteps, str):
+            raise InputError(f"n_timesteps must be a positive integer, None (every term) or "
+                             f"'auto', got {n_timesteps!r}")  # fmt: skip
         self._draws = self.n_noise * len(self.maps)  # per term: every map's noise draws
         self.n_timesteps, self.max_batch, self.precision = n_timesteps, int(max_batch), precision
         self.noise_sigma = noise_sigma

@@ -23,7 +23,12 @@ from diffinfer.errors import InputError
 from diffinfer.fields.grid import as_density
 from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.grid import EDGE_TOL, GridPosterior, LocateError, grid_posterior
-from diffinfer.likelihood import DiffusionLikelihood, control_variate_applies
+from diffinfer.likelihood import (  # noqa: F401 (the defaults, re-exported where users look)
+    DEFAULT_CV_TIMESTEPS,
+    DEFAULT_TERMS,
+    DEFAULT_VLB_TIMESTEPS,
+    DiffusionLikelihood,
+)
 from diffinfer.mc_error import QuadraticTerms, design_points, posterior_mc_error
 from diffinfer.parameters import DERIVED_NAMES, PARAM_NAMES, as_theta, derived
 from diffinfer.prior import Prior
@@ -39,18 +44,6 @@ from diffinfer.samples import (
 from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
 METHODS = ("grid", "emcee", "nuts")
-DEFAULT_VLB_TIMESTEPS = 16
-"""Importance-sampled timesteps of the default ``likelihood="vlb"`` (``n_timesteps=None``:
-every term). With the model's fitted timestep proposal, 16 timesteps move the posterior mean
-between likelihood seeds as much as the former 64 under the default proposal (0.47-0.51 sigma
-against 0.51-0.53 sigma, oracle, 24 maps); 256 bring it to 0.14 sigma at the former cost
-(docs/posterior.md, ``scripts/mc_shift.py``). Used where the likelihood has no control
-variate (noisy maps, the oracle, networks without a spectral branch)."""
-DEFAULT_CV_TIMESTEPS = 8
-"""Timesteps of the default ``likelihood="vlb"`` where the Wiener-filter control variate
-applies (:func:`~diffinfer.likelihood.control_variate_applies`): only the U-Net's share of
-each term is sampled, and 8 timesteps move the posterior mean between likelihood seeds by
-0.09 / 0.08 sigma, as 16 do (network ``lognormal64``, 8 maps x 3 seeds; docs/posterior.md)."""
 _LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                        "box_size", "temperature", "spectrum", "proposal",
                        "control_variate", "npe")  # fmt: skip
@@ -778,7 +771,7 @@ def _add_convergence(samples: Samples, diag: dict) -> None:
 def posterior(
     field: np.ndarray | torch.Tensor,
     model: str | DiffusionModel | None = "lognormal64",
-    likelihood: str | list[int] = "vlb",
+    likelihood: str | list[int] = DEFAULT_TERMS,
     method: str = "grid",
     prior: Prior | None = None,
     seed: int = 0,
@@ -945,10 +938,6 @@ def posterior(
                 "the diffusion likelihood needs a model: give one (a name, a directory or "
                 "'oracle'), or use likelihood='exact' or 'power'"
             )
-        if likelihood == "vlb" and "n_timesteps" not in like_opts:
-            cv = (like_opts.get("control_variate", "auto") is not False
-                  and control_variate_applies(model, likelihood, like_opts.get("noise_sigma")))
-            like_opts["n_timesteps"] = DEFAULT_CV_TIMESTEPS if cv else DEFAULT_VLB_TIMESTEPS
         like = DiffusionLikelihood(model, field, terms=likelihood, seed=seed, progress=progress,
                                    **like_opts)  # fmt: skip
         log_like = chunked = like
@@ -1117,6 +1106,8 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
             raise InputError(f"unknown option {name!r} for method {method!r}{hint} "
                              f"(options: {allowed})")  # fmt: skip
     o = {k: v for k, v in options.items() if v is not None}
+    if o.get("n_timesteps") == "auto":  # the default, said out loud
+        del o["n_timesteps"]
     ints = {"n_noise": 1, "max_batch": 1, "n_coarse": 4, "n_fine": 4, "n_aligned": 4,
             "upsample": 1, "max_passes": 0, "n_walkers": 4, "max_steps": 1, "num_chains": 1,
             "warmup_steps": 0, "n_timesteps": 1}  # fmt: skip

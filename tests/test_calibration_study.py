@@ -27,6 +27,13 @@ def test_study_writes_resumes_and_refuses_a_different_study(tmp_path):
     report = run_study(cfg, tmp_path, progress=False)
     assert set(report["analyses"]) == {"exact", "power"}
     assert (tmp_path / "report.json").is_file()
+    # the report a person reads: a row per analysis with its verdict, the columns explained,
+    # the figures linked
+    md = (tmp_path / "report.md").read_text()
+    z = report["analyses"]["exact"]["z_score"]["Omega_m"]
+    assert f"| exact | 4 | {report['analyses']['exact']['verdict']} |" in md
+    assert f"{z['mean']:+.2f} / {z['std']:.2f}" in md
+    assert "**HPD dev**" in md and "](figures/coverage.png)" in md
     assert (tmp_path / "figures" / "coverage.png").is_file()
     assert (tmp_path / "figures" / "triangle_00000.png").is_file()
     first = load_results(tmp_path, "exact")

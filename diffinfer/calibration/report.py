@@ -13,7 +13,7 @@ import numpy as np
 from diffinfer.calibration import metrics
 from diffinfer.calibration.study import ANALYSES, load_results
 from diffinfer.errors import InputError
-from diffinfer.io import write_json_atomic
+from diffinfer.io import write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES, PriorBox
 
 REPORT_FILE = "report.json"
@@ -284,7 +284,86 @@ def write_report(out: str | os.PathLike, *, figures: bool = True, n_triangles: i
 
         report["figures"] = study_figures(out, results, report, box, n_triangles=n_triangles)
         write_json_atomic(out / REPORT_FILE, report)
+    write_text_atomic(out / REPORT_MARKDOWN, report_markdown(report))
     return report
+
+
+REPORT_MARKDOWN = "report.md"
+"""The report a person reads, written beside ``report.json`` (:func:`report_markdown`)."""
+
+COLUMNS = {
+    "maps": "test maps with a finished posterior",
+    "verdict": "calibrated: every check passes and the study has enough maps to see a "
+               "coverage deviation of 0.1; not enough maps: the checks pass but could miss "
+               "it; miscalibrated: a check fails",
+    "HPD dev": "largest distance between the coverage of the highest-density regions and "
+               "the diagonal (the fraction of maps whose truth lies in the region of "
+               "credibility p, against p); 0 for a calibrated posterior",
+    "TARP dev": "the same for TARP's random-reference regions (Lemos et al. 2023): it also "
+                "sees a posterior that is right in size but wrong in place",
+    "z mean, z sd": "mean and spread of (posterior mean - truth) / posterior sd over the maps: "
+                    "0 and 1 if calibrated; a spread above 1 means intervals too narrow",
+    "min dev": "the smallest coverage deviation this many maps surely detect (the width of "
+               "the 99 % band); the verdict needs it at or below 0.1",
+}
+"""What each column of a study's table means (``report.md`` and ``diffinfer calibrate``)."""
+
+
+def report_markdown(report: dict) -> str:
+    """A study's report as Markdown: the settings, one row per analysis with its verdict and
+    the checks that failed, what each column means, the agreement with the exact posterior
+    where there is one, and the figures."""
+    from diffinfer.calibration.verdicts import failed_checks
+
+    study = report["study"]
+
+    def f(value: object, fmt: str) -> str:
+        return format(float(value), fmt) if isinstance(value, (int, float)) else "n/a"
+
+    lines = [f"# Calibration study: {study.get('model')}, {study.get('n_maps')} maps", "",
+             "Written by `diffinfer calibrate` from `study.json` and `results/`; the numbers "
+             "are in `report.json`.", "", "| setting | value |", "|---|---|"]  # fmt: skip
+    for key in ("model", "likelihood", "method", "data", "split", "seed", "temperature",
+                "noise_sigma", "n_draws"):  # fmt: skip
+        lines.append(f"| {key} | {study.get(key)} |")
+    lines += ["", "## Verdicts", "",
+              "| analysis | maps | verdict | HPD dev | TARP dev | z mean / sd Omega_m "
+              "| z mean / sd sigma_8 | min dev | failed checks |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, a in report["analyses"].items():
+        z = list(a["z_score"].values())
+        failed = "; ".join(failed_checks(a)) or "none"
+        lines.append(
+            f"| {name} | {a['n_maps']} | {a['verdict']} | "
+            f"{f(a['hpd_coverage']['max_deviation'], '.3f')} | "
+            f"{f(a['tarp']['max_deviation'], '.3f')} | "
+            f"{f(z[0]['mean'], '+.2f')} / {f(z[0]['std'], '.2f')} | "
+            f"{f(z[1]['mean'], '+.2f')} / {f(z[1]['std'], '.2f')} | "
+            f"{f(a['min_detectable_deviation'], '.3f')} | {failed} |"
+        )
+    lines += ["", "Analyses:", ""]
+    lines += [f"- **{name}**: {a['label']}" for name, a in report["analyses"].items()]
+    lines += ["", "### What the columns mean", ""]
+    lines += [f"- **{k}**: {v}." for k, v in COLUMNS.items()]
+    versus = {n: a["vs_exact"] for n, a in report["analyses"].items() if a.get("vs_exact")}
+    if versus:
+        lines += ["", "## Against the exact posterior", "",
+                  "| analysis | maps | mean shift (exact sd) | mean abs shift | width ratio "
+                  "| C2ST |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for name, v in versus.items():
+            shift, abs_shift, ratio = (
+                ", ".join(f(x, fmt) for x in (v.get(key) or {}).values())
+                for key, fmt in (("bias_mean", "+.2f"), ("abs_bias_mean", ".2f"),
+                                 ("width_ratio_mean", ".2f")))  # fmt: skip
+            lines.append(f"| {name} | {v['n_maps']} | {shift} | {abs_shift} | {ratio} | "
+                         f"{f(v.get('c2st_mean'), '.3f')} ({v.get('c2st_maps')} maps) |")
+        lines += ["", "Shifts and widths per parameter (Omega_m, sigma_8); C2ST: the accuracy "
+                  "of a classifier telling the two posteriors' draws apart (0.5: the same)."]
+    figures = report.get("figures") or []
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"- [{name}](figures/{name})" for name in figures]
+    return "\n".join(lines) + "\n"
 
 
 def study_box(study: dict) -> PriorBox:

@@ -68,11 +68,10 @@ MAP_CASES = {
     "not-square": (MAP[:, :32], {}, "square"),
     "one-dimensional": (MAP.ravel(), {}, "shape (N, N)"),
     "four-dimensional": (MAP[None, None], {}, "shape (N, N)"),
-    "stack-of-maps": (np.stack([MAP, MAP]), {}, "one map at a time"),
+    "stack-of-stacks": (np.stack([MAP, MAP])[None], {}, "shape"),
     "complex-map": (MAP.astype(complex), {}, "real numbers"),
     "strings": (np.full((64, 64), "1.0"), {}, "real numbers"),
     "none": (None, {}, "shape"),
-    "python-list-of-strings": (["a", "b"], {}, "real numbers"),
     "boolean-mask": (MAP > 1, {}, "real numbers"),
 }
 

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("cobaya")
 
-from cobaya.run import run  # noqa: E402
+from cobaya.run import run
 
-from diffinfer.cobaya import MapLikelihood  # noqa: E402
-from diffinfer.errors import InputError  # noqa: E402
-from diffinfer.posterior import posterior  # noqa: E402
+from diffinfer.cobaya import MapLikelihood
+from diffinfer.errors import InputError
+from diffinfer.posterior import posterior
 
 PARAMS = {"Omega_m": {"prior": {"min": 0.1, "max": 0.5}, "ref": 0.3, "proposal": 0.01},
           "sigma_8": {"prior": {"min": 0.6, "max": 1.0}, "ref": 0.8, "proposal": 0.01}}  # fmt: skip
@@ -27,7 +27,8 @@ def map_file(sim, tmp_path_factory):
 
 def _mcmc(likelihoods: dict, seed: int = 1):
     info = {"likelihood": likelihoods, "params": PARAMS,
-            "sampler": {"mcmc": {"max_samples": 3000, "Rminus1_stop": 0.02, "seed": seed}}}  # fmt: skip
+            "sampler": {"mcmc": {"max_samples": 3000, "Rminus1_stop": 0.02,
+                                 "seed": seed}}}  # fmt: skip
     _, sampler = run(info)
     s = sampler.products()["sample"]
     w = s[s.weight_column] if hasattr(s, "weight_column") else s["weight"]

@@ -9,7 +9,7 @@ import torch
 
 from diffinfer.compare import two_sample_accuracy
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.errors import InputError
+from diffinfer.errors import DataFileError, InputError
 from diffinfer.likelihood import DiffusionLikelihood
 from diffinfer.posterior import posterior
 
@@ -82,6 +82,8 @@ def test_several_maps_bad_input(maps, tmp_path):
         posterior([maps[0], maps[1][:32, :32]], likelihood="exact")
     with pytest.raises(InputError, match=r"map 1 of the list: .*log10"):
         posterior([maps[0], np.log10(maps[1])], likelihood="exact")
+    with pytest.raises(DataFileError, match="map file not found: a"):  # strings are files
+        posterior(["a", "b"], likelihood="exact")
     with pytest.raises(InputError, match="no maps given"):
         posterior([], likelihood="exact")
     with pytest.raises(InputError, match="count the prior 2 times"):

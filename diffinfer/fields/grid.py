@@ -207,6 +207,34 @@ MIN_LOG_STD = 0.02
 0.44-0.97, ``scripts/density_convention.py``)."""
 
 
+_KIND_WORDS = {
+    "density": "the density contrast rho/rho_mean, pass kind='density'",
+    "overdensity": "the overdensity delta = rho/rho_mean - 1, pass kind='overdensity'",
+    "log10": "log10 of the density contrast, pass kind='log10'",
+    "mass": "mass or counts per pixel, pass kind='mass'",
+}
+
+
+def _kind_hint(raw: torch.Tensor, given: str) -> str:
+    """The fix for a map that is not what ``given`` says: the kinds its values could be
+    (values <= 0 rule out density and mass, except zero counts; a mean far from 0 rules out
+    delta; values below -1 rule out delta too; a mean far from 1 rules out density), not every
+    other kind."""
+    lo, mean = float(raw.min()), float(raw.mean())
+    fits = []
+    if lo > 0 and DENSITY_MEAN_RANGE[0] <= mean <= DENSITY_MEAN_RANGE[1]:
+        fits.append("density")
+    if lo >= -1 and abs(mean) < 0.2 and lo < 0:
+        fits.append("overdensity")
+    if lo < 0 and float(raw.max()) < 3 and -1.5 < mean < 0.5:
+        fits.append("log10")
+    if lo >= 0:
+        fits.append("mass")
+    fits = [k for k in fits if k != given] or [k for k in FIELD_KINDS if k != given]
+    return ("if it holds " + "; if ".join(_KIND_WORDS[k] for k in fits)
+            + " (the --kind option on the command line)")
+
+
 def as_density(
     field: np.ndarray | torch.Tensor,
     *,
@@ -240,6 +268,7 @@ def as_density(
         raise InputError(f"kind must be one of {list(FIELD_KINDS)} (what the map holds), "
                          f"got {kind!r}")  # fmt: skip
     t = as_maps(field, n_pix=n_pix, what=what)
+    raw = t
     if kind in ("overdensity", "log10") and float(t.min()) >= 0:
         raise InputError(
             f"{what} has no negative values, but as kind={kind!r} it must: underdense pixels "
@@ -254,11 +283,7 @@ def as_density(
             raise InputError(f"{what} holds values up to {float(t.abs().max()):.3g}: not the "
                              "log10 of a density contrast (kind='log10')")  # fmt: skip
         t = 10.0**t
-    hint = (
-        "if it holds the overdensity delta = rho/rho_mean - 1, pass kind='overdensity'; "
-        "log10 of the density, kind='log10'; mass or counts per pixel, kind='mass' "
-        "(the --kind option on the command line)"
-    )
+    hint = _kind_hint(raw, kind)
     low = float(t.min())
     if low <= 0:
         extra = " (empty pixels: smooth the map or add a floor first)" if low == 0 else ""

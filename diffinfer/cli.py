@@ -477,7 +477,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     # every value is checked before run_study creates --out or writes study.json
     for flag, value, low in (("--n-maps", args.n_maps, 1), ("--n-draws", args.n_draws, 10),
                              ("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                             ("--seed", args.seed, 0)):  # fmt: skip
+                             ("--seed", args.seed, 0),
+                             ("--maps-per-theta", args.maps_per_theta, 1)):  # fmt: skip
         check_int(flag, value, low=low)
     check_float("--noise-sigma", args.noise_sigma, low=0)
     if args.temperature is not None:
@@ -492,6 +493,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         analyses=analyses, n_maps=args.n_maps, method=args.method,
         data=args.data, split=args.split, seed=args.seed, n_draws=args.n_draws,
         temperature=args.temperature, noise_sigma=args.noise_sigma, options=options,
+        maps_per_theta=args.maps_per_theta,
     )  # fmt: skip
     report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
                        threads=args.threads, progress=not args.no_progress)  # fmt: skip
@@ -858,6 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "diffusion,exact,power)")  # fmt: skip
     p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
     p.add_argument("--n-maps", type=int, default=200, help="test maps (default 200)")
+    p.add_argument("--maps-per-theta", type=int, default=1,
+                   help="maps of one cosmology per test case, analysed together (the product "
+                        "of their likelihoods; default 1)")  # fmt: skip
     p.add_argument("--data", help="CAMELS-format data directory (default: simulate maps)")
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="held-out split of --data (validation: a calibration split)")  # fmt: skip

@@ -175,8 +175,8 @@ def posterior_styles(
     -------
     list of AnalysisStyle
         The analysis' style with ``label`` replaced; a second posterior of the same analysis
-        keeps the colour with another line style; posteriors of no known analysis take the
-        remaining colours in turn.
+        takes a darker shade of its colour and another line style; posteriors of no known
+        analysis take the remaining colours in turn.
 
     Raises
     ------
@@ -203,10 +203,17 @@ def posterior_styles(
         style = STYLES[name]
         repeat = seen.get(name, 0)
         seen[name] = repeat + 1
-        if repeat:
-            style = dataclasses.replace(style, ls=_REPEAT_LS[(repeat - 1) % len(_REPEAT_LS)])
+        if repeat:  # a darker shade of the analysis' colour, and another line style
+            style = dataclasses.replace(style, ls=_REPEAT_LS[(repeat - 1) % len(_REPEAT_LS)],
+                                        colour=_shade(style.colour, 0.55 ** repeat))
         styles.append(dataclasses.replace(style, label=label))
     return styles
+
+
+def _shade(colour: str, factor: float) -> str:
+    """A hex colour darkened towards black by ``factor`` (1: unchanged)."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c * factor):02X}" for c in rgb)
 
 
 def spectra(density: np.ndarray, box_size: float) -> tuple[np.ndarray, np.ndarray]:

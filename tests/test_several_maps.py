@@ -112,3 +112,21 @@ def test_fifteen_maps_agree_with_the_exact_joint_posterior(maps):
     exact = posterior(list(maps), likelihood="exact", progress=False).sample(4000)
     diffusion = posterior(maps, progress=False).sample(4000)
     assert two_sample_accuracy(exact.flat, diffusion.flat, seed=0) < 0.6
+
+
+def test_a_study_with_several_maps_per_theta(tmp_path):
+    from diffinfer.calibration.study import StudyConfig, run_study, test_case
+
+    one = StudyConfig(model="oracle", analyses=["exact"], n_maps=3, n_draws=100,
+                      options={"n_coarse": 12, "n_fine": 16})  # fmt: skip
+    three = StudyConfig(**{**one.__dict__, "maps_per_theta": 3})
+    maps, theta = test_case(three, 1)
+    first, same_theta = test_case(one, 1)
+    assert maps.shape == (3, 64, 64) and np.array_equal(theta, same_theta)
+    np.testing.assert_array_equal(maps[0], first)  # the one-map study's map comes first
+    joint = run_study(three, tmp_path / "three", progress=False)["analyses"]["exact"]
+    single = run_study(one, tmp_path / "one", progress=False)["analyses"]["exact"]
+    ratio = joint["mean_std"]["sigma_8"] / single["mean_std"]["sigma_8"]
+    assert 0.4 < ratio < 0.75  # about 1 / sqrt(3)
+    with pytest.raises(InputError, match="estimate the posterior of one map"):
+        StudyConfig(model="oracle", analyses=["npe"], maps_per_theta=2)

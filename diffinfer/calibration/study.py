@@ -84,6 +84,11 @@ class StudyConfig:
     noise_sigma
         Gaussian pixel noise (model space) added to every test map and assumed by the
         likelihoods.
+    maps_per_theta
+        Maps of one cosmology per test case (default 1): the posterior of each case is that
+        of its maps together (the product of their likelihoods). Simulated: that many maps
+        of the case's theta; from a data set: the first maps of one cosmology of the split
+        per case. The NPE references analyse one map and are refused for more.
     options
         Further :func:`diffinfer.posterior` options (n_timesteps, n_coarse, ...): names
         from ``diffinfer.posterior.SAMPLER_OPTIONS[method]`` and the likelihood options,
@@ -108,6 +113,7 @@ class StudyConfig:
     temperature: float | None = None
     noise_sigma: float = 0.0
     options: dict = field(default_factory=dict)
+    maps_per_theta: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.model, os.PathLike):
@@ -147,6 +153,13 @@ class StudyConfig:
                                        what="model-space pixel noise")  # fmt: skip
         if self.model == NO_MODEL and self.noise_sigma > 0:
             raise InputError("noise_sigma is added in a model's space: name the model")
+        self.maps_per_theta = check_int("maps_per_theta", self.maps_per_theta, low=1,
+                                        what="maps of one cosmology per test case")  # fmt: skip
+        npe = [a for a in self.analyses if a.startswith("npe")]
+        if self.maps_per_theta > 1 and npe:
+            raise InputError(f"the {npe} references estimate the posterior of one map; "
+                             f"maps_per_theta={self.maps_per_theta} needs the diffusion, "
+                             "exact or power analyses")  # fmt: skip
         _check_options(self)
 
 
@@ -327,6 +340,13 @@ def check_study(config: StudyConfig) -> None:
         raise InputError(f"the {config.split} split of {config.data} has "
                          f"{len(source.order)} maps; n_maps={config.n_maps} asks for "
                          "more")  # fmt: skip
+    per = source.maps.maps_per_cosmology
+    if config.maps_per_theta > 1 and (config.maps_per_theta > per
+                                      or config.n_maps * per > len(source.order)):
+        raise InputError(f"the {config.split} split of {config.data} has "
+                         f"{len(source.order) // per} cosmologies of {per} maps; "
+                         f"{config.n_maps} cases of maps_per_theta={config.maps_per_theta} "
+                         "ask for more")  # fmt: skip
     needs = [a for a in config.analyses
              if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
     if needs and not source.lognormal:
@@ -338,28 +358,43 @@ def check_study(config: StudyConfig) -> None:
 
 
 def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """The density map and true parameters of test map ``index`` (deterministic)."""
+    """The density map (N, N) and true parameters of test case ``index`` (deterministic);
+    with ``maps_per_theta`` M > 1, its M maps of one cosmology, (M, N, N)."""
     import torch
 
     from diffinfer.fields.lognormal import LognormalSimulator
 
     model = _model(config.model)
+    m = config.maps_per_theta
     if config.data is None:
         sim = LognormalSimulator(model.field, model.transform)
         rng = np.random.default_rng([config.seed, index])
         low, width = np.asarray(sim.config.prior.low), sim.config.prior.width
         theta = low + width * rng.random(2)
-        density = sim.simulate(theta, 1, seed=config.seed + 7919, row_offset=index)[0]
+        # map k of a case is the same whatever M: the first map is the one-map study's
+        maps = sim.simulate(theta, m, seed=config.seed + 7919, row_offset=index)
+        density = maps[0] if m == 1 else maps
     else:
         source = _data_source(config, model)
         order = source.order
-        if index >= len(order):
-            raise InputError(
-                f"the {config.split} split has {len(order)} maps; asked for map {index}"
-            )
         n_pix = model.field.n_pix if model is not None else None
-        density, theta = source.maps.load(order[index : index + 1], n_pix=n_pix)
-        density, theta = density[0], theta[0]
+        if m == 1:
+            if index >= len(order):
+                raise InputError(
+                    f"the {config.split} split has {len(order)} maps; asked for map {index}"
+                )
+            picked = order[index : index + 1]
+        else:
+            per = source.maps.maps_per_cosmology
+            by_cosmology = np.sort(order).reshape(-1, per)
+            if m > per or index >= len(by_cosmology):
+                raise InputError(
+                    f"the {config.split} split has {len(by_cosmology)} cosmologies of {per} "
+                    f"maps; case {index} with maps_per_theta={m} asks for more"
+                )
+            picked = by_cosmology[index, :m]
+        density, theta = source.maps.load(picked, n_pix=n_pix)
+        density, theta = (density[0] if m == 1 else density), theta[0]
     if config.noise_sigma > 0:
         rng = np.random.default_rng([config.seed, index, 1])
         y = model.transform.forward(density)
@@ -841,7 +876,8 @@ def _same_study(old: dict, new: dict) -> bool:
     writer turns one into the other)."""
 
     def key(spec: dict) -> str:
-        spec = {k: v for k, v in json_safe(spec).items() if k not in ("n_maps", "analyses")}
+        spec = {"maps_per_theta": 1,  # studies written before the option had one map a case
+                **{k: v for k, v in json_safe(spec).items() if k not in ("n_maps", "analyses")}}
         return json.dumps(spec, sort_keys=True)
 
     return key(old) == key(new)

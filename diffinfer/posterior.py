@@ -471,6 +471,15 @@ class Posterior:
             log_prior = self.prior.log_prob(torch.as_tensor(np.asarray(theta).reshape(-1, 2)))
         return {"log_likelihood": np.asarray(lp, np.float64) - log_prior.numpy().reshape(lp.shape)}
 
+    def save(self, path: str | os.PathLike, format: str = "npz"):
+        """Write the draws of the last :meth:`sample` (:meth:`Samples.save`: ``"npz"``, or
+        GetDist chain files with ``format="getdist"``); refused before any draws exist."""
+        if self._samples is None:
+            raise InputError(f"this posterior has no samples yet to write as {format}: call "
+                             f"samples = post.sample(4000), then samples.save(path, "
+                             f"format={format!r}) (or post.save again)")  # fmt: skip
+        return self._samples.save(path, format=format)
+
     def map(self) -> np.ndarray:
         """Maximum a posteriori theta (2,).
 

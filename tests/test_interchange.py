@@ -117,3 +117,12 @@ def test_every_posterior_records_its_provenance(grid_post, density):
     settings = prov["settings"]
     assert settings["n_timesteps"] == 4 and settings["likelihood_seed"] == 3
     assert settings["precision"] in ("fp32", "bf16") and settings["max_timesteps"] == 4
+
+
+def test_saving_a_posterior_without_samples_names_the_call_that_makes_them(density, tmp_path):
+    post = posterior(density, model=None, likelihood="exact", progress=False)
+    with pytest.raises(InputError, match=r"no samples yet.*post.sample\(4000\)"):
+        post.save(tmp_path / "chain", format="getdist")
+    post.sample(400)
+    root = post.save(tmp_path / "chain", format="getdist")
+    assert (tmp_path / "chain_1.txt").is_file() and root.name == "chain"

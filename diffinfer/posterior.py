@@ -580,8 +580,10 @@ class Posterior:
 
     # ---------------------------------------------------------------- samplers
     def _emcee(self, n: int) -> Samples:
-        """Run until the chain is ``min_tau_multiple`` autocorrelation times long and holds
-        about n draws after a 2 tau burn-in and thinning by tau / 2."""
+        """Run until the chain is ``min_tau_multiple`` autocorrelation times long, holds at
+        least n draws after a 2 tau burn-in and thinning by tau / 2, and those draws reach
+        R-hat <= :data:`RHAT_MAX` and bulk ESS >= :data:`ESS_MIN` (walkers as chains);
+        return all of them."""
         import emcee
 
         opts = self.options
@@ -650,10 +652,9 @@ class Posterior:
         thin = max(1, int(tau / 2))
         chain = sampler.get_chain(discard=burn, thin=thin)  # (draws, walkers, 2)
         lp = sampler.get_log_prob(discard=burn, thin=thin)
-        # at least as many draws as walkers where the chain holds them (ArviZ treats walkers
-        # as chains and warns when chains outnumber draws)
-        keep = max(1, min(chain.shape[0], max(math.ceil(n / walkers), walkers)))
-        chain, lp = np.swapaxes(chain[-keep:], 0, 1), lp[-keep:].T
+        # every draw after burn-in and thinning: the draws R-hat and ESS were judged on (at
+        # least n once converged)
+        chain, lp = np.swapaxes(chain, 0, 1), lp.T
         diag = {"n_evaluations": int(self.n_evaluations), "steps": sampler.iteration,
                 "first_stage": "grid independence proposals" if surrogate else None,
                 "autocorrelation_time": tau, "converged": converged,
@@ -751,12 +752,13 @@ class Posterior:
 
 
 def _chain_convergence(sampler, tau: float) -> dict[str, float]:
-    """The largest R-hat and smallest bulk ESS over the parameters of an emcee chain after a
-    2 tau burn-in (walkers as chains; ArviZ)."""
+    """The largest R-hat and smallest bulk ESS over the parameters of the draws an emcee
+    chain gives (after a 2 tau burn-in, thinned by tau / 2; walkers as chains; ArviZ)."""
     import arviz as az
 
     burn = int(min(2 * tau, sampler.iteration // 2))
-    chain = np.swapaxes(sampler.get_chain(discard=burn), 0, 1)  # (walkers, draws, 2)
+    thin = max(1, int(tau / 2))
+    chain = np.swapaxes(sampler.get_chain(discard=burn, thin=thin), 0, 1)  # (walkers, draws, 2)
     if chain.shape[1] < 4:
         return {"rhat": math.inf, "ess_bulk": 0.0}
     with warnings.catch_warnings():

@@ -62,7 +62,8 @@ def term_differences(
     for i in (1, 2):
         if not bool(model.field.prior.contains(points[i])):
             points[i] = 2 * centre - points[i]
-    full = DiffusionLikelihood(model, field, terms="vlb", seed=seed + 10_000,
+    full = DiffusionLikelihood(model, field, terms="vlb", n_timesteps=None,
+                               seed=seed + 10_000,
                                precision=precision, control_variate=False)  # fmt: skip
     with torch.no_grad():
         terms = full.term_log_l(torch.as_tensor(np.array(points))).numpy()  # (3, T)

@@ -30,7 +30,7 @@ APPROXIMATIONS = [
     ("VLB, 16 timesteps", {"terms": "vlb", "n_timesteps": 16}),
     ("VLB, 64 timesteps", {"terms": "vlb", "n_timesteps": 64}),
     ("VLB, 256 timesteps", {"terms": "vlb", "n_timesteps": 256}),
-    ("VLB, all 1000 terms", {"terms": "vlb"}),
+    ("VLB, all 1000 terms", {"terms": "vlb", "n_timesteps": None}),
 ]
 
 

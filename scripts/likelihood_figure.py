@@ -35,7 +35,7 @@ CURVES: list[tuple[str, dict | None, AnalysisStyle]] = [
      dataclasses.replace(_DIFFUSION, colour="#CC79A7", ls=(0, (1, 1)), lw=1.8)),
     ("diffusion: VLB, 64 timesteps", {"terms": "vlb", "n_timesteps": 64},
      dataclasses.replace(_DIFFUSION, colour="#7F3800", ls="-.", lw=1.4)),
-    ("diffusion: VLB, all 1000 terms", {"terms": "vlb"}, _DIFFUSION),
+    ("diffusion: VLB, all 1000 terms", {"terms": "vlb", "n_timesteps": None}, _DIFFUSION),
 ]  # fmt: skip
 
 

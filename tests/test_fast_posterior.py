@@ -253,6 +253,7 @@ def _wrong_surrogate(post):
     return GridSurrogate(wrong)
 
 
+@pytest.mark.slow  # 65-80 s: from a wrong surrogate the walkers need ~4,900 steps to R-hat 1.01
 def test_independence_emcee_samples_the_target_even_from_a_wrong_surrogate(
     edge_free_density, monkeypatch
 ):
@@ -262,8 +263,9 @@ def test_independence_emcee_samples_the_target_even_from_a_wrong_surrogate(
     monkeypatch.setattr(post, "_surrogate", lambda: _wrong_surrogate(ref_post(edge_free_density)))
     s = post.sample(2000)
     d = s.info["diagnostics"]
-    # a poor first stage slows mixing (R-hat 1.02 measured), never the target
-    assert max(d["rhat"].values()) < 1.04 and min(d["ess_bulk"].values()) > 300
+    # a poor first stage slows mixing (4,850 steps to R-hat 1.01), never the target
+    assert d["converged"] and max(d["rhat"][n] for n in ("Omega_m", "sigma_8")) <= 1.01
+    assert min(d["ess_bulk"].values()) > 400
     sd = np.sqrt(np.diag(ref.cov()))
     np.testing.assert_allclose(s.flat.mean(0), ref.mean(), atol=0.12 * sd.min())
     np.testing.assert_allclose(s.flat.std(0), sd, rtol=0.1)

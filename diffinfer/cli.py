@@ -944,6 +944,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.remove("--debug")
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    default_format = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        """diffinfer's own warnings (Monte Carlo error, goodness of fit, calibration) as
+        one line each, as its errors are; others as Python writes them."""
+        if category.__module__.startswith("diffinfer"):
+            return f"diffinfer: warning: {message}\n"
+        return default_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        return _run(args, debug)
+    finally:
+        warnings.formatwarning = default_format
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
+    """The command of ``args``, its expected failures as one line (see :func:`main`)."""
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into a reader that stopped (e.g. head)

@@ -24,7 +24,8 @@ need the names of a slow block (in ``make test`` it fails with a NameError; mark
 A case still runs after an earlier block failed, and names it if it fails too. Blocks written
 as an interactive session (``>>>`` prompts) run statement by statement; a statement whose
 shown output ends in ``SomeError: message`` must raise that exception with that message;
-other shown output is not compared.
+other shown output is not compared, except the README's ``make run`` output, whose lines and
+numbers ``test_the_readme_shows_what_make_run_prints`` (slow) checks against a fresh run.
 
 **Shell blocks** run with ``bash -e -o pipefail -x`` in a fresh directory holding what the
 commands read: links to ``.venv`` (whose ``bin`` leads ``PATH``, so ``diffinfer`` and
@@ -584,6 +585,50 @@ def test_make_run_is_the_documented_command() -> None:
         if b.kind == "shell" and "--out runs/example" in b.text
     ]
     assert made in shown, f"make run: {made!r}\ndocs/usage.md: {shown!r}"
+
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
+
+
+def _shown_numbers(line: str) -> list[str]:
+    """The numbers of an output line that a rerun must reproduce: not timings (``8.0 s``)."""
+    line = re.sub(r"\d+(?:\.\d+)? s\b", "", line)
+    return _NUMBER.findall(line)
+
+
+def _close(shown: str, got: str) -> bool:
+    """Two printed numbers agree: integers (evaluations, calls) within 25 % (the grid and the
+    Monte Carlo rounds depend on the CPU's precision), decimals within 0.005 or 5 % (fp32 on
+    one CPU, bf16 on another)."""
+    a, b = (float(x.rstrip("%")) for x in (shown, got))
+    if "." not in shown and "." not in got:
+        return abs(a - b) <= 0.25 * max(abs(a), 1.0)
+    return abs(a - b) <= max(0.005, 0.05 * abs(a))
+
+
+@pytest.mark.slow  # 25 s: the diffusion and the exact posterior of the example map
+def test_the_readme_shows_what_make_run_prints(tmp_path: Path) -> None:
+    """The output README.md shows for ``make run`` is what its command prints now: the same
+    lines, and the same numbers within the tolerance of another CPU (timings aside)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```text\n((?:diffinfer: warning.*\n)?diffinfer infer: .*?)```", readme,
+                      re.DOTALL)  # fmt: skip
+    assert block, "README.md shows no make run output"
+    shown = [line for line in block.group(1).splitlines() if line.strip()]
+    cmd = [str(ROOT / ".venv" / "bin" / "diffinfer"), "infer", "examples/lognormal64/map1.npy",
+           "--model", "lognormal64", "--reference", "exact", "--truth", "0.224216",
+           "0.788392", "--no-progress", "--out", str(tmp_path / "example")]  # fmt: skip
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    printed = [line for line in (run.stderr + run.stdout).splitlines()
+               if line.strip() and not line.startswith("  warnings.warn")]  # fmt: skip
+    printed = [line.replace(str(tmp_path / "example"), "runs/example") for line in printed]
+    assert len(printed) == len(shown), "\n".join(printed)
+    for want, got in zip(shown, printed, strict=True):
+        a, b = _shown_numbers(want), _shown_numbers(got)
+        assert _NUMBER.sub("#", want) == _NUMBER.sub("#", got), (want, got)
+        assert len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True)), (
+            f"README shows\n{want}\nmake run prints\n{got}")
 
 
 SELF_TEST_DOC = """\

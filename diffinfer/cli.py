@@ -377,8 +377,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         write_text_atomic(
             out / "diagnostics.txt", az.summary(all_samples[0].to_arviz()).to_string() + "\n"
         )
-    labels = [s.info["likelihood"].split(" (")[0] for s in all_samples]
+    from diffinfer.plots import STYLES
+
     analyses = [like if like in REFERENCE_LIKELIHOODS else "diffusion" for like, _ in runs]
+    # each analysis by its own name (the two NPE references are both "neural posterior
+    # estimates" in words)
+    labels = [STYLES[a].label for a in analyses]
     triangle(all_samples, out / "triangle.png", labels=labels, analyses=analyses,
              truth=None if not args.truth else np.array(args.truth),
              title=where if len(args.map) == 1 else f"{len(args.map)} maps")  # fmt: skip

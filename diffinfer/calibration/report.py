@@ -380,9 +380,16 @@ def study_box(study: dict) -> PriorBox:
     return load_model(study["model"]).field.prior
 
 
-if __name__ == "__main__":  # python -m diffinfer.calibration.report STUDY_DIR ...
+if __name__ == "__main__":  # python -m diffinfer.calibration.report [--markdown] STUDY_DIR ...
+    import json
     import sys
 
-    for folder in sys.argv[1:]:
+    markdown_only = "--markdown" in sys.argv  # report.md from report.json (no results needed)
+    for folder in [a for a in sys.argv[1:] if a != "--markdown"]:
+        if markdown_only:
+            report = json.loads((Path(folder) / REPORT_FILE).read_text())
+            write_text_atomic(Path(folder) / REPORT_MARKDOWN, report_markdown(report))
+            print(f"wrote {folder}/{REPORT_MARKDOWN}")
+            continue
         write_report(folder)
-        print(f"rewrote {folder}/report.json and figures")
+        print(f"rewrote {folder}/report.json, report.md and figures")

@@ -63,6 +63,10 @@ design's centre, or whose marginal sd is this much narrower, ends the refinement
 the first round of the N-body maps that never settle (docs/nbody.md). It also stops a few
 log-normal maps whose 8-timestep error is about 1 sd (2 of 18 at Omega_m < 0.2,
 docs/posterior.md): the move allowed should grow with the previous stage's error."""
+DIRECT_MAX_FACTOR = 16
+"""Where the fitted terms do not settle, the added timesteps are evaluated on the grid itself
+(:meth:`Posterior._direct_rounds`), up to this many times the starting timesteps (128 from
+8): each costs a network call per grid point."""
 MAX_REDESIGNS = 3
 """Re-designs of the fitted terms about their own posterior before giving up
 (:meth:`Posterior._settle`)."""
@@ -120,6 +124,7 @@ class Posterior:
         self.max_timesteps = max_timesteps
         self._fits: list[QuadraticTerms] = []
         self._gross = False
+        self._direct = False  # added terms evaluated on the grid, not fitted (_direct_rounds)
         self._gof: dict | None = None
         self.gof_source: tuple | None = None
         """(density map, simulator, model-space noise sigma) for :meth:`goodness_of_fit`,
@@ -246,9 +251,11 @@ class Posterior:
         them: the first round's terms evaluated, each added round's from its quadratic fit
         (:class:`~diffinfer.mc_error.QuadraticTerms`); (P, K)."""
         like = self._chunked
-        k1 = like.rounds[0]
+        k1 = like.n_timesteps_used if self._direct else like.rounds[0]
         with torch.no_grad():
             first = like.term_log_l(torch.as_tensor(theta), columns=slice(0, k1)).numpy()
+        if self._direct:  # every term evaluated at these points (_direct_rounds)
+            return first
         # the fits hold -log L terms per unit weight: apply the weights of all rounds now
         w = like.plan.weights.numpy()
         fitted = [-fit(theta) * w[fit.columns] for fit in self._fits]
@@ -266,7 +273,7 @@ class Posterior:
             pts = theta[ok].detach()
             like = self._chunked
             # points evaluated before cost nothing: count the new ones
-            k1 = like.rounds[0]
+            k1 = like.n_timesteps_used if self._direct else like.rounds[0]
             self.n_evaluations += int((~np.isfinite(like.cached_terms(pts.numpy())[:, :k1])
                                        ).any(axis=1).sum())  # fmt: skip
             with torch.no_grad():
@@ -302,6 +309,7 @@ class Posterior:
             g.mc_error = {"mean": [0.0, 0.0], "sd": [0.0, 0.0], "stochastic": False}
             return g
         self._fits = []
+        self._direct = False
         first = g
         stages = [self._mc_error(g)]
         budget = self.max_timesteps or like.n_timesteps_used
@@ -331,27 +339,25 @@ class Posterior:
             stages[-1]["fit_residual_nats"] = fit.residual_rms(
                 like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0)))
         if not settled:
-            # the fits cannot be trusted: the posterior of the evaluated first round, with
-            # its own (large) error, is what can be stood behind
-            like.drop_added_timesteps()
-            self._fits = []
-            g = first
-            stages.append({**stages[0], "returned": "first round"})
+            # the fits cannot be trusted (the likelihood is far from quadratic across the
+            # posterior): evaluate the added terms on the grid itself instead
+            g, direct = self._direct_rounds(first, min(budget, DIRECT_MAX_FACTOR * like.rounds[0]))
+            stages += direct
         final = stages[-1]
-        met = max(final["mean"]) <= self.mc_tol and settled
+        met = max(final["mean"]) <= self.mc_tol
         g.mc_error = {"mean": final["mean"], "sd": final["sd"], "stochastic": True,
                       "tolerance": self.mc_tol, "max_timesteps": budget,
                       "n_timesteps": final["n_timesteps"], "met": bool(met),
-                      "fit_settled": bool(settled),
+                      "fit_settled": bool(settled), "direct": bool(self._direct),
                       "n_denoiser_calls": like.n_denoiser_calls, "stages": stages}  # fmt: skip
-        if not settled:
+        if not met and not settled:
             warnings.warn(
-                f"{self.name}: the posterior of added timesteps did not settle within the "
-                "design they were fitted on (the likelihood is far from quadratic across "
-                f"the posterior); the posterior of the first "
-                f"{like.n_timesteps_used} timesteps is returned, with a Monte Carlo error of "
-                f"{final['mean'][0]:.2f} / {final['mean'][1]:.2f} posterior sd (Omega_m / "
-                "sigma_8): treat it as unreliable, or compare with n_timesteps=256",
+                f"{self.name}: the likelihood is far from quadratic across the posterior, so "
+                f"the added timesteps were evaluated on the grid itself, up to "
+                f"{final['n_timesteps']} (max_timesteps={budget}, at most "
+                f"{DIRECT_MAX_FACTOR} times the starting ones there); the Monte Carlo error of "
+                f"the mean is still {final['mean'][0]:.2f} / {final['mean'][1]:.2f} posterior "
+                "sd (Omega_m / sigma_8): treat the posterior as approximate",
                 MonteCarloWarning, stacklevel=4,
             )  # fmt: skip
         elif not met:
@@ -366,6 +372,49 @@ class Posterior:
                 MonteCarloWarning, stacklevel=4,
             )  # fmt: skip
         return g
+
+    def _direct_rounds(self, first: GridPosterior, budget: int) -> tuple[GridPosterior, list]:
+        """The posterior with every added term evaluated at the grid's points (no fits):
+        an aligned grid about ``first`` (widened), then rounds of added timesteps (growing
+        at most :data:`ROUND_GROWTH` times, up to ``budget``) until the Monte Carlo error
+        of the mean is below ``mc_tol``. Costs (grid points) x (timesteps) network calls;
+        the terms of points evaluated before are reused. Returns the grid and its stages."""
+        like = self._chunked
+        self._fits, self._direct = [], True
+        stages = []
+        g = first
+        while True:
+            if self._bar is not None:
+                self._bar.stage(f"Monte Carlo error: {like.n_timesteps_used} timesteps on "
+                                "the grid")  # fmt: skip
+            g = self._regrid(g, widen=1.5 if not stages else 1.2)
+            stages.append({**self._mc_error(g), "direct": True})
+            k, k0 = like.n_timesteps_used, like.rounds[0]
+            if max(stages[-1]["mean"]) <= self.mc_tol or k >= budget:
+                return g, stages
+            need = k * (max(stages[-1]["mean"]) / self.mc_tol) ** 2 * 1.2
+            target = min(budget, ROUND_GROWTH * k, max(k + k0, math.ceil(need / k0) * k0))
+            like.add_timesteps(target - k)
+
+    def _regrid(self, g: GridPosterior, widen: float) -> GridPosterior:
+        """A fresh aligned grid of :meth:`_grid_log_prob` about grid g's moments (covariance
+        widened by ``widen`` per axis), re-centred (up to 3 times) while the posterior it
+        finds moved by more than half of the previous sd, narrowed below 0.7 of it or
+        reaches the outer ring: a grid laid out for a wider posterior would not resolve it."""
+        opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
+        opts.pop("aligned", None)
+        for _ in range(4):
+            centre, cov, spent = g.mean(), g.cov() * widen**2, g.n_evaluations
+            if self._bar is not None:
+                self._bar.plan(int(opts.get("n_aligned", 8)) ** 2)
+            new = grid_posterior(self._grid_log_prob, self.prior.box,
+                                 locate=lambda c=centre, v=cov, n=spent: (c, v, n),
+                                 **opts)  # fmt: skip
+            u, s = _in_frame(new.mean(), new.cov(), g.mean(), g.cov())
+            if new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= 0.5 and np.min(s) >= 0.7:
+                return new
+            g, widen = new, 1.2
+        return new
 
     def _add_round(self, g: GridPosterior, add: int, upsample: int) -> GridPosterior:
         """Add ``add`` timesteps and fit every added term on a design about grid g's

@@ -73,6 +73,7 @@ def main() -> None:
                    "sd": np.sqrt(np.diag(cov)).tolist(), "d2": float(d @ np.linalg.solve(cov, d)),
                    "mc_error": mc["mean"], "n_timesteps": mc["n_timesteps"], "met": mc["met"],
                    "fit_settled": mc.get("fit_settled", True),
+                   "direct": mc.get("direct", False),
                    "network_calls": mc["n_denoiser_calls"], "strategy": g.strategy,
                    "seconds": time.perf_counter() - start,
                    "stages": mc["stages"],
@@ -81,7 +82,8 @@ def main() -> None:
             rows.append(row)
             print(f"map {i} {variant}: d2 {row['d2']:.1f}, MC error "
                   f"{mc['mean'][0]:.2f}/{mc['mean'][1]:.2f}, {mc['n_timesteps']} timesteps, "
-                  f"met {mc['met']}, settled {row['fit_settled']}, {row['seconds']:.0f} s",
+                  f"met {mc['met']}, settled {row['fit_settled']}, direct {row['direct']}, "
+                  f"{row['seconds']:.0f} s",
                   flush=True)  # fmt: skip
     write_json_atomic(args.out, rows)
 

@@ -266,3 +266,33 @@ def test_goodness_of_fit_refuses_too_few_simulated_maps(field):
     post = di.posterior(field, likelihood="exact", progress=False)
     with pytest.raises(InputError, match="n_sims must be"):
         post.goodness_of_fit(n_sims=5)
+
+
+def test_where_the_fits_do_not_settle_the_added_terms_are_evaluated_on_the_grid(
+    oracle, field, monkeypatch
+):
+    """A round whose fitted posterior lands far outside its design (forced here for every
+    round) is not trusted: the added timesteps are evaluated at the grid's points instead
+    (the grid holds the likelihood of all K timesteps there, no fit), and rounds go on until
+    the tolerance is met. The oracle without a control variate is noisy (0.36 sd at 128
+    timesteps), hence mc_tol=0.5."""
+    import sys
+
+    posterior_module = sys.modules["diffinfer.posterior"]  # the attribute is the function
+    monkeypatch.setattr(posterior_module, "GROSS_NARROWING", 10.0)  # no fit is ever trusted
+    post = di.posterior(field, model=oracle, n_timesteps=8, seed=0, mc_tol=0.5,
+                        progress=False)  # fmt: skip
+    mc = post.mc_error()
+    assert mc["direct"] and not mc["fit_settled"] and mc["met"]
+    assert [s.get("direct", False) for s in mc["stages"]][-1] and mc["n_timesteps"] > 8
+    assert max(mc["mean"]) < max(mc["stages"][0]["mean"])
+    g = post.grid()
+    base = g.base or g
+    pts, inside = g.evaluated_points()
+    cells = np.flatnonzero(inside)[:: max(1, inside.sum() // 5)][:5]
+    with torch.no_grad():
+        direct = post.log_prob(torch.as_tensor(pts[cells])).numpy()
+    np.testing.assert_allclose(base.log_density.ravel()[cells], direct, rtol=0, atol=1e-6)
+    exact = di.posterior(field, likelihood="exact", progress=False).grid()
+    sd = np.sqrt(np.diag(exact.cov()))
+    assert np.all(np.abs(g.mean() - exact.mean()) < 3 * 0.5 * sd)

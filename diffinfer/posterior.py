@@ -230,7 +230,7 @@ class Posterior:
         """The grid posterior (computed once): aligned with the located posterior where the
         likelihood can be located (``aligned=True``, the default), else adaptive."""
         if self._grid is None:
-            opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
+            opts = self._grid_options()
             aligned = opts.pop("aligned", True)
             if not isinstance(aligned, bool):
                 raise InputError(f"aligned must be True or False, got {aligned!r}")
@@ -316,13 +316,8 @@ class Posterior:
         settled = True
         while (max(stages[-1]["mean"]) > self.mc_tol and like.adaptive
                and like.n_timesteps_used < budget):  # fmt: skip
-            k, k0 = like.n_timesteps_used, like.rounds[0]
-            # the error falls as 1 / sqrt(K): aim at the tolerance with a 20 % margin, in
-            # rounds that grow at most ROUND_GROWTH-fold (each round's design is centred on
-            # the posterior of the previous one, which comes closer as K grows)
-            need = k * (max(stages[-1]["mean"]) / self.mc_tol) ** 2 * 1.2
-            target = min(budget, ROUND_GROWTH * k, max(k + k0, math.ceil(need / k0) * k0))
-            g = self._add_round(g, target - k, upsample)
+            k = like.n_timesteps_used
+            g = self._add_round(g, self._round_target(stages[-1], budget) - k, upsample)
             stages.append(self._mc_error(g))
             if self._gross:
                 # far outside the design its terms were fitted on: the likelihood is far from
@@ -373,6 +368,16 @@ class Posterior:
             )  # fmt: skip
         return g
 
+    def _round_target(self, stage: dict, budget: int) -> int:
+        """The timesteps of the next round after ``stage``: the error falls as 1 / sqrt(K),
+        so aim at the tolerance with a 20 % margin, in whole multiples of the first round,
+        growing at most :data:`ROUND_GROWTH`-fold (each round is laid out about the previous
+        round's posterior, which comes closer as K grows), up to ``budget``."""
+        like = self._chunked
+        k, k0 = like.n_timesteps_used, like.rounds[0]
+        need = k * (max(stage["mean"]) / self.mc_tol) ** 2 * 1.2
+        return min(budget, ROUND_GROWTH * k, max(k + k0, math.ceil(need / k0) * k0))
+
     def _direct_rounds(self, first: GridPosterior, budget: int) -> tuple[GridPosterior, list]:
         """The posterior with every added term evaluated at the grid's points (no fits):
         an aligned grid about ``first`` (widened), then rounds of added timesteps (growing
@@ -389,29 +394,19 @@ class Posterior:
                                 "the grid")  # fmt: skip
             g = self._regrid(g, widen=1.5 if not stages else 1.2)
             stages.append({**self._mc_error(g), "direct": True})
-            k, k0 = like.n_timesteps_used, like.rounds[0]
+            k = like.n_timesteps_used
             if max(stages[-1]["mean"]) <= self.mc_tol or k >= budget:
                 return g, stages
-            need = k * (max(stages[-1]["mean"]) / self.mc_tol) ** 2 * 1.2
-            target = min(budget, ROUND_GROWTH * k, max(k + k0, math.ceil(need / k0) * k0))
-            like.add_timesteps(target - k)
+            like.add_timesteps(self._round_target(stages[-1], budget) - k)
 
     def _regrid(self, g: GridPosterior, widen: float) -> GridPosterior:
         """A fresh aligned grid of :meth:`_grid_log_prob` about grid g's moments (covariance
         widened by ``widen`` per axis), re-centred (up to 3 times) while the posterior it
         finds moved by more than half of the previous sd, narrowed below 0.7 of it or
         reaches the outer ring: a grid laid out for a wider posterior would not resolve it."""
-        opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
-        opts.pop("aligned", None)
         for _ in range(4):
-            centre, cov, spent = g.mean(), g.cov() * widen**2, g.n_evaluations
-            if self._bar is not None:
-                self._bar.plan(int(opts.get("n_aligned", 8)) ** 2)
-            new = grid_posterior(self._grid_log_prob, self.prior.box,
-                                 locate=lambda c=centre, v=cov, n=spent: (c, v, n),
-                                 **opts)  # fmt: skip
-            u, s = _in_frame(new.mean(), new.cov(), g.mean(), g.cov())
-            if new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= 0.5 and np.min(s) >= 0.7:
+            new = self._fresh_grid(g, widen)
+            if _resolves(g, new):
                 return new
             g, widen = new, 1.2
         return new
@@ -461,12 +456,22 @@ class Posterior:
                            or np.min(np.sqrt(np.diag(new.cov())) / sd) < GROSS_NARROWING)
         if self._gross:
             return new  # the refinement stops (_control_mc_error): no fresh grid for it
-        u, s = _in_frame(new.mean(), new.cov(), g.mean(), g.cov())
-        if new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= 0.5 and np.min(s) >= 0.7:
+        if _resolves(g, new):
             return new
-        opts = {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
+        return self._fresh_grid(new, 1.2)
+
+    def _grid_options(self) -> dict:
+        """The grid's options among this posterior's options."""
+        return {k: v for k, v in self.options.items() if k in SAMPLER_OPTIONS["grid"]}
+
+    def _fresh_grid(self, g: GridPosterior, widen: float) -> GridPosterior:
+        """An aligned grid of :meth:`_grid_log_prob` located at grid g's moments, its
+        covariance widened by ``widen`` per axis."""
+        opts = self._grid_options()
         opts.pop("aligned", None)
-        centre, cov, spent = new.mean(), new.cov() * 1.2**2, new.n_evaluations
+        centre, cov, spent = g.mean(), g.cov() * widen**2, g.n_evaluations
+        if self._bar is not None:
+            self._bar.plan(int(opts.get("n_aligned", 8)) ** 2)
         return grid_posterior(self._grid_log_prob, self.prior.box,
                               locate=lambda: (centre, cov, spent), **opts)  # fmt: skip
 
@@ -976,6 +981,7 @@ def posterior(
             wanted = options.get("aligned") is True and not sigma and n_maps == 1
             locator = _exact_locator(sim, y) if wanted else None
             description = "exact log-normal likelihood"
+            settings = {"noise_sigma": float(sigma)}
         else:
             trained_on = ((model.card or {}).get("data") or {}).get("simulator") if model else None
             if spectrum is None and trained_on not in (None, "lognormal", "unknown"):
@@ -998,8 +1004,6 @@ def posterior(
             settings = {"n_bins": spec.n_bins, "correction": spec.correction,
                         "noise_sigma": float(like_opts.get("noise_sigma") or 0.0),
                         "spectrum": None if spectrum is None else str(spectrum)}  # fmt: skip
-        if likelihood == "exact":
-            settings = {"noise_sigma": float(like_opts.get("noise_sigma") or 0.0)}
         calibration, terms_info, chunked = None, {}, None
     else:
         if model is None:
@@ -1108,12 +1112,13 @@ def _as_maps(field, kind: str, n_pix: int, data_mean: float) -> np.ndarray | tor
             if m.ndim != 2:
                 raise InputError(f"map {i} of the list has shape {m.shape}: each entry must "
                                  "be one map (N, N)")  # fmt: skip
-        for i, m in enumerate(maps):
+        densities = []
+        for i, m in enumerate(maps):  # one by one, so that a refusal names the map
             try:
-                as_density(m, kind=kind, n_pix=n_pix, data_mean=data_mean)
+                densities.append(as_density(m, kind=kind, n_pix=n_pix, data_mean=data_mean))
             except InputError as exc:
                 raise InputError(f"map {i} of the list: {exc}") from exc
-        field = np.stack(maps) if len(maps) > 1 else maps[0]
+        return torch.stack(densities) if len(densities) > 1 else densities[0]
     return as_density(field, kind=kind, n_pix=n_pix, data_mean=data_mean)
 
 
@@ -1130,6 +1135,14 @@ def _gof_source(field: np.ndarray, model: DiffusionModel | None, npe, noise: flo
     else:
         sim = LognormalSimulator()
     return np.asarray(field, np.float64), sim, float(noise)
+
+
+def _resolves(g: GridPosterior, new: GridPosterior) -> bool:
+    """Whether grid g's cells resolve the posterior ``new`` tabulated on them: none of its
+    mass in the outer ring, its mean within half of g's sd of g's, its widths at least 0.7
+    of g's."""
+    u, s = _in_frame(new.mean(), new.cov(), g.mean(), g.cov())
+    return new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= 0.5 and np.min(s) >= 0.7
 
 
 def _in_frame(mean: np.ndarray, cov: np.ndarray, centre: np.ndarray,

@@ -27,8 +27,8 @@ from diffinfer.parameters import (
 SUMMARY_LEVELS = (0.025, 0.16, 0.5, 0.84, 0.975)
 SAVE_FORMATS = ("npz", "getdist")
 LOG_LIKELIHOOD_VAR = "map"
-"""Name of the observed variable in ArviZ's ``log_likelihood`` group (one map: shape (chain,
-draw); several maps of one cosmology: (chain, draw, map))."""
+"""Name of the observed variable in ArviZ's ``log_likelihood`` group, shape (chain, draw):
+the log likelihood of the map, or the joint one of several maps of one cosmology."""
 
 
 def summary_entry(mean: float, std: float, quantiles) -> dict[str, float]:
@@ -65,7 +65,7 @@ class Samples:
     stats
         Per-draw sampler statistics, each (chains, draws): ``lp`` (log posterior, up to a
         constant), ``log_likelihood`` (the log likelihood the posterior used, tempered where it
-        is; (chains, draws, maps) for several maps), ``diverging``, ...
+        is; the joint one for several maps), ``diverging``, ...
     info
         JSON-ready provenance: likelihood, prior box, evaluations, diagnostics, truth if known.
     weights
@@ -171,15 +171,11 @@ class Samples:
 
         box = self.box
         ranges = {n: (lo, hi) for n, lo, hi in zip(PARAM_NAMES, box.low, box.high, strict=True)}
-        chains = [self.theta[c] for c in range(self.theta.shape[0])]
-        weights = None if self.weights is None else [w for w in self.weights]
         lp = self.stats.get("lp")
-        loglikes = None if lp is None else [-np.asarray(v, np.float64) for v in lp]
         with contextlib.redirect_stdout(io.StringIO()):  # GetDist reports burn-in on stdout
-            mc = MCSamples(samples=chains if len(chains) > 1 else chains[0],
-                           weights=weights if weights is None or len(chains) > 1 else weights[0],
-                           loglikes=loglikes if loglikes is None or len(chains) > 1
-                           else loglikes[0],
+            mc = MCSamples(samples=list(self.theta),  # one array per chain
+                           weights=None if self.weights is None else list(self.weights),
+                           loglikes=None if lp is None else list(-np.asarray(lp, np.float64)),
                            names=list(PARAM_NAMES), labels=list(PARAM_LABELS), ranges=ranges,
                            label=label or self.info.get("label", self.method))  # fmt: skip
             for name in DERIVED_NAMES:

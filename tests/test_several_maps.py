@@ -130,3 +130,14 @@ def test_a_study_with_several_maps_per_theta(tmp_path):
     assert 0.4 < ratio < 0.75  # about 1 / sqrt(3)
     with pytest.raises(InputError, match="estimate the posterior of one map"):
         StudyConfig(model="oracle", analyses=["npe"], maps_per_theta=2)
+
+
+def test_maps_per_theta_and_n_timesteps_bad_values_are_refused(maps):
+    from diffinfer.calibration.study import StudyConfig
+
+    with pytest.raises(InputError, match="maps_per_theta"):
+        StudyConfig(model="oracle", analyses=["exact"], maps_per_theta=0)
+    with pytest.raises(InputError, match="n_timesteps must be a positive integer, None"):
+        DiffusionLikelihood(DiffusionModel.oracle(), maps[0], n_timesteps="many")
+    with pytest.raises(InputError, match="n_timesteps"):
+        posterior(maps[0], model="oracle", n_timesteps="many")

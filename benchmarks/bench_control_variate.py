@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_control_variate.py [--threads 1] [--points 16]
 
 For ``lognormal64`` and one simulated map: the time per theta point of the closed-form part
-(:meth:`~diffinfer.likelihood.DiffusionLikelihood.gaussian_log_l`, every timestep) and of the
+(:meth:`~diffinfer.likelihoods.diffusion.DiffusionLikelihood.gaussian_log_l`, every timestep) and
+of the
 sampled terms of the default likelihood (8 timesteps of the fitted proposal), with and without
 the control variate, and their ratio. Best of three; the first line names the machine.
 """
@@ -17,8 +18,8 @@ import torch
 from _timing import best_of, machine
 
 from diffinfer.diffusion import load_model
-from diffinfer.fields import LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

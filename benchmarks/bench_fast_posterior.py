@@ -13,7 +13,8 @@ pilot or calibration maps), network ``lognormal64``:
   grid, the card's timestep proposal and temperature, ``precision="auto"``).
 
 For each, the wall time, likelihood evaluations (theta points, the locator's included), and
-the C2ST accuracy (:func:`diffinfer.compare.two_sample_accuracy`, 4,000 draws each) against
+the C2ST accuracy (:func:`diffinfer.calibration.compare.two_sample_accuracy`, 4,000 draws each)
+against
 a dense grid of the *same* likelihood and seed: ``--dense-cells``^2 cells aligned with the
 posterior over 5 standard deviations (the grid of the new method, twice as fine per axis and
 wider). The summary gives the median wall-time ratio.
@@ -28,10 +29,10 @@ import numpy as np
 import torch
 from _timing import machine
 
-from diffinfer.compare import two_sample_accuracy
+from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.diffusion import load_model
-from diffinfer.fields import LognormalSimulator
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
+from diffinfer.simulators import LognormalSimulator
 
 PRESENT = {"n_timesteps": 64, "proposal": "default", "aligned": False, "temperature": 1.15,
            "precision": "fp32"}  # fmt: skip

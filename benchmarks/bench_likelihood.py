@@ -18,8 +18,9 @@ import torch
 from _timing import best_of, machine
 
 from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig, load_model
-from diffinfer.fields import FieldConfig, LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.fields import FieldConfig
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from _timing import machine
 
 from diffinfer.diffusion import load_model
 from diffinfer.diffusion.model import autocast
-from diffinfer.fields import LognormalSimulator
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 Map ``examples/lognormal64/map1.npy`` (a held-out test map), network ``lognormal64`` at the
 default likelihood settings. Both samplers use the grid posterior as a cheap first stage and
-the network as the exact second stage (:mod:`diffinfer.two_stage`): emcee proposes
+the network as the exact second stage (:mod:`diffinfer.inference.two_stage`): emcee proposes
 independently from the grid (Metropolis-Hastings), NUTS runs on the grid's smooth surrogate
 with a delayed-acceptance step. Reports wall time (grid included), network-likelihood
 evaluations, R-hat and bulk ESS (ArviZ), and the C2ST accuracy of the draws against the grid
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from _timing import machine
 
-from diffinfer.compare import two_sample_accuracy
+from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.diffusion import load_model
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import torch
 from _timing import best_of, machine
 
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.fields import LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

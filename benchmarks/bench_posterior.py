@@ -25,8 +25,8 @@ import torch
 from _timing import machine
 
 from diffinfer.diffusion import DiffusionModel, load_model
-from diffinfer.fields import LognormalSimulator
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
+from diffinfer.simulators import LognormalSimulator
 
 
 def ess_bulk(samples) -> float:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from _timing import best_of, machine
 
-from diffinfer.distributions import ExactLognormalField
-from diffinfer.fields import LognormalSimulator
+from diffinfer.likelihoods.distributions import ExactLognormalField
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

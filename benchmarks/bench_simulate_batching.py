@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from diffinfer.data.synthetic import latin_hypercube
-from diffinfer.fields import LognormalSimulator
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from _timing import best_of, machine
 
-from diffinfer.fields import LognormalSimulator
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

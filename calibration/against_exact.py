@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffinfer.calibration.study import load_results
-from diffinfer.compare import two_sample_accuracy
+from diffinfer.calibration.compare import two_sample_accuracy
+from diffinfer.calibration.results import load_results
 from diffinfer.io import write_json_atomic
 
 

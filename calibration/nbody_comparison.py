@@ -174,11 +174,12 @@ def main() -> None:
 
 def area_figure(gain: dict, path: Path) -> None:
     """Histogram, per analysis, of the per-map posterior area over the reference's."""
-    from diffinfer.plots import _pyplot, posterior_styles, save_figure_atomic
+    from diffinfer.plots import pyplot, save_figure_atomic
+    from diffinfer.styles import posterior_styles
 
     entries = {a: e for a, e in gain.items() if isinstance(e, dict)}
     styles = dict(zip(entries, posterior_styles(list(entries), list(entries)), strict=True))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ratios = {a: np.asarray(e["log_area_ratio_per_map"]) / math.log(10)
               for a, e in entries.items()}  # fmt: skip

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from diffinfer.calibration.config import StudyConfig
 from diffinfer.calibration.metrics import z_score_summary, z_scores
-from diffinfer.calibration.study import StudyConfig, load_results, run_study
+from diffinfer.calibration.results import load_results
+from diffinfer.calibration.study import run_study
 from diffinfer.io import write_json_atomic
 from diffinfer.parameters import PARAM_LABELS, PARAM_NAMES
-from diffinfer.plots import _pyplot, analysis_style, save_figure_atomic
+from diffinfer.plots import pyplot, save_figure_atomic
+from diffinfer.styles import analysis_style
 
 LEVELS = (0.0, 0.1, 0.3, 1.0)
 
@@ -69,7 +72,7 @@ def main() -> None:
                   f"{b['Omega_m']:+.2f} ± {se['Omega_m']:.2f} | "
                   f"{b['sigma_8']:+.2f} ± {se['sigma_8']:.2f} | {zs['Omega_m']:.2f} | "
                   f"{zs['sigma_8']:.2f} | {w['Omega_m']:.4f} | {w['sigma_8']:.4f} |")  # fmt: skip
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
     levels = [float(x) for x in next(iter(table.values()))]
     for analysis, rows in table.items():

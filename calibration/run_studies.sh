@@ -57,7 +57,7 @@ fi
 if [[ $WHAT == nbody || $WHAT == all ]]; then
   # N-body maps (docs/nbody.md). The references' own coverage: 500 test-split maps, and the
   # first map of each of the 150 test and 150 validation boxes pooled (independent maps)
-  NB=(--data data/nbody64 --set spectrum=diffinfer/models/nbody64-power.npz)
+  NB=(--data data/nbody64 --set spectrum=models/nbody64-power.npz)
   REF=(--model none "${NB[@]}" --analyses npe,npe-power,power)
   $DI calibrate "${REF[@]}" --n-maps 500 "${COMMON[@]}" --out calibration/nbody64-references
   $DI calibrate "${REF[@]}" --split validation --n-maps 150 "${COMMON[@]}" \

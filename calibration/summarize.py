@@ -18,7 +18,8 @@ import numpy as np
 
 from diffinfer.calibration import metrics
 from diffinfer.calibration.report import agreement, min_detectable_deviation, verdict
-from diffinfer.calibration.study import fit_temperature, load_results, squared_distances
+from diffinfer.calibration.results import load_results
+from diffinfer.likelihoods.temperature import fit_temperature, squared_distances
 
 ROOT = Path("calibration")
 

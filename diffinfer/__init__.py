@@ -7,28 +7,24 @@ emulation, safetensors model directories with model cards), the diffusion likeli
 posteriors (``diffinfer.posterior(field).sample()``) and calibration studies
 (:mod:`diffinfer.calibration`).
 
-``diffinfer.posterior`` is the function; its module stays importable as
-``from diffinfer.posterior import Posterior``.
+The package has one folder per stage of the flow: ``fields`` (map geometry, transform,
+statistics), ``simulators``, ``data``, ``diffusion``, ``training``, ``likelihoods``,
+``inference``, ``calibration`` and ``cli``; ``store`` finds and verifies model directories.
+``diffinfer.posterior`` is the function; its module is ``diffinfer.inference.posterior``.
 """
 
 from diffinfer.data import CamelsMaps, write_synthetic_dataset
 from diffinfer.diffusion import DiffusionModel, load_model, save_model
 from diffinfer.errors import DataFileError, DiffinferError, InputError, OutsidePriorError
-from diffinfer.fields import (
-    FieldConfig,
-    LognormalSimulator,
-    Transform,
-    one_point_pdf,
-    power_spectrum,
-)
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.fields import FieldConfig, Transform, one_point_pdf, power_spectrum
+from diffinfer.inference.posterior import Posterior, posterior
+from diffinfer.inference.samples import Samples, arviz_labeller
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.likelihoods.spectrum import PowerSpectrumLikelihood
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_LABELS, PARAM_NAMES, PriorBox
-from diffinfer.posterior import Posterior, posterior
 from diffinfer.prior import Prior
-from diffinfer.samples import Samples, arviz_labeller
-from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
-
-__version__ = "0.1.0"
+from diffinfer.simulators import LognormalSimulator
+from diffinfer.version import __version__
 
 __all__ = [
     "DEFAULT_PRIOR",
@@ -49,6 +45,7 @@ __all__ = [
     "PriorBox",
     "Samples",
     "Transform",
+    "__version__",
     "arviz_labeller",
     "load_model",
     "one_point_pdf",

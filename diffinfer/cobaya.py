@@ -53,7 +53,7 @@ class MapLikelihood(Likelihood):
 
     def initialize(self) -> None:
         """Build the posterior (and, with ``evaluate: grid``, its grid) once."""
-        from diffinfer.posterior import posterior
+        from diffinfer.inference.posterior import posterior
 
         if self.map is None:
             raise InputError("diffinfer.cobaya.MapLikelihood needs `map:` (a .npy file, an "

@@ -339,3 +339,31 @@ def projected_power(k: torch.Tensor, theta: torch.Tensor, depth: float) -> torch
         P_2D(k) in (Mpc/h)^2, shape (B, K), float64.
     """
     return SlabProjection(k, depth)(theta)
+
+
+# background of flat LambdaCDM (the N-body simulator's time steps)
+
+
+def hubble_rate(a: np.ndarray, omega_m: float) -> np.ndarray:
+    """E(a) = H(a) / H_0 of flat LambdaCDM without radiation (as jax_cosmo's background)."""
+    return np.sqrt(omega_m / a**3 + 1.0 - omega_m)
+
+
+def growth(a: np.ndarray, omega_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear growth factor D(a), normalised to D(1) = 1, and dD/da (flat LambdaCDM).
+
+    Solves D'' + (3 / a + dlnE/da) D' = 1.5 Omega_m D / (a^5 E^2) from the matter era
+    (a = 1e-3, D = a) with scipy's adaptive Runge-Kutta at rtol 1e-10.
+    """
+    from scipy.integrate import solve_ivp
+
+    def rhs(x, y):
+        e2 = omega_m / x**3 + 1.0 - omega_m
+        dlne = -1.5 * omega_m / x**4 / e2
+        return [y[1], -(3.0 / x + dlne) * y[1] + 1.5 * omega_m * y[0] / (x**5 * e2)]
+
+    a = np.asarray(a, dtype=np.float64)
+    sol = solve_ivp(rhs, (1e-3, 1.0), [1e-3, 1.0], rtol=1e-10, atol=1e-14, dense_output=True)
+    d_one = sol.sol(1.0)[0]
+    d, dd = sol.sol(a.ravel())
+    return (d / d_one).reshape(a.shape), (dd / d_one).reshape(a.shape)

@@ -22,3 +22,7 @@ class OutsidePriorError(InputError):
 
 class DataFileError(DiffinferError, OSError):
     """A data file is missing, truncated or inconsistent with its companion files."""
+
+
+class LocateError(RuntimeError):
+    """A locator could not find the posterior (the grid falls back to the adaptive one)."""

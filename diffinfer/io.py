@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffinfer.errors import DataFileError, InputError
+from diffinfer.errors import DataFileError
 
 
 @contextlib.contextmanager
@@ -46,7 +46,6 @@ def json_safe(obj: object) -> object:
     readers accept it."""
     import math
 
-    import numpy as np
 
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
@@ -73,7 +72,6 @@ def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
 def write_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
     """Write arrays to an ``.npz`` through a uniquely named temporary file (hidden, so that
     globs over result files never see it) renamed into place; no pickles."""
-    import numpy as np
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
@@ -100,63 +98,6 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:
     if not isinstance(obj, dict):
         raise DataFileError(f"{what} {path} must hold a JSON object")
     return obj
-
-
-def read_map(path: str | os.PathLike, index: int | None = None, downsample: int | None = None,
-             *, option_prefix: str = "") -> np.ndarray:
-    """One map from a .npy file, or from a .npz file (its only array or the one named
-    ``map``), or map ``index`` of a stack, averaged over ``downsample`` x ``downsample``
-    pixel blocks if given; no pickles. Errors name the file and the fix (``option_prefix``:
-    how the options are written in them, ``"--"`` on the command line)."""
-    from diffinfer.validation import check_int
-
-    idx, down = f"{option_prefix}index", f"{option_prefix}downsample"
-    p = Path(path)
-    if p.is_dir():
-        raise DataFileError(f"map {path} is a directory; give a .npy or .npz file")
-    if not p.is_file():
-        raise DataFileError(f"map file not found: {path}")
-    import zipfile
-    import zlib
-
-    try:
-        data = np.load(p, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                names = list(data.files)
-                if len(names) != 1 and "map" not in names:
-                    raise DataFileError(f"{path} holds arrays {names}: name the map 'map' or "
-                                        "save one array per file")  # fmt: skip
-                data = data["map" if "map" in names else names[0]]
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-        if isinstance(exc, DataFileError):
-            raise
-        raise DataFileError(f"cannot read map {path} ({exc}); expected a .npy or .npz file of "
-                            f"numbers (N x N, or a stack with {idx})") from exc  # fmt: skip
-    if data.dtype.kind not in "iuf":
-        raise DataFileError(f"map {path} holds {data.dtype} values; expected real numbers")
-    if data.ndim == 3:
-        if index is None:
-            pick = f"{idx} I" if option_prefix else f"{idx}=I"
-            raise InputError(f"{path} holds a stack of {data.shape[0]} maps; pick one with "
-                             f"{pick}" + ("" if option_prefix else ", or pass the maps of one "
-                                          "cosmology as a list"))  # fmt: skip
-        check_int(idx, index, low=-data.shape[0], high=data.shape[0] - 1,
-                  what=f"the stack holds {data.shape[0]} maps")  # fmt: skip
-        data = data[index]
-    elif index is not None:
-        raise InputError(f"{idx} given but {path} holds one map of shape {data.shape}")
-    if downsample is not None:
-        from diffinfer.fields.grid import downsample as block_mean
-
-        check_int(down, downsample, low=1, what="pixels per block side")
-        if data.ndim != 2 or data.shape[0] != data.shape[1]:
-            raise InputError(f"{down} needs a square map; {path} has shape {data.shape}")
-        if data.shape[0] % downsample:
-            raise InputError(f"{down} {downsample} does not divide the map's "
-                             f"{data.shape[0]} pixels")  # fmt: skip
-        data = block_mean(data, downsample)
-    return data
 
 
 LOCK_FILE = ".diffinfer.lock"

@@ -3,7 +3,8 @@ evaluations (theta points), advanced from inside a network likelihood chunk by c
 
 A posterior of the network on a CPU spends seconds per theta point (timesteps x noise draws
 denoiser calls), so the bar is advanced by fractions of an evaluation as the likelihood's
-chunks of denoiser calls finish (:attr:`diffinfer.likelihood.DiffusionLikelihood.on_chunk`):
+chunks of denoiser calls finish
+(:attr:`diffinfer.likelihoods.diffusion.DiffusionLikelihood.on_chunk`):
 it moves within the first second. The total is the method's plan (the grid: the locator's
 usual cost and the aligned grid's points; emcee: walkers x the chain length the
 autocorrelation time asks for), raised when the work turns out larger, so the remaining time

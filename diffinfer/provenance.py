@@ -28,11 +28,11 @@ def _cpu_name() -> str:
 def environment(device: torch.device | str = "cpu") -> dict[str, str | int | None]:
     """The software and machine: versions of diffinfer, Python, numpy and torch, the CPU,
     the torch threads, and the GPU where ``device`` is one."""
-    import diffinfer
+    from diffinfer.version import __version__
 
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"diffinfer": diffinfer.__version__, "python": platform.python_version(),
+    return {"diffinfer": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "cpu": _cpu_name(),
             "torch_threads": torch.get_num_threads(), "device": str(device),
             "gpu": gpu}  # fmt: skip

@@ -16,7 +16,7 @@ import torch
 
 from diffinfer.data import CamelsMaps
 from diffinfer.diffusion import OracleDenoiser, load_model
-from diffinfer.fields import LognormalSimulator
+from diffinfer.simulators import LognormalSimulator
 
 TIMESTEPS = (1, 10, 50, 100, 200, 400, 600, 800, 1000)
 

@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from diffinfer.fields import LognormalSimulator
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ import argparse
 
 import numpy as np
 
-from diffinfer.fields import FieldConfig, LognormalSimulator, downsample, power_spectrum
+from diffinfer.fields import FieldConfig, downsample, power_spectrum
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

@@ -31,9 +31,10 @@ from scipy import stats
 
 from diffinfer.data.camels import CamelsMaps
 from diffinfer.diffusion import DiffusionModel, load_model
-from diffinfer.fields import LognormalSimulator
 from diffinfer.io import write_json_atomic
-from diffinfer.plots import STYLES, _pyplot, log_axis_ticks, spectra
+from diffinfer.plots import log_axis_ticks, pyplot, spectra
+from diffinfer.simulators import LognormalSimulator
+from diffinfer.styles import STYLES
 
 
 def reduced_chi2(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,7 +145,7 @@ def main() -> None:
 
     # figure: spectra and ratios for every cosmology; the response to sigma_8 is visible
     # as the vertical ordering
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     cmap = plt.get_cmap("viridis")
     simulated, emulated = STYLES["simulated"], STYLES["emulated"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffinfer.fields import FieldConfig, LognormalSimulator
+from diffinfer.fields import FieldConfig
+from diffinfer.simulators import LognormalSimulator
 
 GEOMETRIES = [
     (25.0, 5.0),

@@ -35,9 +35,10 @@ def main() -> None:
     from scipy.ndimage import gaussian_filter
 
     import diffinfer as di
-    from diffinfer.fields import FieldConfig, LognormalSimulator
-    from diffinfer.goodness_of_fit import GoodnessOfFitWarning
+    from diffinfer.fields import FieldConfig
+    from diffinfer.inference.goodness_of_fit import GoodnessOfFitWarning
     from diffinfer.io import write_json_atomic
+    from diffinfer.simulators import LognormalSimulator
 
     warnings.simplefilter("ignore", GoodnessOfFitWarning)
     model = di.load_model("lognormal64")

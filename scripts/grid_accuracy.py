@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffinfer.calibration.study import StudyConfig, test_case
-from diffinfer.posterior import posterior
+from diffinfer.calibration.config import StudyConfig
+from diffinfer.calibration.study import test_case
+from diffinfer.inference.posterior import posterior
 
 
 def main() -> None:

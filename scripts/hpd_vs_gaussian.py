@@ -17,8 +17,8 @@ import numpy as np
 from scipy import stats
 
 from diffinfer.calibration.report import study_results
-from diffinfer.calibration.study import squared_distances
 from diffinfer.io import read_json
+from diffinfer.likelihoods.temperature import squared_distances
 
 
 def main() -> None:

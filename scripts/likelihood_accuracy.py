@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from diffinfer.diffusion import DiffusionModel, load_model
-from diffinfer.fields import LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.simulators import LognormalSimulator
 
 APPROXIMATIONS = [
     ("L_0", {"terms": "l0", "n_noise": 4}),

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.fields import LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 from diffinfer.parameters import PARAM_LABELS
-from diffinfer.plots import STYLES, AnalysisStyle
+from diffinfer.simulators import LognormalSimulator
+from diffinfer.styles import STYLES, AnalysisStyle
 
 TRUTH = np.array([0.3, 0.8])
 _DIFFUSION = STYLES["diffusion"]
 # (label, diffusion-likelihood options or None for the exact likelihood, style): the exact
-# likelihood and the full diffusion VLB in their analysis styles (diffinfer.plots.STYLES);
+# likelihood and the full diffusion VLB in their analysis styles (diffinfer.styles.STYLES);
 # the cheaper diffusion variants in a darker vermillion and in purple, with line styles of
 # their own
 CURVES: list[tuple[str, dict | None, AnalysisStyle]] = [

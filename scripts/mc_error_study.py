@@ -34,7 +34,7 @@ SIM_SEED = 20261206
 
 def held_out(n_maps: int, omega_max: float | None, model):
     """The held-out maps and their cosmologies (deterministic)."""
-    from diffinfer.fields import LognormalSimulator
+    from diffinfer.simulators import LognormalSimulator
 
     sim = LognormalSimulator(model.field, model.transform)
     low, high = np.array(sim.config.prior.low), np.array(sim.config.prior.high)
@@ -49,8 +49,8 @@ def held_out(n_maps: int, omega_max: float | None, model):
 
 def run(args: argparse.Namespace) -> None:
     import diffinfer as di
+    from diffinfer.inference.mc_control import MonteCarloWarning
     from diffinfer.io import write_json_atomic
-    from diffinfer.posterior import MonteCarloWarning
 
     model = di.load_model(args.model)
     options = dict(kv.split("=", 1) for kv in args.set)

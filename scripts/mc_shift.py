@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffinfer.calibration.study import StudyConfig, test_case
+from diffinfer.calibration.config import StudyConfig
+from diffinfer.calibration.study import test_case
 from diffinfer.diffusion import DiffusionModel, load_model
-from diffinfer.fields import LognormalSimulator
+from diffinfer.inference.posterior import posterior
 from diffinfer.io import write_json_atomic
-from diffinfer.posterior import posterior
+from diffinfer.simulators import LognormalSimulator
 
 
 def main() -> None:

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from diffinfer.data.nbody import NBodyConfig, NBodySimulator
 from diffinfer.diffusion import load_model
-from diffinfer.diffusion.checkpoint import read_card, resolve_model_dir, update_card
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.io import read_json, write_json_atomic, write_text_atomic
+from diffinfer.simulators.nbody import NBodyConfig, NBodySimulator
+from diffinfer.store import read_card, resolve_model_dir, update_card
 
 ROOT = Path(__file__).resolve().parents[1]
 COSMOLOGIES = [(0.3, 0.8), (0.15, 0.95), (0.45, 0.65)]

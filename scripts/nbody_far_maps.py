@@ -26,8 +26,8 @@ import numpy as np
 def validation_map(i: int):
     """Validation-split map i of data/nbody64, in the order ``diffinfer calibrate`` takes the
     split (slab 0 of every validation box, then slab 1, ...): the density and the truth."""
-    from diffinfer.data.nbody import NBodyConfig, NBodySimulator
     from diffinfer.data.synthetic import latin_hypercube
+    from diffinfer.simulators.nbody import NBodyConfig, NBodySimulator
 
     cfg = NBodyConfig()
     theta = np.round(latin_hypercube(1000, cfg.prior, 0), 6)

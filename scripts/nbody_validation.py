@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from diffinfer.cosmology import HUBBLE, N_S, OMEGA_B, linear_power
-from diffinfer.data.nbody import NBodyConfig, NBodySimulator
-from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.io import write_json_atomic, write_text_atomic
+from diffinfer.simulators.lognormal import LognormalSimulator
+from diffinfer.simulators.nbody import NBodyConfig, NBodySimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 COSMOLOGIES = [(0.3, 0.8), (0.15, 0.95), (0.45, 0.65)]
@@ -214,7 +214,7 @@ def figures(curves, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffinfer.plots import STYLES
+    from diffinfer.styles import STYLES
 
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(2, len(curves), figsize=(3.2 * len(curves), 6.4))

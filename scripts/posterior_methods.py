@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffinfer import LognormalSimulator
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
 
 SETTINGS = [("grid", {}), ("emcee", {}), ("nuts", {"num_chains": 2, "warmup_steps": 200})]
 

@@ -20,8 +20,8 @@ import torch
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.diffusion.oracle import sampler_variance_ratio
 from diffinfer.diffusion.samplers import SPACINGS
-from diffinfer.fields import LognormalSimulator
 from diffinfer.fields.stats import bin_modes, default_bins
+from diffinfer.simulators import LognormalSimulator
 
 THETA = np.array([0.3, 0.8])
 SETTINGS = [("ddpm", 1000), ("ddpm", 250), ("ddim", 200), ("ddim", 50), ("ddim", 10),

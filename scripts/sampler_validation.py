@@ -40,9 +40,10 @@ from scipy import stats
 from diffinfer.diffusion import DiffusionModel, load_model
 from diffinfer.diffusion.model import resolve_precision
 from diffinfer.diffusion.samplers import DEFAULT_SPACING, SPACINGS, denoiser_calls, grid_points
-from diffinfer.fields import LognormalSimulator
 from diffinfer.io import write_json_atomic
-from diffinfer.plots import STYLES, _pyplot, spectra
+from diffinfer.plots import pyplot, spectra
+from diffinfer.simulators import LognormalSimulator
+from diffinfer.styles import STYLES
 
 # spread over the prior box (0.1 ... 0.5) x (0.6 ... 1.0); the first is where
 # DDPM-1000 is most biased with the exact denoiser (docs/diffusion.md)
@@ -291,7 +292,7 @@ def figure(out: str, oracle_path: str, network_path: str | None) -> None:
     """Error against network calls, worst cosmology: the oracle's sampler error (paired against
     the converged ODE) per sampler and spacing; for the network, its error against fresh
     simulations (bars: noise floor) and its own part, paired against the oracle."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = 2 if network_path else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 4.6), squeeze=False,
                              sharey=True, sharex=True)  # fmt: skip

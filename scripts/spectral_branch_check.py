@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diffinfer.diffusion import DiffusionModel, load_model
-from diffinfer.fields import LognormalSimulator
+from diffinfer.simulators import LognormalSimulator
 
 MODES = ((1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (32, 0), (32, 32))
 THETAS = ((0.12, 0.90), (0.30, 0.80), (0.45, 0.70))

@@ -34,7 +34,7 @@ def main() -> None:
                 print(f"{model}: {study} has no diffusion verdict (an older report): skipped")
                 continue
             entry = verdict_entry(study)
-            store_verdict(Path("diffinfer") / "models" / model, study)
+            store_verdict(Path("models") / model, study)
             print(f"{model}: {entry['likelihood']} at temperature {entry['temperature']:.3g}: "
                   f"{entry['verdict']} ({entry['n_maps']} maps) {entry['failed']}")
 

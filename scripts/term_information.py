@@ -15,10 +15,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffinfer.calibration.study import StudyConfig, test_case
+from diffinfer.calibration.config import StudyConfig
+from diffinfer.calibration.study import test_case
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.likelihood import DiffusionLikelihood, term_weights
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.likelihoods.terms import term_weights
 
 
 def per_term(like: DiffusionLikelihood, theta: torch.Tensor) -> np.ndarray:

@@ -39,10 +39,10 @@ import torch
 
 from diffinfer.diffusion import DiffusionModel, load_model
 from diffinfer.diffusion.model import autocast
-from diffinfer.fields import LognormalSimulator
+from diffinfer.inference.posterior import posterior
 from diffinfer.io import read_json, write_json_atomic
-from diffinfer.likelihood import term_weights
-from diffinfer.posterior import posterior
+from diffinfer.likelihoods.terms import term_weights
+from diffinfer.simulators import LognormalSimulator
 
 BANDS = ((1, 3), (4, 10), (11, 30), (31, 100), (101, 300), (301, 1000))
 SEED = 4242

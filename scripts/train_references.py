@@ -4,7 +4,7 @@ On the training split (the same cosmology split as the diffusion models: fractio
 0.15 / 0.15, seed 0):
 
 - the neural posterior estimators (sbi) on P(k) + a CNN embedding and on P(k) alone,
-  written as ``diffinfer/models/<name>-npe`` and ``<name>-npe-power`` (safetensors + card);
+  written as ``models/<name>-npe`` and ``<name>-npe-power`` (safetensors + card);
 - the Gaussian power-spectrum likelihood, written as ``<name>-power.npz`` beside them.
 
 Resumable: a reference already written is kept (delete its directory to retrain).
@@ -42,15 +42,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT / "data" / "nbody64")
     p.add_argument("--name", default="nbody64")
-    p.add_argument("--out", type=Path, default=ROOT / "diffinfer" / "models")
+    p.add_argument("--out", type=Path, default=ROOT / "models")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--only", choices=("npe", "npe-power", "power"), action="append")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from diffinfer.npe import train_npe
-    from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
+    from diffinfer.likelihoods.npe import train_npe
+    from diffinfer.likelihoods.spectrum import PowerSpectrumLikelihood
 
     density, theta, meta = training_split(args.data)
     field = FieldConfig.from_dict(meta["config"])

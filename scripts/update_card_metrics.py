@@ -3,7 +3,7 @@
 Reads the emulator validations (docs/results/emulator_validation.json, and
 docs/results/sampler_validation_*.json for the default sampler) and the coverage studies of the
 model (calibration/lognormal64-*/report.json) and writes their headline
-numbers into ``metrics`` of diffinfer/models/lognormal64/card.json (atomically, through
+numbers into ``metrics`` of models/lognormal64/card.json (atomically, through
 ``update_card``; the weights and their checksum are untouched).
 
     python scripts/update_card_metrics.py [--only emulator_default_sampler|likelihood_default]
@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from diffinfer.calibration.report import agreement
-from diffinfer.calibration.study import load_results
-from diffinfer.diffusion.checkpoint import CARD_FILE, resolve_model_dir, update_card
+from diffinfer.calibration.report import agreement, verdict
+from diffinfer.calibration.results import load_results
 from diffinfer.io import read_json
+from diffinfer.store import CARD_FILE, resolve_model_dir, update_card
 
 STUDIES = {
     "vlb64": "calibration/lognormal64-test",
@@ -37,7 +37,9 @@ def headline(rep: dict) -> dict:
         "hpd_signed_area": rep["hpd_coverage"]["signed_area"],
         "tarp_max_deviation": rep["tarp"]["max_deviation"],
         "z_score": rep["z_score"],
-        "calibrated": rep["calibrated"],
+        # the study's three-state verdict (reports written before it existed: from their
+        # checks and map count), not a bare pass that 8 maps cannot resolve
+        "verdict": rep.get("verdict") or verdict(bool(rep["calibrated"]), int(rep["n_maps"])),
     }
     if rep.get("vs_exact"):
         out["vs_exact"] = rep["vs_exact"]

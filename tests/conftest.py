@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffinfer.fields import FieldConfig, LognormalSimulator
+from diffinfer.fields import FieldConfig
+from diffinfer.simulators import LognormalSimulator
 
 
 @pytest.fixture(scope="session")

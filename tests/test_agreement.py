@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffinfer.compare import two_sample_accuracy
+from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.likelihood import DiffusionLikelihood
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 
 TRUTH = np.array([0.3, 0.8])
 

@@ -15,17 +15,13 @@ import numpy as np
 import pytest
 
 import diffinfer as di
-from diffinfer import plots, proposal
-from diffinfer.diffusion.checkpoint import (
-    CARD_FILE,
-    WEIGHTS_FILE,
-    load_model,
-    shipped_models_dir,
-    update_card,
-)
+from diffinfer import plots
+from diffinfer.diffusion.checkpoint import load_model
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import as_density
 from diffinfer.io import write_json_atomic
+from diffinfer.likelihoods import proposal
+from diffinfer.store import CARD_FILE, WEIGHTS_FILE, shipped_models_dir, update_card
 
 ROOT = Path(__file__).resolve().parents[1]
 MAP = np.load(ROOT / "examples" / "lognormal64" / "map1.npy")
@@ -437,7 +433,7 @@ def test_a_model_of_maps_in_physical_units_checks_its_own_units(network):
 
 def test_good_inputs_of_other_types_are_accepted(model_copy):
     """Paths, numpy scalars and NaN in descriptive numbers are valid input, not errors."""
-    from diffinfer.train import DEFAULTS, check_config
+    from diffinfer.training.config import DEFAULTS, check_config
 
     di.posterior(MAP, model=model_copy, likelihood="exact")  # a pathlib.Path model
     update_card(model_copy, {"calibration": [{"temperature": np.float32(1.2),

@@ -20,18 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffinfer.calibration.study import (
-    STUDY_FILE,
-    StudyConfig,
-    fit_temperature,
-    load_results,
-    result_path,
-    run_study,
-    store_temperature,
-)
+from diffinfer.calibration.config import STUDY_FILE, StudyConfig
+from diffinfer.calibration.results import load_results, result_path
+from diffinfer.calibration.study import run_study
 from diffinfer.cli import main
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.io import write_npz_atomic
+from diffinfer.likelihoods.temperature import fit_temperature, store_temperature
 
 CHEAP = {"n_coarse": 8, "n_fine": 8}
 BASE = {"model": "oracle", "analyses": ["exact"], "n_maps": 2, "n_draws": 50, "options": CHEAP}
@@ -98,7 +93,7 @@ def _fake_study(folder: Path, model: str, n: int = 8, **study) -> Path:
 @pytest.fixture
 def model_copy(tmp_path) -> Path:
     """A copy of the shipped model, whose card recalibration may write."""
-    from diffinfer.diffusion.checkpoint import resolve_model_dir
+    from diffinfer.store import resolve_model_dir
 
     target = tmp_path / "model"
     shutil.copytree(resolve_model_dir("lognormal64"), target)
@@ -158,11 +153,6 @@ def test_study_config_refuses(changes, fragment):
 
 
 def test_option_values_are_checked():
-    import importlib
-
-    post_module = importlib.import_module("diffinfer.posterior")  # the module, not the function
-    if not hasattr(post_module, "check_posterior_options"):
-        pytest.skip("diffinfer.posterior has no check_posterior_options")
     with pytest.raises(InputError, match="n_coarse"):
         StudyConfig(**{**BASE, "options": {"n_coarse": 2}})
 

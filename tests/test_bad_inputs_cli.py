@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffinfer.cli import _read_map, main
+from diffinfer.cli import main
+from diffinfer.cli.commands import read_map_option
 from diffinfer.io import LOCK_FILE  # the writer's lock, not data
 from tests.cli_helpers import fill, run_bad
 
@@ -182,8 +183,8 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_a_good_map_in_other_units_runs(files, capsys):
     assert main(["estimate", "--map", str(files["times1000.npy"]), "--kind", "mass"]) == 0
     assert "Omega_m" in capsys.readouterr().out
-    np.testing.assert_array_equal(_read_map(str(files["stack.npy"]), 1), np.load(MAP) * 1.01)
-    np.testing.assert_array_equal(_read_map(str(files["named.npz"])), np.load(MAP))
+    np.testing.assert_array_equal(read_map_option(str(files["stack.npy"]), 1), np.load(MAP) * 1.01)
+    np.testing.assert_array_equal(read_map_option(str(files["named.npz"])), np.load(MAP))
 
 
 PROPOSAL_CASES = {

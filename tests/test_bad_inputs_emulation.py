@@ -18,8 +18,8 @@ import torch
 
 from diffinfer.cli import main
 from diffinfer.diffusion import load_model
-from diffinfer.diffusion.checkpoint import resolve_model_dir
 from diffinfer.errors import DataFileError, InputError, OutsidePriorError
+from diffinfer.store import resolve_model_dir
 from tests.cli_helpers import fill, run_bad
 
 THETA = np.array([0.3, 0.8])

@@ -16,7 +16,8 @@ import torch
 
 from diffinfer.cli import main
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.train import DEFAULTS, check_config, load_config, parse_override, train
+from diffinfer.training.config import DEFAULTS, check_config, load_config, parse_override
+from diffinfer.training.run import train
 from diffinfer.validation import check_device
 
 ROOT = Path(__file__).resolve().parents[1]

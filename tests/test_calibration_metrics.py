@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffinfer.calibration import metrics, report
-from diffinfer.cli import _report_table
+from diffinfer.cli.calibrate import report_table
 from diffinfer.errors import InputError
 from diffinfer.parameters import PriorBox
 
@@ -128,7 +128,7 @@ def test_three_state_verdict(kind, m, expected):
     if expected == "miscalibrated":
         assert not rep["hpd_coverage"]["inside_band_99"]
     # the table `diffinfer calibrate` prints: the verdict and the minimum detectable deviation
-    row = _report_table({"analyses": {"toy": rep}}).splitlines()[1]
+    row = report_table({"analyses": {"toy": rep}}).splitlines()[1]
     assert row.endswith(f"{rep['min_detectable_deviation']:.3f} {expected}"
                         + (f" (about {rep['maps_needed']} needed)" if m == 8 else ""))
 

@@ -6,17 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from diffinfer.calibration.study import (
-    StudyConfig,
-    fit_temperature,
-    load_results,
-    result_path,
-    run_one,
-    run_study,
-    store_temperature,
-)
+from diffinfer.calibration.config import StudyConfig
+from diffinfer.calibration.results import load_results, result_path
+from diffinfer.calibration.study import run_one, run_study
 from diffinfer.errors import InputError
 from diffinfer.io import read_json
+from diffinfer.likelihoods.temperature import fit_temperature, store_temperature
 
 CHEAP = {"n_coarse": 16, "n_fine": 24}
 
@@ -157,9 +152,9 @@ def test_temperature_fit_recovers_the_tempering(exact_studies, tmp_path):
 
 def test_stored_temperature_is_applied_by_default(tmp_path):
     from diffinfer.diffusion import load_model, save_model
-    from diffinfer.fields import LognormalSimulator
-    from diffinfer.likelihood import DiffusionLikelihood
-    from diffinfer.posterior import posterior
+    from diffinfer.inference.posterior import posterior
+    from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+    from diffinfer.simulators import LognormalSimulator
     from tests.test_emulation import _tiny_model
 
     path = save_model(_tiny_model(), tmp_path / "m")

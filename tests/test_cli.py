@@ -45,7 +45,7 @@ def test_estimate_reports_the_exact_likelihood_fit(capsys):
 
 
 def test_estimate_on_a_map_file_and_bad_files(tmp_path, capsys):
-    from diffinfer.fields import LognormalSimulator
+    from diffinfer.simulators import LognormalSimulator
 
     rho = LognormalSimulator().simulate(np.array([0.3, 0.8]), 1, seed=2)[0]
     np.save(tmp_path / "map.npy", rho)

@@ -12,7 +12,7 @@ from cobaya.run import run
 
 from diffinfer.cobaya import MapLikelihood
 from diffinfer.errors import InputError
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
 
 PARAMS = {"Omega_m": {"prior": {"min": 0.1, "max": 0.5}, "ref": 0.3, "proposal": 0.01},
           "sigma_8": {"prior": {"min": 0.6, "max": 1.0}, "ref": 0.8, "proposal": 0.01}}  # fmt: skip

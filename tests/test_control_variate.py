@@ -8,8 +8,9 @@ import torch
 
 from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig
 from diffinfer.errors import InputError
-from diffinfer.fields import FieldConfig, LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.fields import FieldConfig
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.simulators import LognormalSimulator
 
 FIELD = FieldConfig(n_pix=16, box_size=125.0, depth=50.0)
 THETA = np.array([[0.3, 0.8], [0.33, 0.78]])

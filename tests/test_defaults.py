@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from diffinfer import DiffusionLikelihood, posterior
-from diffinfer.distributions import DiffusionField
-from diffinfer.likelihood import DEFAULT_CV_TIMESTEPS, DEFAULT_TERMS, DEFAULT_VLB_TIMESTEPS
+from diffinfer.likelihoods.distributions import DiffusionField
+from diffinfer.likelihoods.terms import DEFAULT_CV_TIMESTEPS, DEFAULT_TERMS, DEFAULT_VLB_TIMESTEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

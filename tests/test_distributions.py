@@ -11,8 +11,8 @@ from pyro.infer import MCMC, NUTS
 from scipy import stats
 
 from diffinfer.diffusion import DiffusionModel
-from diffinfer.distributions import DiffusionField, ExactLognormalField
 from diffinfer.errors import InputError
+from diffinfer.likelihoods.distributions import DiffusionField, ExactLognormalField
 from tests.test_lognormal import _dense_covariance
 
 THETA = torch.tensor([0.3, 0.8], dtype=torch.float64)
@@ -69,7 +69,7 @@ def test_diffusion_field_matches_the_exact_one_with_the_oracle(sim):
         exact.append(ExactLognormalField(theta, sim).log_prob(maps).sum().item())
     assert abs(exact[1] - exact[0]) > 5
     assert (diff[1] - diff[0]) == pytest.approx(exact[1] - exact[0], abs=1.0)
-    from diffinfer.distributions import _LIKELIHOODS
+    from diffinfer.likelihoods.distributions import _LIKELIHOODS
 
     _LIKELIHOODS.clear()
     d = DiffusionField(THETA, oracle, n_timesteps=8)

@@ -264,7 +264,7 @@ def run_env(models: Path) -> dict[str, str]:
 
 def copy_models(dest: Path) -> Path:
     """A copy of the shipped models (so a block that stores into a card changes only this)."""
-    shutil.copytree(ROOT / "diffinfer" / "models", dest)
+    shutil.copytree(ROOT / "models", dest)
     return dest
 
 

@@ -18,11 +18,12 @@ from diffinfer.diffusion import (
     load_model,
     save_model,
 )
-from diffinfer.diffusion.checkpoint import CARD_FILE, WEIGHTS_FILE, seal_card
 from diffinfer.diffusion.oracle import sampler_variance_ratio
 from diffinfer.errors import DataFileError, InputError, OutsidePriorError
-from diffinfer.fields import FieldConfig, LognormalSimulator
+from diffinfer.fields import FieldConfig
 from diffinfer.fields.stats import bin_modes, default_bins
+from diffinfer.simulators import LognormalSimulator
+from diffinfer.store import CARD_FILE, WEIGHTS_FILE, seal_card
 
 THETA = np.array([0.3, 0.8])
 

@@ -11,15 +11,16 @@ import pytest
 import torch
 from scipy import stats
 
-from diffinfer.compare import two_sample_accuracy
+from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.diffusion.model import native_bf16, resolve_precision
-from diffinfer.errors import InputError
-from diffinfer.grid import LocateError, grid_posterior
-from diffinfer.likelihood import DiffusionLikelihood, default_max_batch, plan_terms, term_weights
+from diffinfer.errors import InputError, LocateError
+from diffinfer.inference.gridding import grid_posterior
+from diffinfer.inference.posterior import posterior
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.likelihoods.proposal import fit_timestep_proposal
+from diffinfer.likelihoods.terms import default_max_batch, plan_terms, term_weights
 from diffinfer.parameters import DEFAULT_PRIOR
-from diffinfer.posterior import posterior
-from diffinfer.proposal import fit_timestep_proposal
 
 MEAN = np.array([0.31, 0.79])
 STD = np.array([0.02, 0.012])
@@ -194,7 +195,7 @@ def test_network_posterior_runs_aligned_and_deterministic(control_variate, max_e
 
 
 def model_sim(model):
-    from diffinfer.fields import LognormalSimulator
+    from diffinfer.simulators import LognormalSimulator
 
     return LognormalSimulator(model.field, model.transform)
 
@@ -244,7 +245,7 @@ def edge_free_density(sim):
 
 def _wrong_surrogate(post):
     """A surrogate built from a deliberately wrong grid: 1 sigma off and 1.5x too wide."""
-    from diffinfer.two_stage import GridSurrogate
+    from diffinfer.inference.two_stage import GridSurrogate
 
     g = post.grid()
     shift = np.sqrt(np.diag(g.cov()))
@@ -333,9 +334,10 @@ def test_default_max_batch_per_device(monkeypatch):
 def test_card_calibration_keeps_one_entry_per_term_set(tmp_path):
     import shutil
 
-    from diffinfer.calibration.study import store_temperature
-    from diffinfer.diffusion.checkpoint import load_model, resolve_model_dir
+    from diffinfer.diffusion.checkpoint import load_model
     from diffinfer.io import read_json
+    from diffinfer.likelihoods.temperature import store_temperature
+    from diffinfer.store import resolve_model_dir
 
     target = tmp_path / "m"
     shutil.copytree(resolve_model_dir("lognormal64"), target)

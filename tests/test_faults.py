@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from diffinfer.calibration.study import load_result, result_problem
+from diffinfer.calibration.results import load_result, result_problem
 from diffinfer.data import CamelsMaps
 from diffinfer.data.synthetic import write_synthetic_dataset
 from diffinfer.errors import DataFileError

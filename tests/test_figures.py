@@ -22,17 +22,10 @@ from diffinfer.calibration.figures import (
 )
 from diffinfer.errors import InputError
 from diffinfer.fields.grid import FieldConfig
+from diffinfer.inference.samples import Samples
 from diffinfer.parameters import DEFAULT_PRIOR, PARAM_NAMES
-from diffinfer.plots import (
-    STYLES,
-    analysis_from_label,
-    analysis_style,
-    draw_emulation,
-    draw_triangle,
-    posterior_styles,
-    triangle,
-)
-from diffinfer.samples import Samples
+from diffinfer.plots import draw_emulation, draw_triangle, triangle
+from diffinfer.styles import STYLES, analysis_from_label, analysis_style, posterior_styles
 
 TRUTH = np.array([0.3, 0.8])
 ANALYSES = ("diffusion", "exact", "power")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from diffinfer.grid import grid_posterior
+from diffinfer.inference.gridding import grid_posterior
 from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
 from diffinfer.prior import Prior
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from diffinfer.errors import InputError
+from diffinfer.inference.posterior import posterior
+from diffinfer.inference.samples import Samples
 from diffinfer.parameters import derived
-from diffinfer.posterior import posterior
-from diffinfer.samples import Samples
 
 TRUTH = np.array([0.3, 0.8])
 

@@ -8,8 +8,10 @@ import torch
 
 from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig
 from diffinfer.errors import InputError
-from diffinfer.fields import FieldConfig, LognormalSimulator
-from diffinfer.likelihood import DiffusionLikelihood, plan_terms, term_weights
+from diffinfer.fields import FieldConfig
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
+from diffinfer.likelihoods.terms import plan_terms, term_weights
+from diffinfer.simulators import LognormalSimulator
 
 TRUTH = np.array([0.3, 0.8])
 

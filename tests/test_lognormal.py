@@ -10,8 +10,9 @@ import torch
 from scipy.stats import multivariate_normal
 
 from diffinfer.errors import InputError, OutsidePriorError
-from diffinfer.fields import FieldConfig, LognormalSimulator, Transform
+from diffinfer.fields import FieldConfig, Transform
 from diffinfer.fields.grid import wavenumber_grid
+from diffinfer.simulators import LognormalSimulator
 
 
 def _dense_covariance(lam: np.ndarray) -> np.ndarray:

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 import diffinfer as di
-from diffinfer.calibration.study import StudyConfig, load_result, result_path, run_one
+from diffinfer.calibration.config import StudyConfig
+from diffinfer.calibration.results import load_result, result_path
+from diffinfer.calibration.study import run_one
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.errors import InputError
-from diffinfer.likelihood import DiffusionLikelihood
-from diffinfer.mc_error import QuadraticTerms, design_points, posterior_mc_error
-from diffinfer.posterior import MonteCarloWarning
+from diffinfer.inference.mc_control import MonteCarloWarning
+from diffinfer.inference.mc_error import QuadraticTerms, design_points, posterior_mc_error
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +221,7 @@ def test_predictive_p_values_of_fresh_draws_are_uniform():
     among 150 simulated ones is uniform: 5 % +- its binomial error fall below 0.05."""
     from scipy import stats
 
-    from diffinfer.goodness_of_fit import predictive_p_value
+    from diffinfer.inference.goodness_of_fit import predictive_p_value
 
     rng = np.random.default_rng(1)
     mix = rng.normal(size=(6, 6))
@@ -233,7 +235,7 @@ def test_predictive_p_values_of_fresh_draws_are_uniform():
 
 
 def test_goodness_of_fit_flags_undeclared_noise_and_passes_declared(sim, field):
-    from diffinfer.goodness_of_fit import GoodnessOfFitWarning
+    from diffinfer.inference.goodness_of_fit import GoodnessOfFitWarning
 
     post = di.posterior(field, likelihood="exact", progress=False)
     with warnings.catch_warnings():
@@ -276,10 +278,9 @@ def test_where_the_fits_do_not_settle_the_added_terms_are_evaluated_on_the_grid(
     (the grid holds the likelihood of all K timesteps there, no fit), and rounds go on until
     the tolerance is met. The oracle without a control variate is noisy (0.36 sd at 128
     timesteps), hence mc_tol=0.5."""
-    import sys
+    from diffinfer.inference import mc_control
 
-    posterior_module = sys.modules["diffinfer.posterior"]  # the attribute is the function
-    monkeypatch.setattr(posterior_module, "GROSS_NARROWING", 10.0)  # no fit is ever trusted
+    monkeypatch.setattr(mc_control, "GROSS_NARROWING", 10.0)  # no fit is ever trusted
     post = di.posterior(field, model=oracle, n_timesteps=8, seed=0, mc_tol=0.5,
                         progress=False)  # fmt: skip
     mc = post.mc_error()

@@ -8,10 +8,10 @@ import torch
 
 from diffinfer.cosmology import linear_power
 from diffinfer.data import CamelsMaps, write_synthetic_dataset
-from diffinfer.data.nbody import NBodyConfig, NBodySimulator, leapfrog_factors
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields import FieldConfig
 from diffinfer.io import LOCK_FILE  # the writer's lock, not data
+from diffinfer.simulators.nbody import NBodyConfig, NBodySimulator, leapfrog_factors
 
 pytest.importorskip("jaxpm")
 
@@ -44,7 +44,7 @@ def test_leapfrog_moves_the_linear_growing_mode_exactly(n_steps) -> None:
     """In linear theory the force is the displacement itself (F = D psi, JaxPM's units):
     the kick-drift-kick with FastPM's factors must carry x = D(a_i) psi,
     p = a^3 E D' psi from a_initial to D(1) = 1 exactly, for any number of steps."""
-    from diffinfer.data.nbody import growth, hubble_rate
+    from diffinfer.cosmology import growth, hubble_rate
 
     om, a0 = 0.3, 0.1
     cfg = NBodyConfig(n_steps=n_steps, a_initial=a0)
@@ -65,7 +65,7 @@ def test_growth_factor_matches_the_closed_form_of_einstein_de_sitter_and_lambda(
     D ∝ E(a) ∫_0^a da' / (a' E(a'))^3."""
     from scipy.integrate import quad
 
-    from diffinfer.data.nbody import growth, hubble_rate
+    from diffinfer.cosmology import growth, hubble_rate
 
     def heath(a: float, om: float) -> float:
         def integrand(x: float) -> float:

@@ -1,4 +1,4 @@
-"""The shipped N-body diffusion model (diffinfer/models/nbody64) applies the likelihood
+"""The shipped N-body diffusion model (models/nbody64) applies the likelihood
 temperature its card records, fitted on validation-split maps (docs/nbody.md)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 import diffinfer as di
 from diffinfer.diffusion import load_model
-from diffinfer.posterior import MonteCarloWarning
+from diffinfer.inference.mc_control import MonteCarloWarning
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "nbody64"
 

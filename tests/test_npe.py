@@ -12,11 +12,12 @@ import torch
 import diffinfer as di
 from diffinfer.data.synthetic import latin_hypercube
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.fields import FieldConfig, LognormalSimulator
+from diffinfer.fields import FieldConfig
+from diffinfer.simulators import LognormalSimulator
 
 pytest.importorskip("sbi")
 
-from diffinfer.npe import MapEmbedding, NPEReference, train_npe
+from diffinfer.likelihoods.npe import MapEmbedding, NPEReference, train_npe
 
 FIELD = FieldConfig(n_pix=16, box_size=250.0, depth=50.0)
 
@@ -146,7 +147,7 @@ def test_the_power_reference_of_an_nbody_model_needs_its_own_spectrum() -> None:
 
 
 def test_a_study_without_a_model_is_for_references_on_a_data_set() -> None:
-    from diffinfer.calibration.study import StudyConfig
+    from diffinfer.calibration.config import StudyConfig
 
     with pytest.raises(InputError, match="model 'none' is for studies of the references"):
         StudyConfig(model="none", analyses=["diffusion", "npe"], data="data/x")
@@ -229,7 +230,7 @@ def test_the_npe_grid_resolves_a_posterior_piled_against_the_prior_edge() -> Non
     (8^2 + 12^2) was 1 sd off in Omega_m and 2.4 times too wide."""
     from pathlib import Path
 
-    from diffinfer.compare import two_sample_accuracy
+    from diffinfer.calibration.compare import two_sample_accuracy
 
     rho = np.load(Path(__file__).resolve().parents[1] / "examples" / "nbody64" / "map0.npy")
     default = di.posterior(rho, model="nbody64", likelihood="npe", progress=False).grid()

@@ -1,5 +1,6 @@
-"""The package installs whole: a wheel built from the repository carries the shipped models,
-and the default model loads by name from outside the checkout."""
+"""The package installs whole: a wheel built from the repository carries the shipped models
+(the top-level models/ folder, mapped to the package diffinfer.models), and they load by name
+from outside the checkout."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "diffinfer", src / "diffinfer",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for folder in ("diffinfer", "models"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path_factory.mktemp("dist")
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
            "--no-index", "-q", "-w", str(dist), str(src)]  # fmt: skip
@@ -35,7 +36,9 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_the_shipped_models(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for model in (ROOT / "diffinfer" / "models").iterdir():
+    for model in (ROOT / "models").iterdir():
+        if model.name in ("__init__.py", "__pycache__"):
+            continue
         if model.is_file():  # a fitted power-spectrum likelihood (.npz)
             assert f"diffinfer/models/{model.name}" in names
             continue
@@ -51,14 +54,15 @@ def test_installed_wheel_loads_the_default_model_outside_the_checkout(wheel, tmp
     code = (
         "import diffinfer as di, numpy as np\n"
         "print(di.__file__)\n"
-        "m = di.load_model('lognormal64')\n"
-        "print(m.card['name'], m.field.n_pix)\n"
+        "for name in ('lognormal64', 'nbody64'):\n"
+        "    m = di.load_model(name)\n"
+        "    print(m.card['name'], m.field.n_pix)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("DIFFINFER_MODEL_PATH", None)
     done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    first, second = done.stdout.splitlines()[:2]
+    first, *models = done.stdout.splitlines()
     assert first.startswith(str(site))  # the wheel's copy, not the checkout's
-    assert second == "lognormal64 64"
+    assert models == ["lognormal64 64", "nbody64 64"]

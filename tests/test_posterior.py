@@ -7,9 +7,9 @@ import pytest
 
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.fields import LognormalSimulator
-from diffinfer.posterior import posterior
-from diffinfer.samples import Samples
+from diffinfer.inference.posterior import posterior
+from diffinfer.inference.samples import Samples
+from diffinfer.simulators import LognormalSimulator
 
 TRUTH = np.array([0.3, 0.8])
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffinfer.compare import two_sample_accuracy
+from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.likelihood import DiffusionLikelihood
-from diffinfer.posterior import posterior
+from diffinfer.inference.posterior import posterior
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 
 TRUTH = np.array([0.25, 0.85])
 THETA = torch.tensor([[0.25, 0.85], [0.23, 0.87], [0.27, 0.83]], dtype=torch.float64)
@@ -115,7 +115,8 @@ def test_fifteen_maps_agree_with_the_exact_joint_posterior(maps):
 
 
 def test_a_study_with_several_maps_per_theta(tmp_path):
-    from diffinfer.calibration.study import StudyConfig, run_study, test_case
+    from diffinfer.calibration.config import StudyConfig
+    from diffinfer.calibration.study import run_study, test_case
 
     one = StudyConfig(model="oracle", analyses=["exact"], n_maps=3, n_draws=100,
                       options={"n_coarse": 12, "n_fine": 16})  # fmt: skip
@@ -133,7 +134,7 @@ def test_a_study_with_several_maps_per_theta(tmp_path):
 
 
 def test_maps_per_theta_and_n_timesteps_bad_values_are_refused(maps):
-    from diffinfer.calibration.study import StudyConfig
+    from diffinfer.calibration.config import StudyConfig
 
     with pytest.raises(InputError, match="maps_per_theta"):
         StudyConfig(model="oracle", analyses=["exact"], maps_per_theta=0)

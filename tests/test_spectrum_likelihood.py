@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.fields import LognormalSimulator
-from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood, spectrum_bins
+from diffinfer.likelihoods.spectrum import PowerSpectrumLikelihood, spectrum_bins
+from diffinfer.simulators import LognormalSimulator
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ import numpy as np
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 from diffinfer.fields import FieldConfig
-from diffinfer.spectrum_likelihood import PowerSpectrumLikelihood
+from diffinfer.likelihoods.spectrum import PowerSpectrumLikelihood
 with np.load(sys.argv[2]) as f:
     density, theta = f["density"], f["theta"]
 fit = PowerSpectrumLikelihood.fit(density, theta, FieldConfig())
@@ -123,7 +123,7 @@ def test_fit_is_identical_across_processes_and_thread_counts(tmp_path):
 
 
 def test_deterministic_least_squares_matches_lapack():
-    from diffinfer.spectrum_likelihood import _features_np, _least_squares
+    from diffinfer.likelihoods.spectrum import _features_np, _least_squares
 
     rng = np.random.default_rng(0)
     x = _features_np(rng.uniform(-1, 1, size=(500, 2)), 3)

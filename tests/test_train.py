@@ -19,7 +19,8 @@ from diffinfer.data import write_synthetic_dataset
 from diffinfer.diffusion import load_model
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields import FieldConfig
-from diffinfer.train import STATE_FILE, batch_plan, learning_rate, load_config, train
+from diffinfer.training.config import load_config
+from diffinfer.training.run import STATE_FILE, batch_plan, learning_rate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,11 @@ import pytest
 import diffinfer as di
 import diffinfer.progress
 from diffinfer.cli import main
-from diffinfer.fields import FieldConfig, LognormalSimulator, downsample
-from diffinfer.likelihood import DiffusionLikelihood
+from diffinfer.fields import FieldConfig, downsample
+from diffinfer.inference.samples import Samples, arviz_labeller
+from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 from diffinfer.progress import EvaluationBar
-from diffinfer.samples import Samples, arviz_labeller
+from diffinfer.simulators import LognormalSimulator
 
 THETA = np.array([0.28, 0.82])
 
@@ -236,7 +237,7 @@ def test_estimate_takes_the_map_as_infer_does(tmp_path, capsys):
 
 
 def test_help_states_units_and_the_default_timesteps(capsys):
-    from diffinfer.posterior import DEFAULT_CV_TIMESTEPS, DEFAULT_VLB_TIMESTEPS
+    from diffinfer.likelihoods.terms import DEFAULT_CV_TIMESTEPS, DEFAULT_VLB_TIMESTEPS
 
     with pytest.raises(SystemExit):
         main(["infer", "--help"])

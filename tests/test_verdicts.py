@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from diffinfer.calibration import verdicts
-from diffinfer.calibration.verdicts import CalibrationWarning, verdict_entry, warn_if_uncalibrated
-from diffinfer.posterior import posterior
+from diffinfer.calibration.verdicts import verdict_entry
+from diffinfer.inference.posterior import posterior
+from diffinfer.inference.verdicts import CalibrationWarning, warn_if_uncalibrated
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +40,7 @@ def test_nbody64_warns_that_it_is_not_calibrated_naming_the_study(sim):
 
 
 def test_the_card_holds_what_the_committed_studies_found():
-    card = json.load(open("diffinfer/models/nbody64/card.json"))
+    card = json.load(open("models/nbody64/card.json"))
     stored = {(e["likelihood"], round(e["temperature"], 3)): e for e in card["verdicts"]}
     fresh = verdict_entry("calibration/nbody64-tempered-test")
     assert stored[(fresh["likelihood"], round(fresh["temperature"], 3))] == fresh

@@ -1,7 +1,7 @@
 """Figures of a coverage study: coverage curves with simultaneous bands, TARP curves, rank
 histograms, predicted vs true parameters, and GetDist triangles for a few maps.
 
-Each analysis is drawn in its :data:`diffinfer.plots.STYLES` colour and line style, the same
+Each analysis is drawn in its :data:`diffinfer.styles.STYLES` colour and line style, the same
 as in ``diffinfer infer``'s triangle and every other figure.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from diffinfer.calibration import metrics
 from diffinfer.parameters import PARAM_LABELS, PARAM_NAMES, PriorBox
-from diffinfer.plots import STYLES, AnalysisStyle, _pyplot, posterior_styles, save_figure_atomic
+from diffinfer.plots import pyplot, save_figure_atomic
+from diffinfer.styles import STYLES, AnalysisStyle, posterior_styles
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,7 +49,7 @@ def coverage_figure(report: dict) -> Figure:
     matplotlib.figure.Figure
         Two axes; one line per analysis, labelled with the analysis' legend label.
     """
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(list(report["analyses"]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     for ax, key, title in ((axes[0], "hpd_coverage", "HPD regions"),
@@ -86,7 +87,7 @@ def ranks_figure(results: dict[str, list[dict]], report: dict) -> Figure:
     matplotlib.figure.Figure
         One row per analysis, one column per parameter; every axes has x and y labels.
     """
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(list(results))
     fig, axes = plt.subplots(len(results), 2, figsize=(9, 2.7 * len(results) + 0.3),
                              squeeze=False)  # fmt: skip
@@ -137,7 +138,7 @@ def predicted_vs_true_figure(results: dict[str, list[dict]], box: PriorBox) -> F
     matplotlib.figure.Figure
         Two axes (one per parameter), each with the line mean = truth.
     """
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(list(results))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     truth = STYLES["truth"]
@@ -195,8 +196,8 @@ def study_figures(out: Path, results: dict[str, list[dict]], report: dict, box: 
     ]
 
     # triangles for the first maps every analysis has
+    from diffinfer.inference.samples import Samples
     from diffinfer.plots import triangle
-    from diffinfer.samples import Samples
 
     styles = _styles(list(results))
     common = sorted(set.intersection(*[{r["index"] for r in res} for res in results.values()]))

@@ -200,7 +200,7 @@ def hpd_credibility(draws: np.ndarray, truths: np.ndarray) -> np.ndarray:
 
     The posterior density is a Gaussian kernel density estimate (Scott's bandwidth) of each
     map's draws; the level is the fraction of draws denser than the truth. For tabulated
-    posteriors use :meth:`diffinfer.grid.GridPosterior.credibility` (exact on the grid).
+    posteriors use :meth:`diffinfer.inference.grid.GridPosterior.credibility` (exact on the grid).
 
     Returns
     -------

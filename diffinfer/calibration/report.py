@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.calibration import metrics
-from diffinfer.calibration.study import ANALYSES, load_results
+from diffinfer.calibration.results import ANALYSES, load_results
 from diffinfer.errors import InputError
 from diffinfer.io import write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES, PriorBox
@@ -219,7 +219,7 @@ def analysis_metrics(results: list[dict], box: PriorBox, seed: int = 0) -> dict:
 def agreement(results: list[dict], reference: list[dict], n_c2st: int = 10) -> dict:
     """Bias (in units of the reference's std), width ratio and classifier two-sample
     accuracy of one analysis against a reference, on the maps both have."""
-    from diffinfer.compare import two_sample_accuracy
+    from diffinfer.calibration.compare import two_sample_accuracy
 
     ref = {r["index"]: r for r in reference}
     pairs = [(r, ref[r["index"]]) for r in results if r["index"] in ref]

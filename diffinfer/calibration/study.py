@@ -15,24 +15,21 @@ and raise :class:`KeyboardInterrupt`; finished results are kept.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
-import sys
-import threading
 import time
-import warnings
-import zipfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from diffinfer.calibration.config import NO_MODEL, STUDY_FILE, StudyConfig, posterior_kwargs
+from diffinfer.calibration.executor import make_executor, sigterm_as_interrupt, stop_workers
+from diffinfer.calibration.results import load_result, result_path
 from diffinfer.errors import DataFileError, DiffinferError, InputError
 from diffinfer.io import (
     directory_lock,
@@ -41,186 +38,18 @@ from diffinfer.io import (
     write_json_atomic,
     write_npz_atomic,
 )
-from diffinfer.validation import check_choice, check_float, check_int
-
-ANALYSES = ("diffusion", "exact", "power", "npe", "npe-power")
-STUDY_FILE = "study.json"
-SPLITS = ("test", "validation")
-METHODS = ("grid", "emcee", "nuts")
-UNREADABLE = ("raise", "warn", "skip")
-
-
-@dataclass
-class StudyConfig:
-    """What a coverage study computes; every value is checked on construction.
-
-    Attributes
-    ----------
-    model
-        Model name or directory, or ``"oracle"``.
-    likelihood
-        Diffusion likelihood terms: ``"vlb"``, ``"l0"`` or a list of term indices.
-    analyses
-        Which posteriors to compute per map: any of ``"diffusion"``, ``"exact"``, ``"power"``,
-        ``"npe"`` and ``"npe-power"`` (neural posterior estimators, option ``npe`` names
-        a reference other than the shipped default).
-    n_maps
-        Number of test maps.
-    method
-        Posterior method (``"grid"`` gives exact HPD levels; MCMC draws are thinned).
-    data
-        ``None``: maps from the log-normal simulator at cosmologies uniform in the prior;
-        else a CAMELS-format directory whose ``split`` supplies maps and true parameters.
-    split
-        ``"test"`` or ``"validation"`` (e.g. the calibration split for a temperature fit).
-    seed
-        Seeds the cosmologies, the maps and every posterior.
-    n_draws
-        Posterior draws kept per map (ranks, TARP, triangles).
-    temperature
-        Likelihood temperature of the diffusion analysis (None: the model card's).
-        ``options={"temperature": t}`` tempers every analysis (e.g. to check that a
-        deliberately overconfident posterior is detected).
-    noise_sigma
-        Gaussian pixel noise (model space) added to every test map and assumed by the
-        likelihoods.
-    maps_per_theta
-        Maps of one cosmology per test case (default 1): the posterior of each case is that
-        of its maps together (the product of their likelihoods). Simulated: that many maps
-        of the case's theta; from a data set: the first maps of one cosmology of the split
-        per case. The NPE references analyse one map and are refused for more.
-    options
-        Further :func:`diffinfer.posterior` options (n_timesteps, n_coarse, ...): names
-        from ``diffinfer.posterior.SAMPLER_OPTIONS[method]`` and the likelihood options,
-        JSON values (they are written to ``study.json``).
-
-    Raises
-    ------
-    InputError
-        A value of the wrong type or range, an unknown analysis, or an unknown posterior
-        option (a typo would otherwise be dropped by the reference analyses).
-    """
-
-    model: str = "lognormal64"
-    likelihood: str | list[int] = "vlb"
-    analyses: list[str] = field(default_factory=lambda: ["diffusion", "exact", "power"])
-    n_maps: int = 200
-    method: str = "grid"
-    data: str | None = None
-    split: str = "test"
-    seed: int = 0
-    n_draws: int = 1000
-    temperature: float | None = None
-    noise_sigma: float = 0.0
-    options: dict = field(default_factory=dict)
-    maps_per_theta: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, os.PathLike):
-            self.model = os.fspath(self.model)
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise InputError(f"model must be a model name or directory, or 'oracle'; "
-                             f"got {self.model!r}")  # fmt: skip
-        self.likelihood = _check_likelihood(self.likelihood)
-        if isinstance(self.analyses, str) or not isinstance(self.analyses, (list, tuple)):
-            raise InputError(f"analyses must be a list drawn from {list(ANALYSES)}, "
-                             f"got {self.analyses!r}")  # fmt: skip
-        self.analyses = list(self.analyses)
-        bad = [a for a in self.analyses if a not in ANALYSES]
-        if bad or not self.analyses:
-            raise InputError(f"analyses must be among {list(ANALYSES)}; got {self.analyses} "
-                             f"(unknown: {bad})" if bad else
-                             f"analyses must name at least one of {list(ANALYSES)}")  # fmt: skip
-        if len(set(self.analyses)) != len(self.analyses):
-            raise InputError(f"analyses lists an analysis twice: {self.analyses}")
-        if self.model == NO_MODEL and ("diffusion" in self.analyses or self.data is None):
-            raise InputError("model 'none' is for studies of the references alone on a data "
-                             "set: drop the diffusion analysis and give data, or name a "
-                             "model")  # fmt: skip
-        self.n_maps = check_int("n_maps", self.n_maps, low=1, what="test maps")
-        self.method = check_choice("method", self.method, METHODS)
-        if self.data is not None:
-            if not isinstance(self.data, (str, os.PathLike)) or not os.fspath(self.data):
-                raise InputError(f"data must be a directory or None, got {self.data!r}")
-            self.data = os.fspath(self.data)
-        self.split = check_choice("split", self.split, SPLITS)
-        self.seed = check_int("seed", self.seed, low=0)
-        self.n_draws = check_int("n_draws", self.n_draws, low=10, what="posterior draws per map")
-        if self.temperature is not None:
-            self.temperature = check_float("temperature", self.temperature, low=0,
-                                           low_open=True)  # fmt: skip
-        self.noise_sigma = check_float("noise_sigma", self.noise_sigma, low=0,
-                                       what="model-space pixel noise")  # fmt: skip
-        if self.model == NO_MODEL and self.noise_sigma > 0:
-            raise InputError("noise_sigma is added in a model's space: name the model")
-        self.maps_per_theta = check_int("maps_per_theta", self.maps_per_theta, low=1,
-                                        what="maps of one cosmology per test case")  # fmt: skip
-        npe = [a for a in self.analyses if a.startswith("npe")]
-        if self.maps_per_theta > 1 and npe:
-            raise InputError(f"the {npe} references estimate the posterior of one map; "
-                             f"maps_per_theta={self.maps_per_theta} needs the diffusion, "
-                             "exact or power analyses")  # fmt: skip
-        _check_options(self)
-
-
-def _check_likelihood(likelihood: object) -> str | list[int]:
-    """The diffusion term set: "vlb", "l0" or a non-empty list of distinct term indices."""
-    if isinstance(likelihood, str):
-        return check_choice("likelihood", likelihood, ("vlb", "l0"))
-    if isinstance(likelihood, (list, tuple)) and likelihood:
-        terms = [check_int("likelihood term index", i, low=0) for i in likelihood]
-        if len(set(terms)) != len(terms):
-            raise InputError(f"likelihood lists a term twice: {terms}")
-        return terms
-    raise InputError("likelihood must be 'vlb', 'l0' or a non-empty list of term indices, "
-                     f"got {likelihood!r}")  # fmt: skip
-
-
-def _check_options(config: StudyConfig) -> None:
-    """Names and values of the posterior options, against what :func:`diffinfer.posterior`
-    accepts for the study's method (every analysis sees the options it understands)."""
-    from diffinfer.posterior import _LIKELIHOOD_OPTIONS, SAMPLER_OPTIONS, check_posterior_options
-
-    options = config.options
-    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-        raise InputError(f"options must be a dict of posterior options, got {options!r}")
-    if "noise_sigma" in options:
-        raise InputError("give the pixel noise as noise_sigma (--noise-sigma), not as a "
-                         "posterior option: it is added to the test maps and modelled")  # fmt: skip
-    names = (*_LIKELIHOOD_OPTIONS, *SAMPLER_OPTIONS[config.method])
-    allowed = [o for o in names if o != "noise_sigma"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        import difflib
-
-        hints = [f"{u!r} (did you mean {near[0]!r}?)" if near else repr(u) for u in unknown
-                 for near in [difflib.get_close_matches(u, allowed, n=1)]]  # fmt: skip
-        raise InputError(f"unknown posterior option {', '.join(hints)} for method "
-                         f"{config.method!r}; options: {allowed}")  # fmt: skip
-    try:
-        json.dumps(json_safe(options), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"options must be JSON values (numbers, strings, lists; no NaN or "
-                         f"inf): they are written to {STUDY_FILE} ({exc}); give a fitted "
-                         "power-spectrum likelihood as a file name") from exc  # fmt: skip
-    # the values, as each analysis's posterior() will receive them
-    for analysis in config.analyses:
-        kwargs = _posterior_kwargs(config, analysis)
-        likelihood = kwargs.pop("likelihood")
-        check_posterior_options(likelihood, config.method, config.seed, kwargs)
-
+from diffinfer.validation import check_int
 
 # ----------------------------------------------------------------------- model and data
 _MODEL_CACHE: dict[str, object] = {}
+
+
 _DATA_CACHE: dict[tuple, _DataSource] = {}
 
 
-NO_MODEL = "none"
-"""The model of a study of the references alone (analyses without "diffusion", on a data set):
-the split and the prior box come from the data set."""
-
-
-def _model(name: str):
+def study_model(name: str):
+    """The model of a study by name or directory (loaded once per process), or None for
+    :data:`NO_MODEL`."""
     if name == NO_MODEL:
         return None
     if name not in _MODEL_CACHE:
@@ -322,7 +151,7 @@ def check_study(config: StudyConfig) -> None:
         raise DataFileError(f"power-spectrum likelihood file not found: {spectrum} (option "
                             "spectrum); fit one with PowerSpectrumLikelihood or leave the "
                             "option out to fit it to the simulator")  # fmt: skip
-    model = _model(config.model)
+    model = study_model(config.model)
     if isinstance(config.likelihood, list) and model is not None:
         n_steps = model.schedule.n_steps
         if max(config.likelihood) >= n_steps:
@@ -362,9 +191,9 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     with ``maps_per_theta`` M > 1, its M maps of one cosmology, (M, N, N)."""
     import torch
 
-    from diffinfer.fields.lognormal import LognormalSimulator
+    from diffinfer.simulators.lognormal import LognormalSimulator
 
-    model = _model(config.model)
+    model = study_model(config.model)
     m = config.maps_per_theta
     if config.data is None:
         sim = LognormalSimulator(model.field, model.transform)
@@ -403,31 +232,6 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(density, np.float64), np.asarray(theta, np.float64)
 
 
-# ----------------------------------------------------------------------- one posterior
-def _posterior_kwargs(config: StudyConfig, analysis: str) -> dict:
-    kwargs = dict(config.options)
-    if config.noise_sigma > 0:
-        kwargs["noise_sigma"] = config.noise_sigma
-    if analysis == "diffusion":
-        if config.temperature is not None:
-            kwargs["temperature"] = config.temperature
-        return {"likelihood": config.likelihood, **kwargs}
-    # references take only the options they understand
-    from diffinfer.posterior import SAMPLER_OPTIONS
-
-    keep = {"noise_sigma", "spectrum", "temperature", *SAMPLER_OPTIONS[config.method]}
-    if analysis.startswith("npe"):
-        keep = (keep - {"spectrum"}) | {"npe"}
-    else:
-        keep.discard("npe")
-    return {"likelihood": analysis, **{k: v for k, v in kwargs.items() if k in keep}}
-
-
-def result_path(out: Path, analysis: str, index: int) -> Path:
-    """Where the result of one (analysis, map) pair is written."""
-    return Path(out) / "results" / analysis / f"{index:05d}.npz"
-
-
 def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1) -> str:
     """Compute and write one posterior; a picklable task for any executor.
 
@@ -438,7 +242,7 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
     import torch
 
     from diffinfer.calibration.metrics import thin_to_independent
-    from diffinfer.posterior import posterior
+    from diffinfer.inference.posterior import posterior
 
     torch.set_num_threads(threads)
     cfg = StudyConfig(**config)
@@ -448,9 +252,9 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
     # one bar for the whole study (run_study's); none per map. Every map gets the study's
     # likelihood seed, as every user call gets the default one: a study measures the
     # posterior a user gets, not an average over seeds
-    post = posterior(density, model=_model(cfg.model), method=cfg.method,
+    post = posterior(density, model=study_model(cfg.model), method=cfg.method,
                      seed=cfg.seed, progress=False,
-                     **_posterior_kwargs(cfg, analysis))  # fmt: skip
+                     **posterior_kwargs(cfg, analysis))  # fmt: skip
     post.name = f"{analysis} posterior of map {index}"
     _check_temperature(path, float(post.info.get("temperature", 1.0)))
     if analysis == "diffusion":
@@ -537,212 +341,6 @@ def _check_seed(path: Path, seed: int) -> None:
         return
 
 
-RESULT_KEYS = ("truth", "draws", "mean", "cov", "credibility", "log_pdf_truth",
-               "n_evaluations", "edge_mass", "seconds")  # fmt: skip
-"""What every result file holds (:func:`run_one`); a file without one of them is damaged."""
-
-
-def load_result(path: Path) -> dict | None:
-    """One result file as a dict of arrays, or None if it is missing, unreadable or damaged
-    (:func:`result_problem`): a resumed study recomputes such maps rather than trust them."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            result = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return None
-    return None if result_problem(result) else result
-
-
-def result_problem(result: dict) -> str | None:
-    """What is wrong with a result's contents, in words, or None: every key of
-    :data:`RESULT_KEYS`, of the right shapes, with finite values (the log density at the
-    truth may be -inf: a truth outside the grid) and a covariance without negative variances
-    (a zero-width posterior is a result, which the report names)."""
-    missing = [k for k in RESULT_KEYS if k not in result]
-    if missing:
-        return f"missing {missing}"
-    try:
-        truth, mean = np.asarray(result["truth"], float), np.asarray(result["mean"], float)
-        cov, draws = np.asarray(result["cov"], float), np.asarray(result["draws"], float)
-        scalars = [float(result[k]) for k in ("credibility", "n_evaluations", "edge_mass",
-                                               "seconds")]  # fmt: skip
-        log_pdf = float(result["log_pdf_truth"])
-    except (TypeError, ValueError):
-        return "values that are not numbers"
-    if truth.shape != (2,) or mean.shape != (2,) or cov.shape != (2, 2) or draws.ndim != 2 \
-            or draws.shape[-1:] != (2,) or len(draws) == 0:  # fmt: skip
-        return "arrays of the wrong shape"
-    if not all(np.isfinite(a).all() for a in (truth, mean, cov, draws, scalars)):
-        return "NaN or inf values"
-    if math.isnan(log_pdf) or log_pdf == math.inf or (np.diag(cov) < 0).any():
-        return "an impossible log density or covariance"
-    return None
-
-
-def _result_files(out: str | os.PathLike, analysis: str) -> list[Path]:
-    check_choice("analysis", analysis, ANALYSES)
-    return sorted((Path(out) / "results" / analysis).glob("[0-9][0-9][0-9][0-9][0-9].npz"))
-
-
-def read_results(out: str | os.PathLike, analysis: str) -> tuple[list[dict], list[Path]]:
-    """The finished results of one analysis, in map order (each with its ``index``), and
-    the result files that cannot be read (truncated, corrupted); one pass over the files."""
-    results, bad = [], []
-    for p in _result_files(out, analysis):
-        r = load_result(p)
-        if r is None:
-            bad.append(p)
-            continue
-        r["index"] = int(p.stem)
-        results.append(r)
-    return results, bad
-
-
-def load_results(out: str | os.PathLike, analysis: str, *, unreadable: str = "raise") -> list[dict]:
-    """Every finished result of one analysis, in map order (each with its ``index``).
-
-    Parameters
-    ----------
-    out
-        The study directory.
-    analysis
-        ``"diffusion"``, ``"exact"`` or ``"power"``.
-    unreadable
-        What to do with result files that cannot be read: ``"raise"`` (default) a
-        :class:`~diffinfer.errors.DataFileError` naming them, ``"warn"`` skip them with a
-        warning naming them, ``"skip"`` skip them silently. Skipping changes every metric
-        computed from the results: rerunning the study recomputes those maps.
-
-    Raises
-    ------
-    DataFileError
-        Unreadable result files (with ``unreadable="raise"``).
-    """
-    check_choice("unreadable", unreadable, UNREADABLE)
-    results, bad = read_results(out, analysis)
-    if bad and unreadable != "skip":
-        text = (f"{len(bad)} unreadable {analysis} result file(s) in {out}: "
-                f"{', '.join(p.name for p in bad)}")  # fmt: skip
-        if unreadable == "raise":
-            raise DataFileError(f"{text}; rerun the study (same command) to recompute them, "
-                                "or delete them to go on without those maps")  # fmt: skip
-        warnings.warn(f"skipped {text}", stacklevel=2)
-    return results
-
-
-# ----------------------------------------------------------------------- the runner
-def _worker_init(parent_pid: int) -> None:
-    """Initialiser of local worker processes: they ignore SIGINT (the parent stops them) and
-    die with the parent, even when it is killed outright (SIGKILL)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            armed = libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-    if not armed:
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-
-def make_executor(workers: int = 1, scheduler: str | None = None) -> Executor:
-    """A ``concurrent.futures`` executor: local processes, or a Dask cluster's
-    (``scheduler="tcp://host:port"``; needs ``pip install diffinfer[dask]``).
-
-    Local workers ignore SIGINT and die with this process (see :func:`run_study`)."""
-    workers = check_int("workers", workers, low=1)
-    if scheduler:
-        try:
-            from distributed import Client
-        except ImportError as exc:
-            raise InputError("a Dask scheduler needs `pip install 'diffinfer[dask]'`") from exc
-        client = Client(scheduler)
-        executor = client.get_executor()
-        executor.owned_client = client  # closed by run_study
-        return executor
-    import multiprocessing
-
-    return ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))  # fmt: skip
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (as SIGINT does) while the block runs, so that a
-    terminated study stops its workers; the previous handler is restored afterwards."""
-    if not _in_main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM while the workers are being stopped."""
-    if not _in_main_thread():
-        yield
-        return
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in saved:
-        signal.signal(s, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-
-
-def _stop(pool: Executor, futures: list, own: bool, kill: bool) -> None:
-    """Cancel what has not started; on an interrupt (``kill``) also end the running tasks:
-    terminate the local worker processes (SIGTERM, then SIGKILL after 5 s)."""
-    with _signals_held():
-        for f in futures:
-            f.cancel()
-        if not own:
-            return
-        if isinstance(pool, ProcessPoolExecutor):
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=not kill, cancel_futures=True)
-            if kill:
-                for proc in processes:
-                    if proc.is_alive():
-                        proc.terminate()
-                deadline = time.monotonic() + 5.0
-                for proc in processes:
-                    proc.join(max(0.0, deadline - time.monotonic()))
-                    if proc.is_alive():
-                        proc.kill()
-                        proc.join(1.0)
-        else:
-            pool.shutdown(wait=not kill)
-
-
 def run_study(
     config: StudyConfig,
     out: str | os.PathLike,
@@ -826,7 +424,7 @@ def _run(config: StudyConfig, spec: dict, out: Path, workers: int, threads: int,
     todo = [(a, i) for i in range(config.n_maps) for a in config.analyses
             if load_result(result_path(out, a, i)) is None]  # fmt: skip
     own = executor is None
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         if own and workers <= 1 and scheduler is None:
             for a, i in tqdm(todo, desc="posteriors", disable=not progress):
                 path = run_one(spec, a, i, str(out), threads)
@@ -857,7 +455,7 @@ def _run(config: StudyConfig, spec: dict, out: Path, workers: int, threads: int,
             except BaseException:
                 # an interrupt or a failed map: end the running tasks too (finished results are
                 # kept and a rerun resumes), so that no wait outlives the error
-                _stop(pool, futures, own, kill=True)
+                stop_workers(pool, futures, own, kill=True)
                 raise
             else:
                 if own:
@@ -881,190 +479,3 @@ def _same_study(old: dict, new: dict) -> bool:
         return json.dumps(spec, sort_keys=True)
 
     return key(old) == key(new)
-
-
-def squared_distances(results: list[dict], untempered: bool = False) -> np.ndarray:
-    """The squared Mahalanobis distance d^2 = (mean - truth)^T C^-1 (mean - truth) of each
-    map's truth under the Gaussian with its posterior mean and covariance C.
-
-    With ``untempered``, a result computed at temperature t contributes t d^2: the distance
-    under the untempered likelihood's posterior (:func:`fit_temperature`).
-
-    Raises
-    ------
-    InputError
-        A result that is incomplete, not finite, of another dimension, or whose covariance
-        is singular (a zero-width posterior); the message names the map.
-    """
-    d2, dim = [], None
-    for k, r in enumerate(results):
-        name = _map_name(r, k)
-        if not isinstance(r, dict):
-            raise InputError(f"{name}: a result must be a dict, got {type(r).__name__}")
-        missing = [key for key in ("mean", "truth", "cov") if key not in r]
-        if missing:
-            raise InputError(f"{name}: the result lacks {missing}")
-        try:
-            mean, truth, cov = (np.asarray(r[key], dtype=float) for key in ("mean", "truth", "cov"))
-            used = float(r.get("temperature", 1.0))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{name}: mean, truth, cov and temperature must be numbers "
-                             f"({exc})") from exc  # fmt: skip
-        dim = truth.size if dim is None else dim
-        if truth.shape != (dim,) or mean.shape != (dim,) or cov.shape != (dim, dim):
-            raise InputError(f"{name}: expected a mean and truth of {dim} parameters and a "
-                             f"{dim} x {dim} covariance; got shapes {mean.shape}, "
-                             f"{truth.shape}, {cov.shape}")  # fmt: skip
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(truth))
-                and np.all(np.isfinite(cov))):  # fmt: skip
-            raise InputError(f"{name}: the posterior mean, truth or covariance is not finite")
-        check_float(f"{name}: temperature", used, low=0, low_open=True)
-        eig = np.linalg.eigvalsh(0.5 * (cov + cov.T))
-        if eig.max() <= 0 or eig.min() <= 1e-12 * eig.max():
-            raise InputError(
-                f"{name}: the posterior covariance is singular (eigenvalues "
-                f"{np.array2string(eig, precision=3)}; a zero-width posterior, e.g. all its "
-                "mass in one grid cell); delete that result and rerun the study with a finer "
-                "grid, or leave the map out"
-            )
-        diff = mean - truth
-        # a posterior computed at temperature t has covariance t C: t d^2 undoes it
-        d2.append((used if untempered else 1.0) * float(diff @ np.linalg.solve(cov, diff)))
-    return np.asarray(d2)
-
-
-def fit_temperature(results: list[dict], estimator: str = "mean") -> dict:
-    """The likelihood temperature that makes Gaussian-approximated posteriors calibrated.
-
-    Tempering the likelihood by tau scales a Gaussian posterior's covariance by tau, so the
-    squared Mahalanobis distance of the truth d^2 = (mean - truth)^T C^-1 (mean - truth)
-    becomes d^2 / tau, which for a calibrated Gaussian posterior follows chi^2 with D (the
-    number of parameters) degrees of freedom. Results computed at a temperature t enter as
-    t d^2, so tau is always relative to the untempered likelihood.
-
-    Parameters
-    ----------
-    results
-        Per-map results of a study (``mean``, ``truth``, ``cov``, optionally
-        ``temperature``).
-    estimator
-        ``"mean"``: tau = mean(d^2) / D (the maximum-likelihood estimate when every map
-        needs the same tau), its standard error from the spread of d^2. ``"median"``: tau =
-        median(d^2) / median(chi^2_D), its standard error the asymptotic one of a sample
-        median under that model; robust to a few maps whose posterior is far from the truth
-        (a single such map can dominate the mean of d^2), and it calibrates the central
-        credible regions.
-
-    Returns
-    -------
-    dict
-        ``temperature``, ``se``, ``n_maps``, ``estimator``.
-
-    Raises
-    ------
-    InputError
-        Fewer than 5 results, or a result that is incomplete, not finite, of another
-        dimension, or whose covariance is singular (a zero-width posterior); the message
-        names the map.
-    """
-    if not isinstance(results, (list, tuple)):
-        raise InputError(f"results must be a list of result dicts, got {type(results).__name__}")
-    if len(results) < 5:
-        raise InputError(f"fitting a temperature needs at least 5 maps, got {len(results)}")
-    if estimator not in ("mean", "median"):
-        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
-    d2 = squared_distances(results, untempered=True)
-    dim = np.asarray(results[0]["truth"]).size
-    if estimator == "median":
-        from scipy import stats
-
-        q = float(stats.chi2.median(dim))
-        tau = float(np.median(d2) / q)
-        # sd of a sample median: sqrt(1/4 / n) / f(median), f the density of tau chi^2_D
-        se = tau * math.sqrt(0.25 / len(d2)) / (q * float(stats.chi2.pdf(q, dim)))
-        return {"temperature": tau, "se": float(se), "n_maps": len(d2), "estimator": estimator}
-    return {"temperature": float(d2.mean() / dim),
-            "se": float(d2.std(ddof=1) / dim / math.sqrt(len(d2))), "n_maps": len(d2),
-            "estimator": estimator}  # fmt: skip
-
-
-def _map_name(result: object, position: int) -> str:
-    index = result.get("index") if isinstance(result, dict) else None
-    if index is None:
-        return f"result {position}"
-    return f"map {int(index):05d} (results/.../{int(index):05d}.npz)"
-
-
-def store_temperature(model_dir: str | os.PathLike, fit: dict, likelihood: str, n_noise: int,
-                      noise_sigma: float = 0.0, report: dict | None = None) -> Path:  # fmt: skip
-    """Record a fitted temperature in a model card (``calibration``, a list with one entry
-    per term set), atomically; the posterior then applies it to this term set by default.
-
-    Raises
-    ------
-    InputError
-        The oracle (it has no card), or a fit that is not a positive temperature.
-    DataFileError
-        ``model_dir`` is not a model directory with a complete card and weights entry.
-    """
-    from diffinfer.diffusion.checkpoint import read_card, resolve_model_dir, update_card
-
-    if str(model_dir) == "oracle":
-        raise InputError("the oracle has no model card to store a temperature in")
-    check_float("temperature", fit.get("temperature"), low=0, low_open=True)
-    card = read_card(resolve_model_dir(model_dir))
-    entry = {
-        "temperature": float(fit["temperature"]),
-        "se": float(fit["se"]),
-        "n_maps": int(fit["n_maps"]),
-        "estimator": str(fit.get("estimator", "mean")),
-        "likelihood": likelihood,
-        "n_noise": int(n_noise),
-        "noise_sigma": float(noise_sigma),
-        **({"report": report} if report else {}),
-    }
-    # one entry per (term set, noise draws, noise level); other term sets keep theirs
-    old = card.get("calibration") or []
-    old = [old] if isinstance(old, dict) else list(old)
-    key = (likelihood, n_noise, float(noise_sigma))
-    kept = [e for e in old if (e.get("likelihood"), e.get("n_noise"),
-                                float(e.get("noise_sigma") or 0.0)) != key]  # fmt: skip
-    return update_card(model_dir, {"calibration": [*kept, entry]})
-
-
-def check_same_model(
-    named: str | os.PathLike, study_model: object, study: str | os.PathLike
-) -> str:
-    """Check that the model a user names is the one a study ran with; returns its name.
-
-    Names and directories are compared as the directories they resolve to, so
-    ``lognormal64`` and the path of the shipped ``lognormal64`` are the same model.
-
-    Raises
-    ------
-    DataFileError
-        ``named`` is not a model name or directory.
-    InputError
-        The study ran with another model (or names one that does not exist here).
-    """
-    from diffinfer.diffusion.checkpoint import resolve_model_dir
-
-    named = os.fspath(named)
-    mismatch = InputError(
-        f"{study} was computed with model {study_model!r}, not {named!r}: a temperature "
-        "fitted on one model's posteriors does not apply to another; name the study's model"
-    )
-    if named == "oracle" or study_model == "oracle":
-        if named != study_model:
-            raise mismatch
-        return named
-    mine = resolve_model_dir(named).resolve()
-    if not isinstance(study_model, str) or not study_model:
-        raise mismatch
-    try:
-        theirs = resolve_model_dir(study_model).resolve()
-    except DataFileError:
-        raise mismatch from None
-    if mine != theirs:
-        raise mismatch
-    return named

@@ -1,33 +1,26 @@
-"""A model's calibration verdicts on its card, and the warning a posterior gives when the
-setting in use was not found ``calibrated``.
+"""A model's calibration verdicts, written to its card from a study.
 
 A study (``diffinfer calibrate``) ends in a verdict per analysis (:func:`~diffinfer.
 calibration.report.verdict`). :func:`store_verdict` records the diffusion analysis's verdict
 in the model card's ``verdicts`` list, keyed by the likelihood's term set, noise draws, pixel
-noise and temperature, with the study and the checks that failed. :func:`warn_if_uncalibrated`
-(called by :func:`diffinfer.posterior`) warns once per process and setting where that
-verdict is not ``calibrated``, or where no study of the setting is on record.
+noise and temperature, with the study and the checks that failed.
+:func:`~diffinfer.inference.verdicts.warn_if_uncalibrated` (called by
+:func:`diffinfer.posterior`) warns once per process and setting where that verdict is not
+``calibrated``, or where no study of the setting is on record.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import warnings
 from pathlib import Path
 
 from diffinfer.errors import DataFileError
+from diffinfer.inference.verdicts import verdict_key
 from diffinfer.io import read_json
 from diffinfer.parameters import PARAM_NAMES
 
-
-class CalibrationWarning(UserWarning):
-    """The model and setting in use were not found calibrated by a study on record."""
-
-
 _LABEL = re.compile(r"diffusion likelihood \((?P<terms>.*), (?P<n_noise>\d+) noise draws?\)")
-_WARNED: set[tuple] = set()
 
 
 def failed_checks(analysis: dict) -> list[str]:
@@ -87,52 +80,9 @@ def store_verdict(model_dir: str | os.PathLike, study_dir: str | os.PathLike,
                   analysis: str = "diffusion") -> Path:  # fmt: skip
     """Record a study's verdict in a model's card (replacing the entry of the same setting);
     returns the card's path."""
-    from diffinfer.diffusion.checkpoint import read_card, resolve_model_dir, update_card
+    from diffinfer.store import read_card, resolve_model_dir, update_card
 
     entry = verdict_entry(study_dir, analysis)
     card = read_card(resolve_model_dir(model_dir))
-    kept = [e for e in card.get("verdicts") or [] if _key(e) != _key(entry)]
+    kept = [e for e in card.get("verdicts") or [] if verdict_key(e) != verdict_key(entry)]
     return update_card(model_dir, {"verdicts": [*kept, entry]})
-
-
-def _key(entry: dict) -> tuple:
-    return (entry["likelihood"], int(entry["n_noise"]), float(entry["noise_sigma"]),
-            round(float(entry["temperature"]), 6))  # fmt: skip
-
-
-def card_verdict(card: dict, likelihood: str, n_noise: int, noise_sigma: float,
-                 temperature: float) -> dict | None:  # fmt: skip
-    """The card's verdict entry for this setting (term set, noise draws, pixel noise,
-    temperature within 1e-6), or None."""
-    for e in card.get("verdicts") or []:
-        if (e["likelihood"] == likelihood and int(e["n_noise"]) == n_noise
-                and math.isclose(float(e["noise_sigma"]), noise_sigma, abs_tol=1e-12)
-                and math.isclose(float(e["temperature"]), temperature, rel_tol=1e-6)):
-            return e
-    return None
-
-
-def warn_if_uncalibrated(card: dict, likelihood: str, n_noise: int, noise_sigma: float,
-                         temperature: float) -> dict | None:  # fmt: skip
-    """Warn (:class:`CalibrationWarning`, once per process and setting) unless the card
-    holds a ``calibrated`` verdict for this setting; returns the entry found (or None)."""
-    entry = card_verdict(card, likelihood, n_noise, noise_sigma, temperature)
-    name = card.get("name", "this model")
-    key = (name, likelihood, n_noise, noise_sigma, round(temperature, 6))
-    if (entry is not None and entry["verdict"] == "calibrated") or key in _WARNED:
-        return entry
-    _WARNED.add(key)
-    setting = f"{name} ({likelihood}, temperature {temperature:.3g})"
-    if entry is None:
-        others = sorted({f"{e['likelihood']} at temperature {e['temperature']:.3g}: "
-                         f"{e['verdict']}" for e in card.get("verdicts") or []})  # fmt: skip
-        msg = (f"{setting}: no calibration study of this setting is on record, so its "
-               "credible intervals are unchecked"
-               + (f" (studies of this model: {'; '.join(others)})" if others else "")
-               + "; run one with `diffinfer calibrate` (docs/calibration.md)")
-    else:
-        msg = (f"{setting} is {entry['verdict']} by its latest study ({entry['study']}, "
-               f"{entry['n_maps']} maps): {'; '.join(entry['failed']) or 'see its report'}. "
-               "Treat its credible intervals as approximate (docs/calibration.md)")
-    warnings.warn(msg, CalibrationWarning, stacklevel=3)
-    return entry

@@ -17,12 +17,12 @@ from diffinfer.data.camels import (
     maps_filename,
     params_filenames,
 )
-from diffinfer.data.nbody import NBODY_SUITE
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig
-from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.io import directory_lock, read_json, write_json_atomic
 from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
+from diffinfer.simulators.lognormal import LognormalSimulator
+from diffinfer.simulators.nbody import NBODY_SUITE
 from diffinfer.validation import check_int
 
 SYNTHETIC_SUITE = "Lognormal"
@@ -45,8 +45,8 @@ _PROGRESS = "dataset.partial.json"
 def make_simulator(simulator: str = "lognormal", config: object | None = None):
     """The simulator behind a data set: ``"lognormal"`` (config a
     :class:`~diffinfer.fields.FieldConfig`) or ``"nbody"`` (an
-    :class:`~diffinfer.data.nbody.NBodyConfig`)."""
-    from diffinfer.data.nbody import NBodyConfig, NBodySimulator
+    :class:`~diffinfer.simulators.nbody.NBodyConfig`)."""
+    from diffinfer.simulators.nbody import NBodyConfig, NBodySimulator
 
     if simulator not in SIMULATORS:
         raise InputError(f"simulator must be one of {list(SIMULATORS)}, got {simulator!r}")
@@ -188,13 +188,13 @@ def write_synthetic_dataset(
         Directory to write into (created if needed).
     simulator
         ``"lognormal"`` (the default: log-normal maps with an exact likelihood) or
-        ``"nbody"`` (particle-mesh N-body maps, :mod:`diffinfer.data.nbody`).
+        ``"nbody"`` (particle-mesh N-body maps, :mod:`diffinfer.simulators.nbody`).
     n_cosmologies, maps_per_cosmology
         Size of the data set (CMD: 1,000 x 15). N-body maps come from one box per
         cosmology, so ``maps_per_cosmology`` is at most 3 x its ``n_slabs``.
     config
         :class:`~diffinfer.fields.FieldConfig` (log-normal) or
-        :class:`~diffinfer.data.nbody.NBodyConfig` (N-body); default the simulator's.
+        :class:`~diffinfer.simulators.nbody.NBodyConfig` (N-body); default the simulator's.
     seed
         Seeds both the hypercube and the maps; the same seed gives the same files.
     field, set_name

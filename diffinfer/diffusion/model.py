@@ -32,9 +32,9 @@ from diffinfer.diffusion.schedules import NoiseSchedule
 from diffinfer.diffusion.unet import UNet, UNetConfig
 from diffinfer.errors import InputError
 from diffinfer.fields.grid import FieldConfig, as_density, as_maps
-from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.fields.transform import Transform
 from diffinfer.parameters import as_theta
+from diffinfer.simulators.lognormal import LognormalSimulator
 from diffinfer.validation import check_bool, check_choice, check_float, check_int
 
 PRECISIONS = ("fp32", "bf16")

@@ -26,8 +26,8 @@ from diffinfer.diffusion.samplers import (
 from diffinfer.diffusion.schedules import NoiseSchedule
 from diffinfer.diffusion.spectral import wiener_eps
 from diffinfer.errors import InputError
-from diffinfer.fields.lognormal import LognormalSimulator
 from diffinfer.parameters import as_theta
+from diffinfer.simulators.lognormal import LognormalSimulator
 
 
 class OracleDenoiser(torch.nn.Module):

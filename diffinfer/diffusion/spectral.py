@@ -149,7 +149,7 @@ class SpectralBranch(nn.Module):
 
         The filter depends on k through |k| only, so the sum runs over shells of equal |k|^2.
         This is the exact expectation of the Gaussian part of a network's denoising error, the
-        control variate of :class:`~diffinfer.likelihood.DiffusionLikelihood`.
+        control variate of :class:`~diffinfer.likelihoods.diffusion.DiffusionLikelihood`.
 
         Parameters
         ----------

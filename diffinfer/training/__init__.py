@@ -1,0 +1,1 @@
+"""Training a conditional diffusion model: the configuration schema and the training run."""

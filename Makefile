@@ -19,6 +19,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check diffinfer tests benchmarks scripts calibration
+	$(PY) -m ruff format --check diffinfer tests benchmarks scripts calibration
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)

@@ -38,8 +38,13 @@ def main() -> None:
     rows = {}
     for cv in (True, False):
         like = DiffusionLikelihood(
-            net, density, terms="vlb", n_timesteps=args.timesteps, precision="fp32",
-            progress=False, control_variate=cv,
+            net,
+            density,
+            terms="vlb",
+            n_timesteps=args.timesteps,
+            precision="fp32",
+            progress=False,
+            control_variate=cv,
         )
         with torch.no_grad():
             like.term_log_l(theta[:2])  # warm-up

@@ -87,8 +87,10 @@ def main() -> None:
               f"{a[:, 1].mean():.0f} (max {a[:, 1].max():.0f}), mean C2ST {a[:, 2].mean():.3f} "
               f"(max {a[:, 2].max():.3f})")  # fmt: skip
     if ratios:
-        print(f"wall-time ratio present / new: median {np.median(ratios):.1f} "
-              f"(min {np.min(ratios):.1f}, max {np.max(ratios):.1f}) over {len(ratios)} maps")
+        print(
+            f"wall-time ratio present / new: median {np.median(ratios):.1f} "
+            f"(min {np.min(ratios):.1f}, max {np.max(ratios):.1f}) over {len(ratios)} maps"
+        )
 
 
 if __name__ == "__main__":

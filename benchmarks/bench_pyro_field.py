@@ -29,8 +29,10 @@ def main() -> None:
     step(False)
     shared = best_of(lambda: step(False), repeats=5)
     fresh = best_of(lambda: step(True), repeats=5)
-    print(f"log_prob + gradient: shared simulator {shared * 1e3:.1f} ms, fresh simulator "
-          f"{fresh * 1e3:.1f} ms ({fresh / shared:.1f}x)")
+    print(
+        f"log_prob + gradient: shared simulator {shared * 1e3:.1f} ms, fresh simulator "
+        f"{fresh * 1e3:.1f} ms ({fresh / shared:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

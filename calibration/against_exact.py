@@ -5,12 +5,11 @@
 For every map with both a diffusion and an exact result: the shift of the posterior mean
 (mu_diff - mu_exact) / sigma_exact, the width ratio sigma_diff / sigma_exact, the z-scores of
 the truth, and the HPD coverage of the truth at 68 and 95 % — overall (with standard errors)
-and in bands of the true Omega_m and sigma_8, the layout of the held-out measurements in
-shared/measurements.md; the classifier two-sample accuracy (C2ST, k-NN) of the diffusion
-draws against the exact draws of every map; the HPD coverage curve's maximum deviation and
-whether it lies inside its 99 % simultaneous band (from the study's report.json). Ends with
-the acceptance checks of the network-bias work (shift, |shift|, width, HPD, C2ST) and writes
-everything to ``STUDY/against_exact.json``.
+and in bands of the true Omega_m and sigma_8; the classifier two-sample accuracy (C2ST,
+k-NN) of the diffusion draws against the exact draws of every map; the HPD coverage curve's
+maximum deviation and whether it lies inside its 99 % simultaneous band (from the study's
+report.json). Ends with the acceptance checks of the network-bias work (shift, |shift|,
+width, HPD, C2ST) and writes everything to ``STUDY/against_exact.json``.
 """
 
 from __future__ import annotations
@@ -81,8 +80,10 @@ def main() -> None:
         print(f"HPD coverage curve: max deviation {hpd['max_deviation']:.3f}, inside the 99 % "
               f"simultaneous band: {hpd['inside_band_99']} (report.json, "
               f"{analysis['n_maps']} maps)")  # fmt: skip
-    print("\n| maps | n | shift Ω_m | shift σ_8 | mean \\|shift\\| Ω_m / σ_8 "
-          "| width ratio Ω_m / σ_8 |")
+    print(
+        "\n| maps | n | shift Ω_m | shift σ_8 | mean \\|shift\\| Ω_m / σ_8 "
+        "| width ratio Ω_m / σ_8 |"
+    )
     print("|---|---|---|---|---|---|")
     bands = {"all": np.ones(n, bool)}
     for j, name, edges in ((0, "Ω_m", (0.1, 0.2, 0.3, 0.4, 0.5)), (1, "σ_8", (0.6, 0.7, 0.9, 1.0))):
@@ -128,6 +129,7 @@ def main() -> None:
         "bands": table, "checks": checks,
         "evaluations_mean": float(evals.mean()), "seconds_median": float(np.median(secs)),
     })  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

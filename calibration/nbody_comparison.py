@@ -60,7 +60,8 @@ def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE)
         entry = {
             "area_ratio_geometric_mean": float(np.exp(log_ratio.mean())),
             "area_ratio_interval_1se": [
-                float(np.exp(log_ratio.mean() - se)), float(np.exp(log_ratio.mean() + se))
+                float(np.exp(log_ratio.mean() - se)),
+                float(np.exp(log_ratio.mean() + se)),
             ],
             "log_area_ratio_mean": float(log_ratio.mean()),
             "log_area_ratio_se": float(se),
@@ -127,8 +128,11 @@ def main() -> None:
                    help="another study whose maps join these (repeatable)")  # fmt: skip
     p.add_argument("--one-per-box", action="store_true",
                    help="keep the first map of each box (maps of a box share their θ)")  # fmt: skip
-    p.add_argument("--name", default=None,
-                   help="write comparison-NAME.{json,md} (needed by --pool, --one-per-box)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="write comparison-NAME.{json,md} (needed by --pool, --one-per-box)",
+    )
     args = p.parse_args()
     if (args.pool or args.one_per_box) and not args.name:
         p.error("--pool and --one-per-box write a separate comparison: give it a --name")

@@ -23,8 +23,9 @@ def naming_the_file(path: str | os.PathLike) -> Iterator[None]:
     except OSError as exc:
         if exc.filename is not None or isinstance(exc, DataFileError):
             raise
-        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path})", os.fspath(path)) \
-            from exc
+        raise OSError(
+            exc.errno, f"{exc.strerror or exc} (writing {path})", os.fspath(path)
+        ) from exc
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -45,7 +46,6 @@ def json_safe(obj: object) -> object:
     arrays turned into Python numbers and lists and paths into strings, so that strict JSON
     readers accept it."""
     import math
-
 
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}

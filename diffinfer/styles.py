@@ -183,8 +183,11 @@ def posterior_styles(
         repeat = seen.get(name, 0)
         seen[name] = repeat + 1
         if repeat:  # a darker shade of the analysis' colour, and another line style
-            style = dataclasses.replace(style, ls=_REPEAT_LS[(repeat - 1) % len(_REPEAT_LS)],
-                                        colour=_shade(style.colour, 0.55 ** repeat))
+            style = dataclasses.replace(
+                style,
+                ls=_REPEAT_LS[(repeat - 1) % len(_REPEAT_LS)],
+                colour=_shade(style.colour, 0.55**repeat),
+            )
         styles.append(dataclasses.replace(style, label=label))
     return styles
 

@@ -28,8 +28,10 @@ def main() -> None:
     print("| grid | evaluations | max mean shift [sigma] | max std error | "
           "max credibility difference | strategies |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    grids = [(f"adaptive {nc}² + {nf}²", {"aligned": False, "n_coarse": nc, "n_fine": nf})
-             for nc, nf in ((16, 24), (10, 16), (8, 12), (8, 10))]
+    grids = [
+        (f"adaptive {nc}² + {nf}²", {"aligned": False, "n_coarse": nc, "n_fine": nf})
+        for nc, nf in ((16, 24), (10, 16), (8, 12), (8, 10))
+    ]
     grids += [(f"located {n}²", {"aligned": True, "n_aligned": n}) for n in (10, 8, 6)]
     for name, opts in grids:
         rows, used = [], {}

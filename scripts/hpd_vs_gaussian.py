@@ -33,8 +33,10 @@ def main() -> None:
         for name, levels in (("grid", grid), ("Gaussian", gauss)):
             counts = np.histogram(levels, bins=10, range=(0, 1))[0]
             chi2, pvalue = stats.chisquare(counts)
-            print(f"  {name:9s} {' '.join(f'{c:3d}' for c in counts)}   "
-                  f"chi2 {chi2:5.1f} (9 dof, p = {pvalue:.2g})")
+            print(
+                f"  {name:9s} {' '.join(f'{c:3d}' for c in counts)}   "
+                f"chi2 {chi2:5.1f} (9 dof, p = {pvalue:.2g})"
+            )
 
 
 if __name__ == "__main__":

@@ -89,15 +89,22 @@ def ratio_with_error(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/nbody64/model")
-    p.add_argument("--data", type=Path, default=ROOT / "data/nbody64",
-                   help="the model's data set (its dataset.json gives the simulator settings)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "data/nbody64",
+        help="the model's data set (its dataset.json gives the simulator settings)",
+    )
     p.add_argument("--maps", type=int, default=256, help="maps per cosmology (default 256)")
     p.add_argument("--smooth", type=float, default=1.0, help="peak smoothing, pixels")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--json", type=Path, default=ROOT / "docs/results/nbody_emulator.json")
     p.add_argument("--table", action="store_true", help="print the table of --json only")
-    p.add_argument("--card", action="store_true",
-                   help="record the headline in the model card's metrics.emulator")
+    p.add_argument(
+        "--card",
+        action="store_true",
+        help="record the headline in the model card's metrics.emulator",
+    )
     args = p.parse_args()
     if args.table:
         print(table(read_json(args.json)))
@@ -107,9 +114,11 @@ def main() -> None:
     sim = NBodySimulator(cfg)
     box = cfg.box_size
     if (model.field.n_pix, model.field.box_size) != (cfg.n_pix, cfg.box_size):
-        raise SystemExit(f"the model's maps ({model.field.n_pix}^2 pixels, "
-                         f"{model.field.box_size} Mpc/h) are not those of {args.data} "
-                         f"({cfg.n_pix}^2, {cfg.box_size} Mpc/h): give the model's data set")
+        raise SystemExit(
+            f"the model's maps ({model.field.n_pix}^2 pixels, "
+            f"{model.field.box_size} Mpc/h) are not those of {args.data} "
+            f"({cfg.n_pix}^2, {cfg.box_size} Mpc/h): give the model's data set"
+        )
     report = {"model": args.model, "maps": args.maps, "smooth_pixels": args.smooth,
               "nu_edges": NU_EDGES.tolist(), "cosmologies": []}  # fmt: skip
     if args.json.is_file():

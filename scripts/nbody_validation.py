@@ -136,15 +136,17 @@ def main() -> None:
             "p_over_halofit_se": (ratio.std(0, ddof=1) / np.sqrt(args.boxes)).tolist(),
             "p_over_linear": (pks / lin).mean(0).tolist(),
             "p_over_own_linear_times_boost": own_ratio.mean(0).tolist(),
-            "p_over_own_linear_times_boost_se": (own_ratio.std(0, ddof=1)
-                                                 / np.sqrt(args.boxes)).tolist(),
+            "p_over_own_linear_times_boost_se": (
+                own_ratio.std(0, ddof=1) / np.sqrt(args.boxes)
+            ).tolist(),
             "large_scale_over_linear": float((pks[:, low] / lin[low]).mean()),
             "large_scale_over_linear_se": float(
                 (pks[:, low] / lin[low]).mean(1).std(ddof=1) / np.sqrt(args.boxes)
             ),
             "skewness_nbody": [float(sk_nb.mean()), float(sk_nb.std(ddof=1) / np.sqrt(len(sk_nb)))],
             "skewness_lognormal": [
-                float(sk_ln.mean()), float(sk_ln.std(ddof=1) / np.sqrt(len(sk_ln)))
+                float(sk_ln.mean()),
+                float(sk_ln.std(ddof=1) / np.sqrt(len(sk_ln))),
             ],
             "std_delta_nbody": float(maps.std()),
             "std_delta_lognormal": float(ln.std()),

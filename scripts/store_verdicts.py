@@ -35,8 +35,10 @@ def main() -> None:
                 continue
             entry = verdict_entry(study)
             store_verdict(Path("models") / model, study)
-            print(f"{model}: {entry['likelihood']} at temperature {entry['temperature']:.3g}: "
-                  f"{entry['verdict']} ({entry['n_maps']} maps) {entry['failed']}")
+            print(
+                f"{model}: {entry['likelihood']} at temperature {entry['temperature']:.3g}: "
+                f"{entry['verdict']} ({entry['n_maps']} maps) {entry['failed']}"
+            )
 
 
 if __name__ == "__main__":

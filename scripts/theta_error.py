@@ -67,8 +67,15 @@ def band_plan(per_band: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return np.concatenate(ts), np.concatenate(bands), np.concatenate(factor)
 
 
-def term_values(model: DiffusionModel, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-                thetas: np.ndarray, precision: str = "fp32", chunk: int = 64) -> np.ndarray:
+def term_values(
+    model: DiffusionModel,
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t: torch.Tensor,
+    thetas: np.ndarray,
+    precision: str = "fp32",
+    chunk: int = 64,
+) -> np.ndarray:
     """||eps - eps_hat(x_t, t, theta)||^2 for every theta row and term: (P, K) float64.
     ``precision="wiener"``: eps_hat of the network's spectral branch alone (fp32)."""
     dtype = torch.float64 if model.is_oracle else torch.float32
@@ -99,8 +106,9 @@ class WienerPart(torch.nn.Module):
         return self.unet.spectral(x_t, t, unit)
 
 
-def probe_points(mu: np.ndarray, sd: np.ndarray, h: float, low: np.ndarray,
-                 high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def probe_points(
+    mu: np.ndarray, sd: np.ndarray, h: float, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """theta rows c_i +- h sd_i e_i (i = 0, 1), each pair's centre moved inside the box."""
     pts, steps = [], []
     for i in range(2):
@@ -115,8 +123,9 @@ def probe_points(mu: np.ndarray, sd: np.ndarray, h: float, low: np.ndarray,
     return np.array(pts), np.array(steps)
 
 
-def band_gradients(values: np.ndarray, w: np.ndarray, band: np.ndarray,
-                   steps: np.ndarray) -> np.ndarray:
+def band_gradients(
+    values: np.ndarray, w: np.ndarray, band: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
     """Per band, the centred-difference gradient of log L = -sum w ||.||^2: (bands, 2)."""
     g = np.zeros((len(BANDS), 2))
     for i in range(2):
@@ -255,8 +264,9 @@ def figure(path: str, dest: str) -> None:
     x = np.arange(len(BANDS))
     for k, (par, c) in enumerate(zip(("Ω_m", "σ_8"), ("C0", "C3"), strict=True)):
         m, e = mean_se(s[..., k])
-        axes[0].errorbar(x + (k - 0.5) * 0.15, m, e, fmt="o", color=c, capsize=3,
-                         label=f"{par}, fp32")
+        axes[0].errorbar(
+            x + (k - 0.5) * 0.15, m, e, fmt="o", color=c, capsize=3, label=f"{par}, fp32"
+        )
         if "bf16" in d:
             mb, eb = mean_se(d["bf16"][..., k])
             axes[0].errorbar(x + (k - 0.5) * 0.15 + 0.3, mb, eb, fmt="s", color=c, mfc="none",
@@ -297,8 +307,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lognormal64")
     parser.add_argument("--n-maps", type=int, default=300)
-    parser.add_argument("--bf16-maps", type=int, default=0,
-                        help="also bf16 for the first maps (added to maps already done)")
+    parser.add_argument(
+        "--bf16-maps",
+        type=int,
+        default=0,
+        help="also bf16 for the first maps (added to maps already done)",
+    )
     parser.add_argument("--per-band", type=int, default=8)
     parser.add_argument("--step", type=float, default=0.5, help="probe step [sigma_exact]")
     parser.add_argument("--threads", type=int, default=2)

@@ -140,8 +140,10 @@ OPTION_CASES = {
     "proposal-unknown": ({"proposal": "flat"}, "proposal must be"),
     "proposal-wrong-length": ({"proposal": np.ones(10)}, "needs 1000"),
     "control-variate-word": ({"control_variate": "yes"}, "control_variate must be"),
-    "control-variate-noisy-map": ({"control_variate": True, "noise_sigma": 0.1},
-                                  "control_variate=True needs"),
+    "control-variate-noisy-map": (
+        {"control_variate": True, "noise_sigma": 0.1},
+        "control_variate=True needs",
+    ),
     "exact-with-diffusion-option": (
         {"likelihood": "exact", "n_timesteps": 8},
         "apply to the diffusion likelihood",

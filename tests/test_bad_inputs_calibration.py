@@ -307,8 +307,11 @@ CLI_CASES = [
     ("likelihood_reference", ["--likelihood", "exact"], "likelihood must be one of"),
     ("likelihood_term", ["--analyses", "diffusion", "--likelihood", "0,5000"], "term indices"),
     ("likelihood_text", ["--likelihood", "0,x"], "--likelihood"),
-    ("spectrum_missing", ["--analyses", "power", "--set", "spectrum=MISSING"],
-     "power-spectrum likelihood file not found"),
+    (
+        "spectrum_missing",
+        ["--analyses", "power", "--set", "spectrum=MISSING"],
+        "power-spectrum likelihood file not found",
+    ),
 ]
 
 

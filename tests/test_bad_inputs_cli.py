@@ -139,13 +139,17 @@ SIMULATE_CASES = {
     "set-name-with-slash": (["--set", "../LH"], "set_name must be"),
     "n-pix-zero": (["--n-pix", "0"], "n_pix must be"),
     "box-nan": (["--box-size", "nan"], "box_size must be"),
-    "nbody-mesh-too-small": (["--simulator", "nbody", "--particles", "64", "--mesh", "32"],
-                             "mesh 32 does not fit 64^3 particles"),
+    "nbody-mesh-too-small": (
+        ["--simulator", "nbody", "--particles", "64", "--mesh", "32"],
+        "mesh 32 does not fit 64^3 particles",
+    ),
     "nbody-box-out-of-range": (["--simulator", "nbody", "--box-size", "5"], "box_size must be"),
     "nbody-steps-out-of-range": (["--simulator", "nbody", "--steps", "1000"], "n_steps must be"),
     "nbody-depth": (["--simulator", "nbody", "--depth", "20"], "--depth is set by the N-body"),
-    "nbody-too-many-maps": (["--simulator", "nbody", "--maps-per-cosmology", "16"],
-                            "exceeds the 15 maps of one N-body box"),
+    "nbody-too-many-maps": (
+        ["--simulator", "nbody", "--maps-per-cosmology", "16"],
+        "exceeds the 15 maps of one N-body box",
+    ),
     "mesh-for-lognormal": (["--mesh", "64"], "--mesh only appl"),
 }
 

@@ -58,8 +58,11 @@ def test_tarp_matches_the_tarp_package():
     # the same reference points, handed to tarp in the unit box
     ref = np.random.default_rng(3).random(truths.shape)
     ecp, alpha = tarp.get_tarp_coverage(
-        np.swapaxes((draws - low) / (high - low), 0, 1), (truths - low) / (high - low),
-        references=ref, num_alpha_bins=30, norm=False,
+        np.swapaxes((draws - low) / (high - low), 0, 1),
+        (truths - low) / (high - low),
+        references=ref,
+        num_alpha_bins=30,
+        norm=False,
     )
     # tarp bins the statistic over its observed range with half-open bins [a_k, a_k+1);
     # its curve at the interior edges is the fraction strictly below each edge
@@ -129,8 +132,10 @@ def test_three_state_verdict(kind, m, expected):
         assert not rep["hpd_coverage"]["inside_band_99"]
     # the table `diffinfer calibrate` prints: the verdict and the minimum detectable deviation
     row = report_table({"analyses": {"toy": rep}}).splitlines()[1]
-    assert row.endswith(f"{rep['min_detectable_deviation']:.3f} {expected}"
-                        + (f" (about {rep['maps_needed']} needed)" if m == 8 else ""))
+    assert row.endswith(
+        f"{rep['min_detectable_deviation']:.3f} {expected}"
+        + (f" (about {rep['maps_needed']} needed)" if m == 8 else "")
+    )
 
 
 def test_min_detectable_deviation_shrinks_as_one_over_sqrt_n():

@@ -17,8 +17,9 @@ CHEAP = {"n_coarse": 16, "n_fine": 24}
 
 
 def test_study_writes_resumes_and_refuses_a_different_study(tmp_path):
-    cfg = StudyConfig(model="oracle", analyses=["exact", "power"], n_maps=4, n_draws=200,
-                      options=CHEAP)
+    cfg = StudyConfig(
+        model="oracle", analyses=["exact", "power"], n_maps=4, n_draws=200, options=CHEAP
+    )
     report = run_study(cfg, tmp_path, progress=False)
     assert set(report["analyses"]) == {"exact", "power"}
     assert (tmp_path / "report.json").is_file()
@@ -38,8 +39,9 @@ def test_study_writes_resumes_and_refuses_a_different_study(tmp_path):
     result_path(tmp_path, "power", 1).write_bytes(b"truncated")
     done = []
     run_study(cfg, tmp_path, progress=False, on_result=done.append)
-    assert sorted(done) == sorted([str(result_path(tmp_path, "exact", 2)),
-                                   str(result_path(tmp_path, "power", 1))])
+    assert sorted(done) == sorted(
+        [str(result_path(tmp_path, "exact", 2)), str(result_path(tmp_path, "power", 1))]
+    )
     again = load_results(tmp_path, "exact")
     np.testing.assert_array_equal(again[2]["draws"], first[2]["draws"])
     # growing the study is a resume; changing it is refused
@@ -74,8 +76,9 @@ def test_dask_local_cluster_gives_the_serial_results(tmp_path):
     distributed = pytest.importorskip("distributed")
     cfg = StudyConfig(model="oracle", analyses=["exact"], n_maps=4, n_draws=100, options=CHEAP)
     run_study(cfg, tmp_path / "serial", progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         with distributed.Client(cluster) as client:
             run_study(cfg, tmp_path / "dask", executor=client.get_executor(), progress=False)
     a, b = load_results(tmp_path / "serial", "exact"), load_results(tmp_path / "dask", "exact")
@@ -90,8 +93,13 @@ def exact_studies(tmp_path_factory):
     """100 maps: the exact and power-spectrum posteriors, and the exact likelihood squared
     (tempered by 0.5)."""
     root = tmp_path_factory.mktemp("coverage")
-    base = {"model": "oracle", "analyses": ["exact"], "n_maps": 100, "n_draws": 400,
-            "options": CHEAP}
+    base = {
+        "model": "oracle",
+        "analyses": ["exact"],
+        "n_maps": 100,
+        "n_draws": 400,
+        "options": CHEAP,
+    }
     calibrated = run_study(StudyConfig(**{**base, "analyses": ["exact", "power"]}),
                            root / "exact", progress=False, workers=2)  # fmt: skip
     # the exact analysis takes no temperature option; temper it through the likelihood
@@ -167,8 +175,11 @@ def test_stored_temperature_is_applied_by_default(tmp_path):
     plain = posterior(field, model=model, likelihood="l0", temperature=1.0)
     tempered = posterior(field, model=model, likelihood="l0")
     assert tempered.info["temperature"] == pytest.approx(1.7)
-    np.testing.assert_allclose(tempered.log_likelihood(theta).detach().numpy(),
-                               plain.log_likelihood(theta).detach().numpy() / 1.7, rtol=1e-6)
+    np.testing.assert_allclose(
+        tempered.log_likelihood(theta).detach().numpy(),
+        plain.log_likelihood(theta).detach().numpy() / 1.7,
+        rtol=1e-6,
+    )
     # another term set is not covered by the fit
     assert posterior(field, model=model, likelihood=[0, 1]).info["temperature"] == 1.0
     with pytest.raises(InputError, match="temperature"):
@@ -206,12 +217,17 @@ def test_the_median_temperature_is_robust_to_a_map_far_from_the_truth():
             for s in range(10, 50)]  # fmt: skip
     assert np.std(taus, ddof=1) == pytest.approx(median_fit["se"], rel=0.35)
     # one posterior a thousand widths from its truth moves the mean, hardly the median
-    far = {"index": 400, "mean": np.array([0.3, 0.8]), "truth": np.array([0.3, 0.83]),
-           "cov": np.diag([1e-4, 1e-10])}
+    far = {
+        "index": 400,
+        "mean": np.array([0.3, 0.8]),
+        "truth": np.array([0.3, 0.83]),
+        "cov": np.diag([1e-4, 1e-10]),
+    }
     broken = [*results, far]
     assert fit_temperature(broken)["temperature"] > 100
     assert fit_temperature(broken, "median")["temperature"] == pytest.approx(
-        median_fit["temperature"], rel=0.02)
+        median_fit["temperature"], rel=0.02
+    )
     with pytest.raises(InputError, match="estimator"):
         fit_temperature(results, estimator="mode")
 

@@ -24,8 +24,11 @@ def _defaults(func) -> dict:
 
 
 def test_the_diffusion_likelihoods_share_their_defaults():
-    like, field, post = _defaults(DiffusionLikelihood), _defaults(DiffusionField), _defaults(
-        posterior)
+    like, field, post = (
+        _defaults(DiffusionLikelihood),
+        _defaults(DiffusionField),
+        _defaults(posterior),
+    )
     assert like["terms"] == field["terms"] == post["likelihood"] == DEFAULT_TERMS == "vlb"
     assert like["n_timesteps"] == field["n_timesteps"] == "auto"
     assert like["precision"] == field["precision"] == "auto"
@@ -50,7 +53,8 @@ def test_the_docs_state_the_signatures_as_the_code_has_them(name, func):
                 if isinstance(kw.value, ast.Constant):
                     assert kw.value.value == defaults[kw.arg], (
                         f"{doc.name}: {name}({kw.arg}={kw.value.value!r}) but the code's "
-                        f"default is {defaults[kw.arg]!r}")
+                        f"default is {defaults[kw.arg]!r}"
+                    )
     assert found, f"no signature of {name} in the docs"
 
 

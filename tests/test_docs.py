@@ -628,7 +628,8 @@ def test_the_readme_shows_what_make_run_prints(tmp_path: Path) -> None:
         a, b = _shown_numbers(want), _shown_numbers(got)
         assert _NUMBER.sub("#", want) == _NUMBER.sub("#", got), (want, got)
         assert len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True)), (
-            f"README shows\n{want}\nmake run prints\n{got}")
+            f"README shows\n{want}\nmake run prints\n{got}"
+        )
 
 
 SELF_TEST_DOC = """\

@@ -184,8 +184,14 @@ def test_network_posterior_runs_aligned_and_deterministic(control_variate, max_e
     sim = model_sim(model)
     density = sim.simulate(np.array([0.25, 0.78]), 1, seed=11)[0]
     # the located grid itself: no timesteps added (tests/test_mc_error.py tests adding them)
-    opts = {"n_timesteps": 8, "seed": 2, "temperature": 1.0, "control_variate": control_variate,
-            "max_timesteps": 8, "mc_tol": 10.0}
+    opts = {
+        "n_timesteps": 8,
+        "seed": 2,
+        "temperature": 1.0,
+        "control_variate": control_variate,
+        "max_timesteps": 8,
+        "mc_tol": 10.0,
+    }
     a = posterior(density, model=model, **opts)
     b = posterior(density, model=model, **opts)
     ga = a.grid()

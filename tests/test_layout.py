@@ -104,7 +104,7 @@ def test_the_import_graph_has_no_cycles() -> None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append([*path[path.index(nxt):], nxt] if nxt in path else [node, nxt])
+                cycles.append([*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2
@@ -135,10 +135,7 @@ def test_modules_are_short_or_say_why() -> None:
 
 def test_the_build_lists_every_package_and_maps_models() -> None:
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {
-        ".".join(p.parent.relative_to(ROOT).parts)
-        for p in PACKAGE.rglob("__init__.py")
-    }
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     assert set(setuptools["packages"]) == folders | {"diffinfer.models"}
     assert setuptools["package-dir"]["diffinfer.models"] == "models"
     assert (ROOT / "models" / "__init__.py").is_file()

@@ -166,8 +166,9 @@ def test_noisy_map_likelihood_tracks_the_exact_noisy_likelihood(sim, oracle, y, 
     theta = torch.tensor([[0.3, 0.8], [0.32, 0.8], [0.28, 0.8], [0.3, 0.82], [0.3, 0.78],
                           [0.35, 0.75], [0.25, 0.85]], dtype=torch.float64)  # fmt: skip
     exact = sim.exact_log_prob(z, theta, noise_sigma=sigma).numpy()
-    like = DiffusionLikelihood(oracle, z, terms="vlb", n_timesteps=None, space="model",
-                               noise_sigma=sigma)
+    like = DiffusionLikelihood(
+        oracle, z, terms="vlb", n_timesteps=None, space="model", noise_sigma=sigma
+    )
     assert int(like.plan.timesteps[0]) == t_star + 1
     approx = like(theta).numpy()
     error = (approx - approx[0]) - (exact - exact[0])

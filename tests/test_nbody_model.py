@@ -27,8 +27,9 @@ def test_the_nbody_model_is_tempered_by_its_held_out_temperature() -> None:
     # Monte Carlo refinement would double the cost (docs/posterior.md tests it)
     with pytest.warns(MonteCarloWarning):
         tempered = di.posterior(rho, model=model, seed=0, progress=False, max_timesteps=8)
-        plain = di.posterior(rho, model=model, seed=0, progress=False, temperature=1.0,
-                             max_timesteps=8)
+        plain = di.posterior(
+            rho, model=model, seed=0, progress=False, temperature=1.0, max_timesteps=8
+        )
         g_t, g_p = tempered.grid(), plain.grid()
     assert tempered.info["temperature"] == pytest.approx(entry["temperature"])
     assert plain.info["temperature"] == 1.0

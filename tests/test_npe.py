@@ -198,8 +198,9 @@ def test_the_power_and_cnn_reference_trains_saves_and_loads(training_set, tmp_pa
     assert np.all((draws >= FIELD.prior.low) & (draws <= FIELD.prior.high))
 
 
-@pytest.mark.parametrize(("name", "likelihood"), [("nbody64-npe", "npe"),
-                                                  ("nbody64-npe-power", "npe-power")])
+@pytest.mark.parametrize(
+    ("name", "likelihood"), [("nbody64-npe", "npe"), ("nbody64-npe-power", "npe-power")]
+)
 def test_the_shipped_nbody_references_recover_held_out_parameters(name, likelihood) -> None:
     """The shipped NPE references, loaded by name, on the three held-out N-body example maps
     (test split): the truth lies within 3.5 posterior standard deviations of the mean."""
@@ -214,8 +215,7 @@ def test_the_shipped_nbody_references_recover_held_out_parameters(name, likeliho
     for file, entry in info.items():
         rho = np.load(examples / file)
         truth = np.array([entry["theta"]["Omega_m"], entry["theta"]["sigma_8"]])
-        post = di.posterior(rho, model="nbody64", likelihood=likelihood, npe=name,
-                            progress=False)
+        post = di.posterior(rho, model="nbody64", likelihood=likelihood, npe=name, progress=False)
         grid = post.grid()
         mean, std = grid.mean(), np.sqrt(np.diag(grid.cov()))
         assert np.all(np.abs(mean - truth) < 3.5 * std), (file, mean, std, truth)

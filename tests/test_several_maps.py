@@ -101,8 +101,23 @@ def test_infer_takes_several_map_files(maps, tmp_path, capsys):
     for i in range(2):
         np.save(tmp_path / f"m{i}.npy", maps[i])
     out = tmp_path / "out"
-    assert main(["infer", str(tmp_path / "m0.npy"), str(tmp_path / "m1.npy"), "--model",
-                 "none", "--likelihood", "exact", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                str(tmp_path / "m0.npy"),
+                str(tmp_path / "m1.npy"),
+                "--model",
+                "none",
+                "--likelihood",
+                "exact",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "summary.json").read_text())
     assert report["n_maps"] == 2 and len(report["map"]) == 2
 

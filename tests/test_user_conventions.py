@@ -184,6 +184,7 @@ def big_map(tmp_path_factory):
 def test_infer_options_match_calibrate(big_map, tmp_path, capsys):
     """infer takes --set, --temperature, --threads, --no-progress, --downsample; the truth
     goes into samples.npz."""
+
     def argv(out, *extra):
         return ["infer", str(big_map), "--model", "none", "--likelihood", "exact",
                 "--downsample", "2", "--set", "n_coarse=10", "--set", "n_fine=10",

@@ -294,17 +294,17 @@ REPORT_MARKDOWN = "report.md"
 COLUMNS = {
     "maps": "test maps with a finished posterior",
     "verdict": "calibrated: every check passes and the study has enough maps to see a "
-               "coverage deviation of 0.1; not enough maps: the checks pass but could miss "
-               "it; miscalibrated: a check fails",
+    "coverage deviation of 0.1; not enough maps: the checks pass but could miss "
+    "it; miscalibrated: a check fails",
     "HPD dev": "largest distance between the coverage of the highest-density regions and "
-               "the diagonal (the fraction of maps whose truth lies in the region of "
-               "credibility p, against p); 0 for a calibrated posterior",
+    "the diagonal (the fraction of maps whose truth lies in the region of "
+    "credibility p, against p); 0 for a calibrated posterior",
     "TARP dev": "the same for TARP's random-reference regions (Lemos et al. 2023): it also "
-                "sees a posterior that is right in size but wrong in place",
+    "sees a posterior that is right in size but wrong in place",
     "z mean, z sd": "mean and spread of (posterior mean - truth) / posterior sd over the maps: "
-                    "0 and 1 if calibrated; a spread above 1 means intervals too narrow",
+    "0 and 1 if calibrated; a spread above 1 means intervals too narrow",
     "min dev": "the smallest coverage deviation this many maps surely detect (the width of "
-               "the 99 % band); the verdict needs it at or below 0.1",
+    "the 99 % band); the verdict needs it at or below 0.1",
 }
 """What each column of a study's table means (``report.md`` and ``diffinfer calibrate``)."""
 
@@ -355,10 +355,15 @@ def report_markdown(report: dict) -> str:
                 ", ".join(f(x, fmt) for x in (v.get(key) or {}).values())
                 for key, fmt in (("bias_mean", "+.2f"), ("abs_bias_mean", ".2f"),
                                  ("width_ratio_mean", ".2f")))  # fmt: skip
-            lines.append(f"| {name} | {v['n_maps']} | {shift} | {abs_shift} | {ratio} | "
-                         f"{f(v.get('c2st_mean'), '.3f')} ({v.get('c2st_maps')} maps) |")
-        lines += ["", "Shifts and widths per parameter (Omega_m, sigma_8); C2ST: the accuracy "
-                  "of a classifier telling the two posteriors' draws apart (0.5: the same)."]
+            lines.append(
+                f"| {name} | {v['n_maps']} | {shift} | {abs_shift} | {ratio} | "
+                f"{f(v.get('c2st_mean'), '.3f')} ({v.get('c2st_maps')} maps) |"
+            )
+        lines += [
+            "",
+            "Shifts and widths per parameter (Omega_m, sigma_8); C2ST: the accuracy "
+            "of a classifier telling the two posteriors' draws apart (0.5: the same).",
+        ]
     figures = report.get("figures") or []
     if figures:
         lines += ["", "## Figures", ""]

@@ -170,8 +170,9 @@ def check_study(config: StudyConfig) -> None:
                          f"{len(source.order)} maps; n_maps={config.n_maps} asks for "
                          "more")  # fmt: skip
     per = source.maps.maps_per_cosmology
-    if config.maps_per_theta > 1 and (config.maps_per_theta > per
-                                      or config.n_maps * per > len(source.order)):
+    if config.maps_per_theta > 1 and (
+        config.maps_per_theta > per or config.n_maps * per > len(source.order)
+    ):
         raise InputError(f"the {config.split} split of {config.data} has "
                          f"{len(source.order) // per} cosmologies of {per} maps; "
                          f"{config.n_maps} cases of maps_per_theta={config.maps_per_theta} "
@@ -384,7 +385,6 @@ def run_study(
         On SIGINT or SIGTERM, after the workers are stopped.
     """
 
-
     if not isinstance(config, StudyConfig):
         raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
     workers = check_int("workers", workers, low=1, what="local worker processes")
@@ -474,8 +474,10 @@ def _same_study(old: dict, new: dict) -> bool:
     writer turns one into the other)."""
 
     def key(spec: dict) -> str:
-        spec = {"maps_per_theta": 1,  # studies written before the option had one map a case
-                **{k: v for k, v in json_safe(spec).items() if k not in ("n_maps", "analyses")}}
+        spec = {
+            "maps_per_theta": 1,  # studies written before the option had one map a case
+            **{k: v for k, v in json_safe(spec).items() if k not in ("n_maps", "analyses")},
+        }
         return json.dumps(spec, sort_keys=True)
 
     return key(old) == key(new)

@@ -44,8 +44,10 @@ def failed_checks(analysis: dict) -> list[str]:
         if ranks and not ranks.get("inside_band", True):
             out.append(f"SBC ranks of {name} outside their band")
     if analysis.get("verdict") == "not enough maps":
-        out.append(f"{analysis['n_maps']} maps cannot resolve a coverage deviation of "
-                   f"{analysis['verdict_resolution']} ({analysis['maps_needed']} needed)")
+        out.append(
+            f"{analysis['n_maps']} maps cannot resolve a coverage deviation of "
+            f"{analysis['verdict_resolution']} ({analysis['maps_needed']} needed)"
+        )
     return out
 
 

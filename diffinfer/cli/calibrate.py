@@ -4,7 +4,9 @@ calibrates a likelihood."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from diffinfer.cli.commands import parse_likelihood, parse_set
@@ -15,31 +17,24 @@ from diffinfer.validation import check_int
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from diffinfer.calibration.config import StudyConfig
     from diffinfer.calibration.study import run_study
-    from diffinfer.validation import check_float
 
-    # every value is checked before run_study creates --out or writes study.json
-    for flag, value, low in (("--n-maps", args.n_maps, 1), ("--n-draws", args.n_draws, 10),
-                             ("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                             ("--seed", args.seed, 0),
-                             ("--maps-per-theta", args.maps_per_theta, 1)):  # fmt: skip
-        check_int(flag, value, low=low)
-    check_float("--noise-sigma", args.noise_sigma, low=0)
-    if args.temperature is not None:
-        check_float("--temperature", args.temperature, low=0, low_open=True)
+    # StudyConfig and run_study check every value before --out is created or written
     options = parse_set(args.set)
     if args.n_timesteps is not None:
         check_int("--n-timesteps", args.n_timesteps, low=0, what="0: every term")
         options["n_timesteps"] = args.n_timesteps or None
     analyses = [a.strip() for a in args.analyses.split(",")]
-    config = StudyConfig(
-        model=args.model, likelihood=parse_likelihood(args.likelihood),
-        analyses=analyses, n_maps=args.n_maps, method=args.method,
-        data=args.data, split=args.split, seed=args.seed, n_draws=args.n_draws,
-        temperature=args.temperature, noise_sigma=args.noise_sigma, options=options,
-        maps_per_theta=args.maps_per_theta,
-    )  # fmt: skip
-    report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
-                       threads=args.threads, progress=not args.no_progress)  # fmt: skip
+    with _flag_names():
+        config = StudyConfig(
+            model=args.model, likelihood=parse_likelihood(args.likelihood),
+            analyses=analyses, n_maps=args.n_maps, method=args.method,
+            data=args.data, split=args.split, seed=args.seed, n_draws=args.n_draws,
+            temperature=args.temperature, noise_sigma=args.noise_sigma, options=options,
+            maps_per_theta=args.maps_per_theta,
+        )  # fmt: skip
+    with _flag_names():
+        report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
+                           threads=args.threads, progress=not args.no_progress)  # fmt: skip
     print(report_table(report))
     print(
         "  HPD / TARP dev: largest distance of the coverage curves from the diagonal (0 if "
@@ -48,6 +43,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     print(f"  report.md (read this), report.json and figures/ in {args.out}")
     return 0
+
+
+STUDY_FLAGS = ("n_maps", "n_draws", "seed", "temperature", "noise_sigma", "maps_per_theta",
+               "workers", "threads")  # fmt: skip
+"""Values of a study checked once, by :class:`~diffinfer.calibration.config.StudyConfig` and
+:func:`~diffinfer.calibration.study.run_study`, whose errors the command line words with its
+flags."""
+
+
+@contextlib.contextmanager
+def _flag_names() -> Iterator[None]:
+    """Re-word an InputError that starts with a study value's name with its flag
+    (``n_maps must ...`` -> ``--n-maps must ...``)."""
+    try:
+        yield
+    except InputError as exc:
+        text = str(exc)
+        name = text.split(" ", 1)[0]
+        if name in STUDY_FLAGS:
+            raise InputError("--" + name.replace("_", "-") + text[len(name) :]) from None
+        raise
 
 
 def report_table(report: dict) -> str:

@@ -142,8 +142,7 @@ def as_maps(
                     f"diffinfer.fields.downsample(map, {n // n_pix}) (`--downsample "
                     f"{n // n_pix}` on the command line), or {hint}")  # fmt: skip
         raise InputError(
-            f"{what} is {n} x {n} pixels but this configuration expects {n_pix} x {n_pix}; "
-            + hint
+            f"{what} is {n} x {n} pixels but this configuration expects {n_pix} x {n_pix}; " + hint
         )
     if not torch.isfinite(t).all():
         raise InputError(f"{what} contains NaN or inf values; clean or mask them before use")
@@ -234,8 +233,11 @@ def _kind_hint(raw: torch.Tensor, given: str) -> str:
     if lo >= 0:
         fits.append("mass")
     fits = [k for k in fits if k != given] or [k for k in FIELD_KINDS if k != given]
-    return ("if it holds " + "; if ".join(_KIND_WORDS[k] for k in fits)
-            + " (the --kind option on the command line)")
+    return (
+        "if it holds "
+        + "; if ".join(_KIND_WORDS[k] for k in fits)
+        + " (the --kind option on the command line)"
+    )
 
 
 def as_density(
@@ -329,8 +331,13 @@ def as_density(
 _block_mean = downsample  # read_map's argument ``downsample`` shadows the function
 
 
-def read_map(path: str | os.PathLike, index: int | None = None, downsample: int | None = None,
-             *, option_prefix: str = "") -> np.ndarray:
+def read_map(
+    path: str | os.PathLike,
+    index: int | None = None,
+    downsample: int | None = None,
+    *,
+    option_prefix: str = "",
+) -> np.ndarray:
     """One map from a .npy file, or from a .npz file (its only array or the one named
     ``map``), or map ``index`` of a stack, averaged over ``downsample`` x ``downsample``
     pixel blocks if given; no pickles. Errors name the file and the fix (``option_prefix``:

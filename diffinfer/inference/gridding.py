@@ -280,5 +280,3 @@ def _adaptive(counter: _Counter, box: PriorBox, n_coarse: int, n_fine: int, tol:
     result.n_evaluations = counter.total
     result.passes = passes
     return result
-
-

@@ -134,7 +134,8 @@ class MonteCarloControl:
             stages[-1]["redesigns"] = redesigns
             fit = self._fits[0]
             stages[-1]["fit_residual_nats"] = fit.residual_rms(
-                like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0)))
+                like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0))
+            )
         if not settled:
             # the fits cannot be trusted (the likelihood is far from quadratic across the
             # posterior): evaluate the added terms on the grid itself instead
@@ -254,8 +255,10 @@ class MonteCarloControl:
         values[inside] = self._grid_log_prob(torch.as_tensor(pts[inside])).numpy()
         new = g.retabulated(values, g.n_evaluations, upsample, self.prior.box)
         sd = np.sqrt(np.diag(g.cov()))
-        self._gross = bool(np.max(np.abs(new.mean() - g.mean()) / sd) > GROSS_MOVE
-                           or np.min(np.sqrt(np.diag(new.cov())) / sd) < GROSS_NARROWING)
+        self._gross = bool(
+            np.max(np.abs(new.mean() - g.mean()) / sd) > GROSS_MOVE
+            or np.min(np.sqrt(np.diag(new.cov())) / sd) < GROSS_NARROWING
+        )
         if self._gross:
             return new  # the refinement stops (_control_mc_error): no fresh grid for it
         if _resolves(g, new):

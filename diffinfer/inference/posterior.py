@@ -212,7 +212,6 @@ class Posterior(MonteCarloControl):
                 self._grid = self._control_mc_error(g, int(opts.get("upsample", 8)))
         return self._grid
 
-
     def sample(self, n: int | tuple[int] = 4000) -> Samples:
         """Draw about n samples (per the method; MCMC keeps its chains) as :class:`Samples`.
 
@@ -332,8 +331,10 @@ class Posterior(MonteCarloControl):
         from diffinfer.inference.goodness_of_fit import GoodnessOfFitWarning, goodness_of_fit
 
         if self.gof_source is None:
-            return {"available": False,
-                    "reason": "no fast simulator of this model's maps (log-normal maps only)"}
+            return {
+                "available": False,
+                "reason": "no fast simulator of this model's maps (log-normal maps only)",
+            }
         if self._gof is None:
             n_sims = check_int("n_sims", n_sims, low=20, what="simulated maps")
             if self.method == "grid" or self._samples is None:
@@ -595,10 +596,13 @@ def posterior(
     log_like, locator, chunked = built.log_like, built.locator, built.stochastic
     description, calibration, settings = built.description, built.temperature, built.settings
     terms_info, box = built.info, built.box
-    if temperature is None:
-        temperature = calibration if calibration is not None else 1.0
-    # the option was checked above; this also checks a temperature read from the card
-    temperature = check_float("temperature", temperature, low=0, low_open=True)
+    if temperature is None:  # the option was checked with the others; the card's is here
+        temperature = (
+            1.0
+            if calibration is None
+            else check_float("the temperature in the model card", calibration, low=0, low_open=True)
+        )
+    temperature = float(temperature)
     verdict = None
     if chunked is not None and not model.is_oracle:
         from diffinfer.inference.verdicts import warn_if_uncalibrated
@@ -628,8 +632,11 @@ def posterior(
         **terms_info,
     }
     if chunked is not None and not model.is_oracle:  # the card's verdict on this setting
-        info["calibration"] = ({"verdict": "no study on record"} if verdict is None else
-                               {k: verdict[k] for k in ("verdict", "study", "n_maps", "failed")})
+        info["calibration"] = (
+            {"verdict": "no study on record"}
+            if verdict is None
+            else {k: verdict[k] for k in ("verdict", "study", "n_maps", "failed")}
+        )
     info["provenance"] = {
         "model": model_provenance(model),
         "likelihood": likelihood if isinstance(likelihood, str) else list(likelihood),

@@ -179,8 +179,9 @@ def delayed_acceptance_nuts(
                         chains * (warmup + draws), unit="steps")  # fmt: skip
     for c in range(chains):
         torch.manual_seed(seed * 1000 + c)
-        kernel = NUTS(potential_fn=surrogate_potential, max_tree_depth=max_tree_depth,
-                      full_mass=True)
+        kernel = NUTS(
+            potential_fn=surrogate_potential, max_tree_depth=max_tree_depth, full_mass=True
+        )
         z = prior.to_unconstrained(torch.as_tensor(start[c : c + 1]))[0]
         kernel.initial_params = {"z": z}
         kernel.setup(warmup)

@@ -30,9 +30,12 @@ def card_verdict(card: dict, likelihood: str, n_noise: int, noise_sigma: float,
     """The card's verdict entry for this setting (term set, noise draws, pixel noise,
     temperature within 1e-6), or None."""
     for e in card.get("verdicts") or []:
-        if (e["likelihood"] == likelihood and int(e["n_noise"]) == n_noise
-                and math.isclose(float(e["noise_sigma"]), noise_sigma, abs_tol=1e-12)
-                and math.isclose(float(e["temperature"]), temperature, rel_tol=1e-6)):
+        if (
+            e["likelihood"] == likelihood
+            and int(e["n_noise"]) == n_noise
+            and math.isclose(float(e["noise_sigma"]), noise_sigma, abs_tol=1e-12)
+            and math.isclose(float(e["temperature"]), temperature, rel_tol=1e-6)
+        ):
             return e
     return None
 
@@ -51,13 +54,17 @@ def warn_if_uncalibrated(card: dict, likelihood: str, n_noise: int, noise_sigma:
     if entry is None:
         others = sorted({f"{e['likelihood']} at temperature {e['temperature']:.3g}: "
                          f"{e['verdict']}" for e in card.get("verdicts") or []})  # fmt: skip
-        msg = (f"{setting}: no calibration study of this setting is on record, so its "
-               "credible intervals are unchecked"
-               + (f" (studies of this model: {'; '.join(others)})" if others else "")
-               + "; run one with `diffinfer calibrate` (docs/calibration.md)")
+        msg = (
+            f"{setting}: no calibration study of this setting is on record, so its "
+            "credible intervals are unchecked"
+            + (f" (studies of this model: {'; '.join(others)})" if others else "")
+            + "; run one with `diffinfer calibrate` (docs/calibration.md)"
+        )
     else:
-        msg = (f"{setting} is {entry['verdict']} by its latest study ({entry['study']}, "
-               f"{entry['n_maps']} maps): {'; '.join(entry['failed']) or 'see its report'}. "
-               "Treat its credible intervals as approximate (docs/calibration.md)")
+        msg = (
+            f"{setting} is {entry['verdict']} by its latest study ({entry['study']}, "
+            f"{entry['n_maps']} maps): {'; '.join(entry['failed']) or 'see its report'}. "
+            "Treat its credible intervals as approximate (docs/calibration.md)"
+        )
     warnings.warn(msg, CalibrationWarning, stacklevel=3)
     return entry

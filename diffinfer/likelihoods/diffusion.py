@@ -496,7 +496,6 @@ class DiffusionLikelihood(GaussNewtonLocator):
             if self.on_chunk is not None:
                 self.on_chunk(len(bi) / J)
 
-
     def _oracle_log_l(self, th: torch.Tensor, chunk: int = 16) -> torch.Tensor:
         """Per-term log L (B, K) with the oracle, in Fourier space.
 

@@ -325,9 +325,13 @@ def train_npe(
         "power_mean": logp.mean(0).tolist(),
         "power_std": logp.std(0).tolist(),
         "transform": Transform.fit(rho.numpy()).to_dict(),
-        "architecture": {"flow": flow, "hidden_features": hidden_features,
-                         "num_transforms": num_transforms, "channels": list(channels),
-                         "n_features": n_features},
+        "architecture": {
+            "flow": flow,
+            "hidden_features": hidden_features,
+            "num_transforms": num_transforms,
+            "channels": list(channels),
+            "n_features": n_features,
+        },
         "data": data or {},
     }
     NPE, _, BoxUniform = _import_sbi()

@@ -317,7 +317,7 @@ class NBodySimulator:
         n, r = cfg.n_particles, cfg.refine
         pos = np.asarray(positions, dtype=np.float64)
         if pos.shape != (n**3, 3):
-            raise InputError(f"positions must have shape ({n ** 3}, 3), got {pos.shape}")
+            raise InputError(f"positions must have shape ({n**3}, 3), got {pos.shape}")
         if r == 1:
             return np.mod(pos, n)
         grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64)] * 3, indexing="ij"),

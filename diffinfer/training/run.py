@@ -45,7 +45,6 @@ LOG_FILE = "log.jsonl"
 MODEL_DIR = "model"
 
 
-
 # ----------------------------------------------------------------------- the data
 class TrainingData:
     """Train and validation maps in model space, held in memory as float32."""
@@ -238,8 +237,10 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
             torch.save(obj, tmp)
     except RuntimeError as exc:  # torch's writer reports a failed write (disk full) this way
         tmp.unlink(missing_ok=True)
-        raise DataFileError(f"cannot write {path}: {exc}; free disk space and rerun with "
-                            "--resume (the previous checkpoint is kept)") from exc
+        raise DataFileError(
+            f"cannot write {path}: {exc}; free disk space and rerun with "
+            "--resume (the previous checkpoint is kept)"
+        ) from exc
     os.replace(tmp, path)
 
 
@@ -325,8 +326,10 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
             opt.load_state_dict(state["optimizer"])
             step, elapsed_before = int(state["step"]), float(state["elapsed"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise DataFileError(f"cannot resume from {state_path}: its tensors do not fit "
-                                f"this run ({exc}); move it away to start again") from exc
+            raise DataFileError(
+                f"cannot resume from {state_path}: its tensors do not fit "
+                f"this run ({exc}); move it away to start again"
+            ) from exc
         resumed_validation = json.loads(state.get("validation", "null"))
     net = model.denoiser
     if world > 1:

@@ -1,0 +1,132 @@
+"""Headline numbers of README and docs/ against the committed artefacts they come from.
+
+Each entry is (document, sentence with ``{}`` where the numbers go, the numbers computed
+from committed JSON, their formats). The test renders the sentence from the artefacts and
+looks for it in the document (whitespace-normalised): a number edited in the text, or an
+artefact recomputed without updating the text, fails it. The formats are the tolerance: a
+value must round to what the document prints.
+
+No document may refer to files outside the repository either.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@cache
+def _json(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def _diffusion(study: str) -> dict:
+    return _json(f"calibration/{study}/report.json")["analyses"]["diffusion"]
+
+
+def _z(study: str, param: str, key: str = "std") -> float:
+    return _diffusion(study)["z_score"][param][key]
+
+
+def _high_k_excess() -> tuple[float, float, float, float]:
+    """Emulated / simulated P(k) - 1 in the bins k > 1.4 h/Mpc of the N-body emulator
+    check, smallest and largest over its cosmologies, with the range of their errors."""
+    ratios, errors = [], []
+    for c in _json("docs/results/nbody_emulator.json")["cosmologies"]:
+        k = np.asarray(c["k"])
+        ratios += list(np.asarray(c["power_ratio"])[k > 1.4])
+        errors += list(np.asarray(c["power_ratio_se"])[k > 1.4])
+    return 100 * (min(ratios) - 1), 100 * (max(ratios) - 1), 100 * min(errors), 100 * max(errors)
+
+
+def _against_exact(study: str, key: str, i: int) -> float:
+    return _json(f"calibration/{study}/against_exact.json")[key][i]
+
+
+def _cv_exact() -> dict:
+    return _json("calibration/lognormal64-cv-test/against_exact.json")
+
+
+def _card(model: str) -> dict:
+    return _json(f"models/{model}/card.json")
+
+
+Entry = tuple[str, str, Callable[[], tuple], tuple[str, ...]]
+ENTRIES: list[Entry] = [
+    ("README.md", "`lognormal64`: `{}` (calibration/lognormal64-cv-test, {} maps): the σ_8 "
+     "z-scores spread {} ± {} (1 if calibrated)",
+     lambda: (_diffusion("lognormal64-cv-test")["verdict"],
+              _diffusion("lognormal64-cv-test")["n_maps"],
+              _z("lognormal64-cv-test", "sigma_8"), _z("lognormal64-cv-test", "sigma_8", "std_se")),
+     ("", "d", ".2f", ".2f")),
+    ("README.md", "`nbody64` at τ = {}: `{}` (calibration/nbody64-tempered-test, {} maps): z "
+     "spreads {} / {} (± {}) for Ω_m / σ_8 and an HPD curve {} off the diagonal",
+     lambda: (next(v["temperature"] for v in _card("nbody64")["verdicts"]
+                   if v["study"] == "calibration/nbody64-tempered-test"),
+              _diffusion("nbody64-tempered-test")["verdict"],
+              _diffusion("nbody64-tempered-test")["n_maps"],
+              _z("nbody64-tempered-test", "Omega_m"), _z("nbody64-tempered-test", "sigma_8"),
+              _z("nbody64-tempered-test", "sigma_8", "std_se"),
+              _diffusion("nbody64-tempered-test")["hpd_coverage"]["max_deviation"]),
+     (".2f", "", "d", ".2f", ".2f", ".2f", ".3f")),
+    ("README.md", "posteriors differ from the exact ones by a mean |shift| of {} / {} σ",
+     lambda: (_against_exact("lognormal64-cv-test", "mean_abs_shift", 0),
+              _against_exact("lognormal64-cv-test", "mean_abs_shift", 1)),
+     (".2f", ".2f")),
+    ("README.md", "The same study finds the σ_8 z-scores {} ± {} wide",
+     lambda: (_z("lognormal64-cv-test", "sigma_8"), _z("lognormal64-cv-test", "sigma_8", "std_se")),
+     (".2f", ".2f")),
+    ("docs/results.md", "| mean \\|shift\\| Ω_m / σ_8 | {} / {} |",
+     lambda: (_against_exact("lognormal64-fast-test", "mean_abs_shift", 0),
+              _against_exact("lognormal64-fast-test", "mean_abs_shift", 1)),
+     (".2f", ".2f")),
+    ("docs/results.md", "HPD maximum deviation {}, C2ST median {}",
+     lambda: (_cv_exact()["hpd_curve"]["max_deviation"], _cv_exact()["c2st"]["median"]),
+     (".3f", ".3f")),
+    ("docs/nbody.md", "too high at every tested cosmology: {}–{} % (± {}–{} %) at k = 1.42–1.57",
+     _high_k_excess, (".0f", ".0f", ".0f", ".0f")),
+]  # fmt: skip
+
+
+def _normalised(path: str) -> str:
+    return " ".join((ROOT / path).read_text().split())
+
+
+@pytest.mark.parametrize(("doc", "sentence", "values", "formats"), ENTRIES,
+                         ids=[f"{e[0]}:{e[1][:30]}" for e in ENTRIES])  # fmt: skip
+def test_a_headline_number_matches_its_artefact(doc, sentence, values, formats) -> None:
+    rendered = sentence.format(*(format(v, f) for v, f in zip(values(), formats, strict=True)))
+    assert rendered in _normalised(doc), f"{doc} should read: {rendered!r}"
+
+
+def test_the_card_verdicts_are_the_reports() -> None:
+    """The verdicts a model card records (and a posterior warns with) are those of the
+    reports of the studies they name."""
+    for model in ("lognormal64", "nbody64"):
+        for entry in _card(model).get("verdicts", []):
+            report = _json(f"{entry['study']}/report.json")["analyses"]["diffusion"]
+            assert entry["verdict"] == report["verdict"], (model, entry["study"])
+            assert entry["n_maps"] == report["n_maps"], (model, entry["study"])
+
+
+def test_no_document_refers_outside_the_repository() -> None:
+    outside = re.compile(r"\.\./shared|shared/measurements|/work/|measurements\.md")
+    files = [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "scripts").glob("*.py"),
+        *(ROOT / "calibration").glob("*.py"),
+        *(ROOT / "diffinfer").rglob("*.py"),
+    ]
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in files
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if outside.search(line)]  # fmt: skip
+    assert not found, found

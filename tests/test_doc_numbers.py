@@ -47,6 +47,21 @@ def _high_k_excess() -> tuple[float, float, float, float]:
     return 100 * (min(ratios) - 1), 100 * (max(ratios) - 1), 100 * min(errors), 100 * max(errors)
 
 
+def _zmean(study: str, param: str) -> str:
+    """A z-score mean with its standard error, as the report tables print it (+0.02±0.07)."""
+    z = _diffusion(study)["z_score"][param]
+    return f"{z['mean']:+.2f}±{z['mean_se']:.2f}"
+
+
+def _table_row(study: str) -> tuple[float, str, str]:
+    """HPD deviation, z means and z spreads as docs/nbody.md's study tables print them."""
+    d = _diffusion(study)
+    means = " / ".join(_zmean(study, p) for p in ("Omega_m", "sigma_8"))
+    spreads = " / ".join(f"{_z(study, p):.2f}±{_z(study, p, 'std_se'):.2f}"
+                         for p in ("Omega_m", "sigma_8"))  # fmt: skip
+    return d["hpd_coverage"]["max_deviation"], f"{means} | {spreads}", d["verdict"]
+
+
 def _against_exact(study: str, key: str, i: int) -> float:
     return _json(f"calibration/{study}/against_exact.json")[key][i]
 
@@ -93,6 +108,14 @@ ENTRIES: list[Entry] = [
      (".3f", ".3f")),
     ("docs/nbody.md", "too high at every tested cosmology: {}–{} % (± {}–{} %) at k = 1.42–1.57",
      _high_k_excess, (".0f", ".0f", ".0f", ".0f")),
+    ("docs/nbody.md", "| diffusion | 320 | yes ({}) | yes | no, no | {} | {} |",
+     lambda: _table_row("nbody64-tempered-test"), (".3f", "", "")),
+    ("docs/nbody.md", "| diffusion | 200 | no ({}) | no | no, no | {} | {} |",
+     lambda: _table_row("nbody64-test"), (".3f", "", "")),
+    ("docs/calibration.md", "`miscalibrated` by `calibration/lognormal64-cv-test` ({} maps; σ_8 "
+     "z-score spread {} ±",
+     lambda: (_diffusion("lognormal64-cv-test")["n_maps"], _z("lognormal64-cv-test", "sigma_8")),
+     ("d", ".2f")),
 ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from diffinfer.calibration.results import ANALYSES
 from diffinfer.errors import InputError
+from diffinfer.inference.options import METHODS
 from diffinfer.io import (
     json_safe,
 )
@@ -18,9 +19,6 @@ STUDY_FILE = "study.json"
 
 
 SPLITS = ("test", "validation")
-
-
-METHODS = ("grid", "emcee", "nuts")
 
 
 NO_MODEL = "none"

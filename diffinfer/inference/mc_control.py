@@ -18,7 +18,7 @@ import torch
 from diffinfer.inference.grid import GridPosterior
 from diffinfer.inference.gridding import EDGE_TOL, grid_posterior
 from diffinfer.inference.mc_error import QuadraticTerms, design_points, posterior_mc_error
-from diffinfer.inference.options import SAMPLER_OPTIONS
+from diffinfer.inference.options import SAMPLER_OPTIONS, sampler_option
 from diffinfer.parameters import as_theta
 
 ROUND_GROWTH = 4
@@ -276,7 +276,7 @@ class MonteCarloControl:
         opts.pop("aligned", None)
         centre, cov, spent = g.mean(), g.cov() * widen**2, g.n_evaluations
         if self._bar is not None:
-            self._bar.plan(int(opts.get("n_aligned", 8)) ** 2)
+            self._bar.plan(int(sampler_option("grid", opts, "n_aligned")) ** 2)
         return grid_posterior(self._grid_log_prob, self.prior.box,
                               locate=lambda: (centre, cov, spent), **opts)  # fmt: skip
 

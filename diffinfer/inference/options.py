@@ -129,3 +129,20 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
         if diffusion_only:
             raise InputError(f"options {diffusion_only} apply to the diffusion likelihood, "
                              f"not to likelihood={likelihood!r}")  # fmt: skip
+
+
+def sampler_option(method: str, options: dict, name: str) -> object:
+    """A sampler option's value: given in ``options``, else the default in the signature of
+    the method's back end (:func:`~diffinfer.inference.gridding.grid_posterior`,
+    :func:`~diffinfer.inference.emcee.run_emcee`, :func:`~diffinfer.inference.nuts.run_nuts`),
+    the one place each default is written."""
+    import inspect
+
+    from diffinfer.inference.emcee import run_emcee
+    from diffinfer.inference.gridding import grid_posterior
+    from diffinfer.inference.nuts import run_nuts
+
+    if name in options:
+        return options[name]
+    backend = {"grid": grid_posterior, "emcee": run_emcee, "nuts": run_nuts}[method]
+    return inspect.signature(backend).parameters[name].default

@@ -34,6 +34,7 @@ from diffinfer.inference.options import (
     NPE_GRID,
     SAMPLER_OPTIONS,
     check_posterior_options,
+    sampler_option,
 )
 from diffinfer.inference.samples import (
     SUMMARY_LEVELS,
@@ -178,7 +179,7 @@ class Posterior(MonteCarloControl):
     def locate(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Centre and covariance of the posterior from the likelihood itself (its maximum
         and inverse Fisher information, widened by the temperature), and the evaluations
-        spent; :class:`~diffinfer.inference.grid.LocateError` if the likelihood has no locator."""
+        spent; :class:`~diffinfer.errors.LocateError` if the likelihood has no locator."""
         if self.locator is None:
             raise LocateError("this likelihood has no locator")
         ticked = self._ticked
@@ -188,7 +189,7 @@ class Posterior(MonteCarloControl):
         self.n_evaluations += int(spent)
         if self._bar is not None:
             self._bar.advance(int(spent) - (self._ticked - ticked))
-            n_grid = int(self.options.get("n_aligned", 8)) ** 2
+            n_grid = int(sampler_option("grid", self.options, "n_aligned")) ** 2
             self._bar.plan(n_grid)
             self._bar.stage("aligned grid")
         return centre, cov * float(self.info.get("temperature", 1.0)), spent
@@ -198,18 +199,19 @@ class Posterior(MonteCarloControl):
         likelihood can be located (``aligned=True``, the default), else adaptive."""
         if self._grid is None:
             opts = self._grid_options()
-            aligned = opts.pop("aligned", True)
-            if not isinstance(aligned, bool):
-                raise InputError(f"aligned must be True or False, got {aligned!r}")
+            aligned = opts.pop("aligned", True)  # checked with the other options
             locate = self.locate if aligned and self.locator is not None else None
             if locate is not None:
-                plan = LOCATE_PLAN + int(opts.get("n_aligned", 8)) ** 2
+                plan = LOCATE_PLAN + int(sampler_option("grid", opts, "n_aligned")) ** 2
             else:
-                plan = int(opts.get("n_coarse", 8)) ** 2 + 2 * int(opts.get("n_fine", 12)) ** 2
+                plan = int(sampler_option("grid", opts, "n_coarse")) ** 2
+                plan += 2 * int(sampler_option("grid", opts, "n_fine")) ** 2
             with self._progress("posterior (grid)", plan) as bar:
                 bar.stage("locating the maximum" if locate else "adaptive grid")
                 g = grid_posterior(self.log_prob, self.prior.box, locate=locate, **opts)
-                self._grid = self._control_mc_error(g, int(opts.get("upsample", 8)))
+                self._grid = self._control_mc_error(
+                    g, int(sampler_option("grid", opts, "upsample"))
+                )
         return self._grid
 
     def sample(self, n: int | tuple[int] = 4000) -> Samples:
@@ -402,8 +404,6 @@ class Posterior(MonteCarloControl):
             choice = "grid" if self.info.get("expensive") else None
         if choice is None:
             return None
-        if choice != "grid":
-            raise InputError(f"surrogate must be 'grid' or None, got {choice!r}")
         from diffinfer.inference.two_stage import GridSurrogate
 
         return GridSurrogate(self.grid())
@@ -419,12 +419,13 @@ class Posterior(MonteCarloControl):
 
             from diffinfer.inference.two_stage import delayed_acceptance_nuts
 
-            chains = int(opts.get("num_chains", 4))
+            chains = int(sampler_option("nuts", opts, "num_chains"))
+            warmup = int(sampler_option("nuts", opts, "warmup_steps"))
+            depth = int(sampler_option("nuts", opts, "max_tree_depth"))
             self.sampler = None
             theta, lp, diag = delayed_acceptance_nuts(
-                self.log_prob, surrogate, self.prior, chains=chains,
-                warmup=int(opts.get("warmup_steps", 500)), draws=max(1, math.ceil(n / chains)),
-                max_tree_depth=int(opts.get("max_tree_depth", 8)), seed=self.seed,
+                self.log_prob, surrogate, self.prior, chains=chains, warmup=warmup,
+                draws=max(1, math.ceil(n / chains)), max_tree_depth=depth, seed=self.seed,
                 progress=self.progress,
             )  # fmt: skip
             diag["n_evaluations"] = int(self.n_evaluations)

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from diffinfer.calibration import verdicts
 from diffinfer.calibration.verdicts import verdict_entry
+from diffinfer.inference import verdicts
 from diffinfer.inference.posterior import posterior
 from diffinfer.inference.verdicts import CalibrationWarning, warn_if_uncalibrated
 

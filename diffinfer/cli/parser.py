@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from diffinfer.calibration.config import SPLITS
 from diffinfer.cli.calibrate import cmd_calibrate, cmd_recalibrate
 from diffinfer.cli.commands import (
     cmd_emulate,
@@ -20,7 +21,7 @@ from diffinfer.diffusion.samplers import (
     SPACINGS,
 )
 from diffinfer.fields.grid import FIELD_KINDS
-from diffinfer.inference.options import REFERENCE_LIKELIHOODS
+from diffinfer.inference.options import METHODS, REFERENCE_LIKELIHOODS
 
 
 def _add_geometry(p: argparse.ArgumentParser) -> None:
@@ -77,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_simulate(sub)
+    _add_estimate(sub)
+    _add_train(sub)
+    _add_emulate(sub)
+    _add_infer(sub)
+    _add_calibrate(sub)
+    _add_recalibrate(sub)
+    _add_fit_proposal(sub)
+    return parser
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    """The ``simulate`` command."""
     p = sub.add_parser(
         "simulate",
         help="write a synthetic data set (log-normal or N-body maps) in the CAMELS CMD format",
@@ -126,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 2)")  # fmt: skip
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    """The ``estimate`` command."""
     p = sub.add_parser(
         "estimate",
         help="estimate (Omega_m, sigma_8) of one map with the exact log-normal likelihood",
@@ -144,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_geometry(p)
     p.set_defaults(func=cmd_estimate)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """The ``train`` command."""
     p = sub.add_parser(
         "train",
         help="train a conditional diffusion model (config file; resumable; DDP via torchrun)",
@@ -168,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_emulate(sub: argparse._SubParsersAction) -> None:
+    """The ``emulate`` command."""
     p = sub.add_parser(
         "emulate",
         help="emulate maps at one cosmology with a trained model",
@@ -216,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_emulate)
 
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    """The ``infer`` command."""
     p = sub.add_parser(
         "infer",
         help="posterior of (Omega_m, sigma_8) for one map",
@@ -245,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "npe-power (neural posterior estimators; --set npe=DIR picks one)",
     )
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
-    p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
+    p.add_argument("--method", choices=METHODS, default="grid")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network precision of the diffusion likelihood (auto: bf16 where "
                         "the device computes it natively)")  # fmt: skip
@@ -269,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_infer)
 
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    """The ``calibrate`` command."""
     p = sub.add_parser(
         "calibrate",
         help="coverage study: posteriors of many test maps, calibration metrics and figures",
@@ -287,13 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyses", default="diffusion,exact,power",
                    help="comma-separated: diffusion, exact, power, npe, npe-power (default "
                         "diffusion,exact,power)")  # fmt: skip
-    p.add_argument("--method", choices=("grid", "emcee", "nuts"), default="grid")
+    p.add_argument("--method", choices=METHODS, default="grid")
     p.add_argument("--n-maps", type=int, default=200, help="test maps (default 200)")
     p.add_argument("--maps-per-theta", type=int, default=1,
                    help="maps of one cosmology per test case, analysed together (the product "
                         "of their likelihoods; default 1)")  # fmt: skip
     p.add_argument("--data", help="CAMELS-format data directory (default: simulate maps)")
-    p.add_argument("--split", choices=("test", "validation"), default="test",
+    p.add_argument("--split", choices=SPLITS, default="test",
                    help="held-out split of --data (validation: a calibration split)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seeds cosmologies, maps and posteriors")
     p.add_argument("--n-draws", type=int, default=1000, help="posterior draws kept per map")
@@ -312,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_calibrate)
 
+
+def _add_recalibrate(sub: argparse._SubParsersAction) -> None:
+    """The ``recalibrate`` command."""
     p = sub.add_parser(
         "recalibrate",
         help="fit a likelihood temperature on a calibration study; optionally store it",
@@ -338,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the truth (docs/calibration.md)")  # fmt: skip
     p.set_defaults(func=cmd_recalibrate)
 
+
+def _add_fit_proposal(sub: argparse._SubParsersAction) -> None:
+    """The ``fit-proposal`` command."""
     p = sub.add_parser(
         "fit-proposal",
         help="fit the VLB timestep proposal of a model on pilot maps; optionally store it",
@@ -358,4 +393,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", action="store_true", help="write the proposal to the model card")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_fit_proposal)
-    return parser

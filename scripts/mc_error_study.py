@@ -166,14 +166,16 @@ def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:
         if scatter:
             sc, em = np.array(scatter), np.array(est_multi)
             rms_sc, rms_em = np.sqrt(np.mean(sc**2, 0)), np.sqrt(np.mean(em**2, 0))
-            # the scatter of k seeds estimates its sd with k - 1 dof: se of the rms
-            k = len(next(iter(maps.values())))
+            # the scatter of k seeds estimates its sd with k - 1 dof: se of the rms from the
+            # dof summed over the maps (maps may have different numbers of seeds)
+            seeds = [len(runs) for runs in maps.values() if len(runs) >= 2]
+            dof = sum(k - 1 for k in seeds)
             s.update({
-                "seed_scatter_maps": len(sc), "seeds_per_map": k,
+                "seed_scatter_maps": len(sc), "seeds_per_map": sorted(set(seeds)),
                 "seed_scatter_rms": rms_sc.round(3).tolist(),
                 "estimated_error_rms_same_maps": rms_em.round(3).tolist(),
                 "ratio_estimate_to_scatter": (rms_em / rms_sc).round(2).tolist(),
-                "ratio_se": (rms_em / rms_sc / np.sqrt(2 * len(sc) * (k - 1))).round(2).tolist(),
+                "ratio_se": (rms_em / rms_sc / np.sqrt(2 * dof)).round(2).tolist(),
             })  # fmt: skip
         out[stage] = s
     return out

@@ -62,6 +62,21 @@ def _table_row(study: str) -> tuple[float, str, str]:
     return d["hpd_coverage"]["max_deviation"], f"{means} | {spreads}", d["verdict"]
 
 
+def _mc_row(stage: str) -> tuple:
+    """A corner row of docs/posterior.md's Monte Carlo error table, from its summary."""
+    s = _json("docs/data/mc_error/summary.json")["corner"][stage]
+    (m0, m1), (e0, e1) = s["shift_mean"], s["shift_se"]
+    calls = s["network_calls_median"], s["network_calls_max"]
+    return (s["n_maps"], m0, e0, m1, e1, *s["abs_shift_mean"], max(s["abs_shift_se"]),
+            s["maps_shift_above_1"], s["maps_shift_above_1_unwarned"],
+            *s["estimated_error_rms"], *calls)  # fmt: skip
+
+
+MC_ROW = ("| {} | {} ± {} | {} ± {} | {} / {} (± {}) | {} ({}) | {} / {} | {} ({}) |",
+          ("d", "+.2f", ".2f", "+.2f", ".2f", ".2f", ".2f", ".2f", "d", "d", ".2f", ".2f",
+           ".0f", ".0f"))  # fmt: skip
+
+
 def _against_exact(study: str, key: str, i: int) -> float:
     return _json(f"calibration/{study}/against_exact.json")[key][i]
 
@@ -116,6 +131,10 @@ ENTRIES: list[Entry] = [
      "z-score spread {} ±",
      lambda: (_diffusion("lognormal64-cv-test")["n_maps"], _z("lognormal64-cv-test", "sigma_8")),
      ("d", ".2f")),
+    ("docs/posterior.md", "| corner (Ω_m < 0.2) | final (default) " + MC_ROW[0],
+     lambda: _mc_row("final"), MC_ROW[1]),
+    ("docs/posterior.md", "| corner (Ω_m < 0.2) | first (former default) " + MC_ROW[0],
+     lambda: _mc_row("first"), MC_ROW[1]),
 ]  # fmt: skip
 
 

@@ -189,6 +189,7 @@ def test_references_report_zero_error_and_ignore_the_tolerance(field):
     ({"max_timesteps": 8, "n_timesteps": 16}, "max_timesteps=8 is below n_timesteps=16"),
     ({"max_timesteps": 4}, "max_timesteps=4 is below the 16 timesteps"),
     ({"max_timesteps": 0}, "max_timesteps must be"),
+    ({"mc_refine": "quadratic"}, "mc_refine must be one of"),
 ])  # fmt: skip
 def test_bad_error_control_options_are_refused(oracle, field, options, match):
     with pytest.raises(InputError, match=match):
@@ -297,3 +298,23 @@ def test_where_the_fits_do_not_settle_the_added_terms_are_evaluated_on_the_grid(
     exact = di.posterior(field, likelihood="exact", progress=False).grid()
     sd = np.sqrt(np.diag(exact.cov()))
     assert np.all(np.abs(g.mean() - exact.mean()) < 3 * 0.5 * sd)
+
+
+def test_mc_refine_grid_evaluates_the_added_terms_on_the_grid_from_the_start(oracle, field):
+    """``mc_refine="grid"`` skips the fitted quadratics: every added timestep is evaluated at
+    every grid point (the grid then holds the likelihood of all K timesteps, which the
+    posterior's own log_prob reproduces), and rounds go on until the tolerance is met."""
+    post = di.posterior(field, model=oracle, n_timesteps=8, seed=0, mc_tol=0.5,
+                        mc_refine="grid", progress=False)  # fmt: skip
+    mc = post.mc_error()
+    assert mc["refine"] == "grid" and mc["direct"] and mc["met"] and mc["n_timesteps"] > 8
+    assert all(s.get("direct", False) for s in mc["stages"][1:])
+    assert "redesigns" not in mc["stages"][-1]  # no fitted round was ever made
+    assert post.info["provenance"]["settings"]["mc_refine"] == "grid"
+    g = post.grid()
+    base = g.base or g
+    pts, inside = g.evaluated_points()
+    cells = np.flatnonzero(inside)[:: max(1, inside.sum() // 5)][:5]
+    with torch.no_grad():
+        direct = post.log_prob(torch.as_tensor(pts[cells])).numpy()
+    np.testing.assert_allclose(base.log_density.ravel()[cells], direct, rtol=0, atol=1e-6)

@@ -116,7 +116,9 @@ class MonteCarloControl:
         stages = [self._mc_error(g)]
         budget = self.max_timesteps or like.n_timesteps_used
         settled = True
-        while (max(stages[-1]["mean"]) > self.mc_tol and like.adaptive
+        if self.mc_refine == "grid" and max(stages[-1]["mean"]) > self.mc_tol:
+            settled = False  # every added term evaluated at the grid's points (mc_refine)
+        while (settled and max(stages[-1]["mean"]) > self.mc_tol and like.adaptive
                and like.n_timesteps_used < budget):  # fmt: skip
             k = like.n_timesteps_used
             g = self._add_round(g, self._round_target(stages[-1], budget) - k, upsample)
@@ -136,9 +138,9 @@ class MonteCarloControl:
             stages[-1]["fit_residual_nats"] = fit.residual_rms(
                 like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0))
             )
-        if not settled:
+        if not settled and like.adaptive:
             # the fits cannot be trusted (the likelihood is far from quadratic across the
-            # posterior): evaluate the added terms on the grid itself instead
+            # posterior), or mc_refine="grid": evaluate the added terms on the grid itself
             g, direct = self._direct_rounds(first, min(budget, DIRECT_MAX_FACTOR * like.rounds[0]))
             stages += direct
         final = stages[-1]
@@ -147,11 +149,16 @@ class MonteCarloControl:
                       "tolerance": self.mc_tol, "max_timesteps": budget,
                       "n_timesteps": final["n_timesteps"], "met": bool(met),
                       "fit_settled": bool(settled), "direct": bool(self._direct),
+                      "refine": self.mc_refine,
                       "n_denoiser_calls": like.n_denoiser_calls, "stages": stages}  # fmt: skip
         if not met and not settled:
             warnings.warn(
-                f"{self.name}: the likelihood is far from quadratic across the posterior, so "
-                f"the added timesteps were evaluated on the grid itself, up to "
+                f"{self.name}: "
+                + ("the added timesteps were evaluated on the grid itself (mc_refine='grid')"
+                   if self.mc_refine == "grid" else
+                   "the likelihood is far from quadratic across the posterior, so the added "
+                   "timesteps were evaluated on the grid itself")
+                + ", up to "
                 f"{final['n_timesteps']} (max_timesteps={budget}, at most "
                 f"{DIRECT_MAX_FACTOR} times the starting ones there); the Monte Carlo error of "
                 f"the mean is still {final['mean'][0]:.2f} / {final['mean'][1]:.2f} posterior "

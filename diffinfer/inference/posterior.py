@@ -86,10 +86,12 @@ class Posterior(MonteCarloControl):
         chunked: DiffusionLikelihood | None = None,
         mc_tol: float = DEFAULT_MC_TOL,
         max_timesteps: int | None = None,
+        mc_refine: str = "fit",
     ) -> None:
         self.log_likelihood = log_likelihood
         self.mc_tol = float(mc_tol)
         self.max_timesteps = max_timesteps
+        self.mc_refine = mc_refine
         self._fits: list[QuadraticTerms] = []
         self._gross = False
         self._direct = False  # added terms evaluated on the grid, not fitted (_direct_rounds)
@@ -522,7 +524,9 @@ def posterior(
         directory), the Monte Carlo error control of the diffusion likelihood (``mc_tol``:
         the largest standard error of the posterior mean, in posterior sd, default
         :data:`DEFAULT_MC_TOL`; ``max_timesteps``: the timesteps it may grow to, default
-        :data:`DEFAULT_MAX_TIMESTEPS_FACTOR` times the starting ones; docs/posterior.md) and
+        :data:`DEFAULT_MAX_TIMESTEPS_FACTOR` times the starting ones; ``mc_refine``:
+        ``"fit"`` (default) or ``"grid"``, how added timesteps enter the grid,
+        :data:`~diffinfer.inference.options.MC_REFINE`; docs/posterior.md) and
         sampler options (grid: n_coarse, n_fine,
         tol, max_passes; emcee: n_walkers, max_steps, min_tau_multiple; nuts: num_chains,
         warmup_steps, max_tree_depth).
@@ -536,6 +540,7 @@ def posterior(
     mc_tol = options.get("mc_tol")
     mc_tol = DEFAULT_MC_TOL if mc_tol is None else float(mc_tol)
     max_timesteps = options.get("max_timesteps")
+    mc_refine = options.get("mc_refine") or "fit"
     temperature = like_opts.pop("temperature", None)
     spectrum = like_opts.pop("spectrum", None)
     sampler_opts = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[method]}
@@ -593,7 +598,7 @@ def posterior(
             raise InputError(f"max_timesteps={max_timesteps} is below the {start} timesteps "
                              f"the likelihood starts from; give max_timesteps >= {start} "
                              f"(or fewer n_timesteps)")  # fmt: skip
-        built.settings.update(mc_tol=mc_tol, max_timesteps=max_timesteps)
+        built.settings.update(mc_tol=mc_tol, max_timesteps=max_timesteps, mc_refine=mc_refine)
     log_like, locator, chunked = built.log_like, built.locator, built.stochastic
     description, calibration, settings = built.description, built.temperature, built.settings
     terms_info, box = built.info, built.box
@@ -648,7 +653,8 @@ def posterior(
     }
     post = Posterior(log_like, prior, method=method, seed=seed, sampler_options=sampler_opts,
                      info=info, locator=locator, progress=progress, chunked=chunked,
-                     mc_tol=mc_tol, max_timesteps=max_timesteps)  # fmt: skip
+                     mc_tol=mc_tol, max_timesteps=max_timesteps,
+                     mc_refine=mc_refine)  # fmt: skip
     if n_maps == 1:
         post.gof_source = _gof_source(field, model, npe, noise_sigma)
     return post

@@ -102,6 +102,9 @@ def summary(args: argparse.Namespace) -> None:
             maps.setdefault(i, {})[seed] = json.loads(f.read_text())
         exact = {i: json.loads((tag_dir / f"map{i:03d}-exact.json").read_text()) for i in maps}
         report[tag_dir.name] = _summarise(maps, exact)
+        paired = _seed_pairs(maps, exact)
+        if paired:
+            report[tag_dir.name]["final_by_seed"] = paired
         print(f"== {tag_dir.name}")
         print(json.dumps(report[tag_dir.name], indent=1))
     # the first stage (the default's 8 timesteps) over every map with several seeds
@@ -118,6 +121,31 @@ def summary(args: argparse.Namespace) -> None:
         print("== pooled, first stage")
         print(json.dumps(report["pooled_first_stage"], indent=1))
     write_json_atomic(Path(args.out) / "summary.json", report)
+
+
+def _seed_pairs(maps: dict[int, dict], exact: dict[int, dict]) -> dict | None:
+    """The final stage's mean shift from the exact posterior at seed 0 and at seed 1 on the
+    maps computed with both, and their paired difference: a shift the seed does not change
+    is not Monte Carlo error."""
+    both = sorted(i for i, runs in maps.items() if 0 in runs and 1 in runs)
+    if len(both) < 2:
+        return None
+    shifts = {}
+    for seed in (0, 1):
+        rows = []
+        for i in both:
+            sd = np.sqrt(np.diag(exact[i]["cov"]))
+            mu = np.array(maps[i][seed]["mc_error"]["stages"][-1]["posterior_mean"])
+            rows.append((mu - np.array(exact[i]["mean"])) / sd)
+        shifts[seed] = np.array(rows)
+    n = len(both)
+
+    def mean_se(x: np.ndarray) -> dict:
+        return {"mean": x.mean(0).round(3).tolist(),
+                "se": (x.std(0, ddof=1) / np.sqrt(n)).round(3).tolist()}  # fmt: skip
+
+    return {"n_maps": n, "seed0": mean_se(shifts[0]), "seed1": mean_se(shifts[1]),
+            "seed1_minus_seed0": mean_se(shifts[1] - shifts[0])}  # fmt: skip
 
 
 def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:

@@ -197,7 +197,7 @@ def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     model = study_model(config.model)
     m = config.maps_per_theta
     if config.data is None:
-        sim = LognormalSimulator(model.field, model.transform)
+        sim = LognormalSimulator.for_model(model)
         rng = np.random.default_rng([config.seed, index])
         low, width = np.asarray(sim.config.prior.low), sim.config.prior.width
         theta = low + width * rng.random(2)

@@ -220,7 +220,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     tmp.replace(out / "maps.npy")
     simulated = None
     if model.is_oracle or model.card.get("data", {}).get("simulator") == "lognormal":
-        sim = LognormalSimulator(model.field, model.transform)
+        sim = LognormalSimulator.for_model(model)
         simulated = sim.simulate(theta, max(n, 64), seed=seed + 1)
     fig = emulation_figure(
         maps,

@@ -188,6 +188,10 @@ def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:
                 "maps_shift_above_1_unwarned": int((big & ~warned).sum()),
                 "maps_warned_or_over_tolerance": int(warned.sum()),
                 "estimated_error_rms": np.sqrt(np.mean(est**2, axis=0)).round(3).tolist(),
+                # the final fit's lack of fit (nats; maps without a fit count as 0)
+                "maps_fit_residual_above_0.3": int(sum(
+                    max([s.get("fit_residual_nats") or 0.0 for s in r["mc_error"]["stages"]])
+                    > 0.3 for runs in maps.values() for seed, r in runs.items() if seed == 0)),
                 "network_calls_median": float(np.median(calls)),
                 "network_calls_max": float(np.max(calls)),
             })  # fmt: skip

@@ -68,7 +68,7 @@ def summary(out: Path) -> None:
     from diffinfer.io import write_json_atomic
 
     corner = Path("docs/data/mc_error/corner")
-    direct, fitted, errors = [], [], []
+    direct, fitted, errors, residual = [], [], [], []
     for f in sorted(out.glob("map*.json")):
         i = int(f.stem[3:])
         d = json.loads(f.read_text())
@@ -78,6 +78,8 @@ def summary(out: Path) -> None:
         direct.append((np.array(d["mean"]) - e["mean"]) / sd)
         fitted.append((np.array(r["mc_error"]["stages"][-1]["posterior_mean"]) - e["mean"]) / sd)
         errors.append(np.array(d["mc_error"]["mean"]))
+        fits = [s["fit_residual_nats"] for s in r["mc_error"]["stages"] if "fit_residual_nats" in s]
+        residual.append(fits[-1] if fits else np.nan)
     direct, fitted, n = np.array(direct), np.array(fitted), len(direct)
 
     def mean_se(x: np.ndarray) -> dict:
@@ -90,6 +92,22 @@ def summary(out: Path) -> None:
               "fitted_abs_shift": np.abs(fitted).mean(0).round(3).tolist(),
               "direct_error_rms": np.sqrt(np.mean(np.square(errors), 0)).round(3).tolist(),
               }  # fmt: skip
+    # does the fits' own lack of fit (rms residual at the design points, nats) tell where
+    # they are biased? Rank correlation with the Omega_m bias, and the bias either side of
+    # 0.3 nats
+    from scipy import stats
+
+    residual, bias = np.array(residual), (fitted - direct)[:, 0]
+    rho = stats.spearmanr(residual, bias)
+    high = residual > 0.3
+    report["fit_residual"] = {
+        "nats": np.round(residual, 3).tolist(),
+        "spearman_vs_omega_m_bias": round(float(rho.statistic), 3),
+        "p_value": float(rho.pvalue),
+        "maps_above_0.3": int(high.sum()),
+        "omega_m_bias_above_0.3": round(float(bias[high].mean()), 3),
+        "omega_m_bias_below_0.3": round(float(bias[~high].mean()), 3),
+    }
     write_json_atomic(out / "summary.json", report)
     print(json.dumps(report, indent=1))
 

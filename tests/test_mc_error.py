@@ -271,6 +271,19 @@ def test_goodness_of_fit_refuses_too_few_simulated_maps(field):
         post.goodness_of_fit(n_sims=5)
 
 
+def _assert_the_grid_holds_every_timestep(post):
+    """The grid's evaluated log density equals the posterior's own log_prob (every added
+    timestep evaluated, none fitted) at five of its points; returns the grid."""
+    g = post.grid()
+    base = g.base or g
+    pts, inside = g.evaluated_points()
+    cells = np.flatnonzero(inside)[:: max(1, inside.sum() // 5)][:5]
+    with torch.no_grad():
+        direct = post.log_prob(torch.as_tensor(pts[cells])).numpy()
+    np.testing.assert_allclose(base.log_density.ravel()[cells], direct, rtol=0, atol=1e-6)
+    return g
+
+
 def test_where_the_fits_do_not_settle_the_added_terms_are_evaluated_on_the_grid(
     oracle, field, monkeypatch
 ):
@@ -288,13 +301,7 @@ def test_where_the_fits_do_not_settle_the_added_terms_are_evaluated_on_the_grid(
     assert mc["direct"] and not mc["fit_settled"] and mc["met"]
     assert [s.get("direct", False) for s in mc["stages"]][-1] and mc["n_timesteps"] > 8
     assert max(mc["mean"]) < max(mc["stages"][0]["mean"])
-    g = post.grid()
-    base = g.base or g
-    pts, inside = g.evaluated_points()
-    cells = np.flatnonzero(inside)[:: max(1, inside.sum() // 5)][:5]
-    with torch.no_grad():
-        direct = post.log_prob(torch.as_tensor(pts[cells])).numpy()
-    np.testing.assert_allclose(base.log_density.ravel()[cells], direct, rtol=0, atol=1e-6)
+    g = _assert_the_grid_holds_every_timestep(post)
     exact = di.posterior(field, likelihood="exact", progress=False).grid()
     sd = np.sqrt(np.diag(exact.cov()))
     assert np.all(np.abs(g.mean() - exact.mean()) < 3 * 0.5 * sd)
@@ -311,10 +318,4 @@ def test_mc_refine_grid_evaluates_the_added_terms_on_the_grid_from_the_start(ora
     assert all(s.get("direct", False) for s in mc["stages"][1:])
     assert "redesigns" not in mc["stages"][-1]  # no fitted round was ever made
     assert post.info["provenance"]["settings"]["mc_refine"] == "grid"
-    g = post.grid()
-    base = g.base or g
-    pts, inside = g.evaluated_points()
-    cells = np.flatnonzero(inside)[:: max(1, inside.sum() // 5)][:5]
-    with torch.no_grad():
-        direct = post.log_prob(torch.as_tensor(pts[cells])).numpy()
-    np.testing.assert_allclose(base.log_density.ravel()[cells], direct, rtol=0, atol=1e-6)
+    _assert_the_grid_holds_every_timestep(post)

@@ -550,11 +550,7 @@ def posterior(
         # (C2ST <= 0.51, docs/posterior.md); its evaluations cost about 1 ms
         for name, cells in NPE_GRID.items():
             sampler_opts.setdefault(name, cells)
-    if isinstance(model, str):
-        from diffinfer.diffusion.checkpoint import load_model
-
-        model = load_model(model)
-    elif isinstance(model, os.PathLike):
+    if isinstance(model, (str, os.PathLike)):
         from diffinfer.diffusion.checkpoint import load_model
 
         model = load_model(model)

@@ -68,7 +68,7 @@ def summary(out: Path) -> None:
     from diffinfer.io import write_json_atomic
 
     corner = Path("docs/data/mc_error/corner")
-    direct, fitted, errors, residual = [], [], [], []
+    direct, fitted, errors, residual, calls = [], [], [], [], []
     for f in sorted(out.glob("map*.json")):
         i = int(f.stem[3:])
         d = json.loads(f.read_text())
@@ -78,6 +78,7 @@ def summary(out: Path) -> None:
         direct.append((np.array(d["mean"]) - e["mean"]) / sd)
         fitted.append((np.array(r["mc_error"]["stages"][-1]["posterior_mean"]) - e["mean"]) / sd)
         errors.append(np.array(d["mc_error"]["mean"]))
+        calls.append((d["mc_error"]["n_denoiser_calls"], r["mc_error"]["n_denoiser_calls"]))
         fits = [s["fit_residual_nats"] for s in r["mc_error"]["stages"] if "fit_residual_nats" in s]
         residual.append(fits[-1] if fits else np.nan)
     direct, fitted, n = np.array(direct), np.array(fitted), len(direct)
@@ -108,6 +109,9 @@ def summary(out: Path) -> None:
         "omega_m_bias_above_0.3": round(float(bias[high].mean()), 3),
         "omega_m_bias_below_0.3": round(float(bias[~high].mean()), 3),
     }
+    calls = np.array(calls, dtype=float)
+    report["network_calls_median"] = {"direct": float(np.median(calls[:, 0])),
+                                      "fitted": float(np.median(calls[:, 1]))}  # fmt: skip
     write_json_atomic(out / "summary.json", report)
     print(json.dumps(report, indent=1))
 

@@ -116,7 +116,7 @@ class MonteCarloControl:
         stages = [self._mc_error(g)]
         budget = self.max_timesteps or like.n_timesteps_used
         settled = True
-        if self.mc_refine == "grid" and max(stages[-1]["mean"]) > self.mc_tol:
+        if self.mc_refine == "grid" and like.adaptive and max(stages[-1]["mean"]) > self.mc_tol:
             settled = False  # every added term evaluated at the grid's points (mc_refine)
         while (settled and max(stages[-1]["mean"]) > self.mc_tol and like.adaptive
                and like.n_timesteps_used < budget):  # fmt: skip

@@ -372,8 +372,7 @@ class Posterior(MonteCarloControl):
         """emcee (:func:`~diffinfer.inference.emcee.run_emcee`) on this posterior, with grid
         independence proposals where there is a surrogate; all draws after burn-in and
         thinning."""
-        opts = {k: self.options[k] for k in ("n_walkers", "max_steps", "min_tau_multiple")
-                if k in self.options}  # fmt: skip
+        opts = {k: v for k, v in self.options.items() if k != "surrogate"}
         surrogate = self._surrogate()
         moves = None
         if surrogate is not None:
@@ -413,8 +412,7 @@ class Posterior(MonteCarloControl):
     def _nuts(self, n: int) -> Samples:
         """NUTS (:func:`~diffinfer.inference.nuts.run_nuts`) on this posterior, or delayed
         acceptance on the grid surrogate where there is one."""
-        opts = {k: self.options[k] for k in ("num_chains", "warmup_steps", "max_tree_depth")
-                if k in self.options}  # fmt: skip
+        opts = {k: v for k, v in self.options.items() if k != "surrogate"}
         surrogate = self._surrogate()
         if surrogate is not None:
             import math

@@ -33,6 +33,7 @@ from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.fields.transform import Transform
 from diffinfer.io import read_json, write_json_atomic
+from diffinfer.likelihoods.built import BuiltLikelihood
 from diffinfer.parameters import PriorBox, as_theta
 
 SUMMARIES = ("power+cnn", "power")
@@ -422,11 +423,10 @@ def npe_reference(likelihood: str, npe: object = None) -> NPEReference:
     return npe
 
 
-def npe_likelihood(npe: NPEReference, field: np.ndarray | torch.Tensor, likelihood: str):
+def npe_likelihood(npe: NPEReference, field: np.ndarray | torch.Tensor,
+                   likelihood: str) -> BuiltLikelihood:  # fmt: skip
     """The reference's posterior density q(theta | map), used as the log-likelihood of one
     map (N, N) under its own prior box; a stack of maps is refused."""
-    from diffinfer.likelihoods.built import BuiltLikelihood
-
     if field.ndim == 3:
         raise InputError(
             f"likelihood={likelihood!r} is a posterior estimate q(theta | one map): a product "

@@ -24,6 +24,7 @@ from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.io import write_npz_atomic
+from diffinfer.likelihoods.built import BuiltLikelihood
 from diffinfer.parameters import as_theta
 
 CORRECTIONS = ("hartlap", "sellentin-heavens", "none")
@@ -363,8 +364,13 @@ def spectrum_for(spectrum: object, sim, noise_sigma: float) -> PowerSpectrumLike
     return _SPECTRUM_CACHE[key]
 
 
-def power_likelihood(sim, field: np.ndarray | torch.Tensor, spectrum: object = None,
-                     noise_sigma: float = 0.0, card: dict | None = None):  # fmt: skip
+def power_likelihood(
+    sim,
+    field: np.ndarray | torch.Tensor,
+    spectrum: object = None,
+    noise_sigma: float = 0.0,
+    card: dict | None = None,
+) -> BuiltLikelihood:
     """The Gaussian likelihood of the binned power spectrum of one map (N, N), or the product
     over a stack (M, N, N) of one cosmology's maps.
 
@@ -372,8 +378,6 @@ def power_likelihood(sim, field: np.ndarray | torch.Tensor, spectrum: object = N
     to the log-normal simulator ``sim``, which is refused for a model whose ``card`` says it
     describes other maps (N-body: give the likelihood fitted to them).
     """
-    from diffinfer.likelihoods.built import BuiltLikelihood
-
     card = card or {}
     trained_on = (card.get("data") or {}).get("simulator")
     if spectrum is None and trained_on not in (None, "lognormal", "unknown"):

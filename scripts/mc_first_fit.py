@@ -62,10 +62,13 @@ def main() -> None:
         stages = g.mc_error["stages"]
         fitted = [s for s in stages if "fit_residual_nats" in s]
         residual = fitted[0]["fit_residual_nats"] if fitted else None
+        lack = fitted[0]["fit_lack_of_fit_nats"] if fitted else None
         write_json_atomic(path, {"truth": truth.tolist(), "first_fit_residual_nats": residual,
+                                 "first_fit_lack_of_fit_nats": lack,
                                  "first_error": stages[0]["mean"],
                                  "n_denoiser_calls": g.mc_error["n_denoiser_calls"]})  # fmt: skip
-        print(f"{args.tag} map {i}: first-round residual {residual} nats", flush=True)
+        print(f"{args.tag} map {i}: first-round residual {residual}, lack of fit {lack} nats",
+              flush=True)
 
 
 def summary() -> None:

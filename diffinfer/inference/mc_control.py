@@ -129,8 +129,8 @@ class MonteCarloControl:
             k = like.n_timesteps_used
             g = self._add_round(g, self._round_target(stages[-1], budget) - k, upsample)
             stages.append(self._mc_error(g))
-            stages[-1]["fit_residual_nats"] = self._fit_residual()
-            if stages[-1]["fit_residual_nats"] > FIT_RESIDUAL_MAX:
+            stages[-1].update(self._fit_residual())
+            if stages[-1]["fit_lack_of_fit_nats"] > FIT_RESIDUAL_MAX:
                 # the added terms are far from quadratic across the design: a quadratic
                 # fitted there is biased the same way for every seed (Omega_m < 0.2)
                 settled = False
@@ -146,8 +146,8 @@ class MonteCarloControl:
             if redesigns:
                 stages.append(self._mc_error(g))
             stages[-1]["redesigns"] = redesigns
-            stages[-1]["fit_residual_nats"] = self._fit_residual()
-            settled = settled and stages[-1]["fit_residual_nats"] <= FIT_RESIDUAL_MAX
+            stages[-1].update(self._fit_residual())
+            settled = settled and stages[-1]["fit_lack_of_fit_nats"] <= FIT_RESIDUAL_MAX
         if not settled and like.adaptive:
             # the fits cannot be trusted (the likelihood is far from quadratic across the
             # posterior), or mc_refine="grid": evaluate the added terms on the grid itself
@@ -188,12 +188,16 @@ class MonteCarloControl:
             )  # fmt: skip
         return g
 
-    def _fit_residual(self) -> float:
-        """The rms residual of the added terms' quadratic fit over its design, in nats of
-        the tempered log-likelihood (:meth:`QuadraticTerms.residual_rms`)."""
+    def _fit_residual(self) -> dict:
+        """The added terms' quadratic fit over its design, in nats of the tempered
+        log-likelihood: the rms residual and its part that is not Monte Carlo noise
+        (:meth:`~diffinfer.inference.mc_error.QuadraticTerms.lack_of_fit`)."""
         fit = self._fits[0]
-        w = self._chunked.plan.weights.numpy()[fit.columns]
-        return fit.residual_rms(w / float(self.info.get("temperature", 1.0)))
+        like = self._chunked
+        w = like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0))
+        t = like.plan.timesteps.numpy()[fit.columns]
+        return {"fit_residual_nats": fit.residual_rms(w),
+                "fit_lack_of_fit_nats": fit.lack_of_fit(w, t)}
 
     def _round_target(self, stage: dict, budget: int) -> int:
         """The timesteps of the next round after ``stage``: the error falls as 1 / sqrt(K),

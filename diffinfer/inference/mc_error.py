@@ -150,6 +150,18 @@ class QuadraticTerms:
         these weights (n,) (in nats with the likelihood's term weights)."""
         return float(np.sqrt(np.mean((self._residuals @ np.asarray(weights)) ** 2)))
 
+    def lack_of_fit(self, weights: np.ndarray, timesteps: np.ndarray) -> float:
+        """The rms over the design of the residual of the weighted sum of terms that is not
+        Monte Carlo noise, in nats: sqrt(max(0, rms^2 - noise^2)), the noise variance of the
+        summed residual at each design point estimated from the successive differences of
+        the per-term residuals ordered by their timesteps (n,) (as :func:`posterior_mc_error`
+        does for the stratified sample). The non-quadratic part of the expected likelihood,
+        which biases the fit the same way for every seed."""
+        r = self._residuals * np.asarray(weights)  # (D, n)
+        total = np.mean(r.sum(axis=1) ** 2)
+        noise = np.mean(_variance_of_sum(r, np.argsort(timesteps), "successive"))
+        return float(np.sqrt(max(0.0, total - noise))) if r.shape[1] > 1 else 0.0
+
     def _u(self, theta: np.ndarray) -> np.ndarray:
         u = (np.atleast_2d(theta) - self.centre) @ self.whiten.T
         return np.clip(u, -FIT_REACH, FIT_REACH)

@@ -135,21 +135,21 @@ def test_timesteps_cannot_be_added_to_a_fixed_term_set(oracle, field):
 
 
 def test_posterior_adds_timesteps_until_its_error_is_below_the_tolerance(oracle, field):
-    """The oracle's default (16 timesteps, no control variate) has an error of about 0.5
+    """The oracle's default (16 timesteps, no control variate) has an error of about 1.2
     posterior sd: timesteps are added until the estimate is below mc_tol, and the refined
     posterior lies within a few of its own standard errors of the exact one."""
-    post = di.posterior(field, model=oracle, progress=False, mc_tol=0.2)
+    post = di.posterior(field, model=oracle, progress=False, mc_tol=0.25)
     with warnings.catch_warnings():
         warnings.simplefilter("error", MonteCarloWarning)
         g = post.grid()
     mc = post.mc_error()
-    assert mc["stochastic"] and mc["met"] and max(mc["mean"]) <= 0.2
+    assert mc["stochastic"] and mc["met"] and max(mc["mean"]) <= 0.25
     assert mc["n_timesteps"] > 16 and len(mc["stages"]) >= 2
-    assert max(mc["stages"][0]["mean"]) > 0.2
+    assert max(mc["stages"][0]["mean"]) > 0.25
     exact = di.posterior(field, model=oracle, likelihood="exact", progress=False).grid()
     sd = np.sqrt(np.diag(exact.cov()))
     # the oracle's VLB differs from the exact likelihood by about 0.1 sd on average
-    assert np.all(np.abs(g.mean() - exact.mean()) / sd < 0.2 * 4 + 0.3)
+    assert np.all(np.abs(g.mean() - exact.mean()) / sd < 0.25 * 4 + 0.3)
     summary = post.summary()
     assert summary["Omega_m"]["mcse_mean"] == pytest.approx(
         mc["mean"][0] * summary["Omega_m"]["std"]
@@ -305,6 +305,48 @@ def test_where_the_fits_do_not_settle_the_added_terms_are_evaluated_on_the_grid(
     exact = di.posterior(field, likelihood="exact", progress=False).grid()
     sd = np.sqrt(np.diag(exact.cov()))
     assert np.all(np.abs(g.mean() - exact.mean()) < 3 * 0.5 * sd)
+
+
+def test_lack_of_fit_separates_a_non_quadratic_likelihood_from_monte_carlo_noise():
+    """Terms that are quadratic in theta plus independent noise per term have a residual but
+    no lack of fit (the successive differences over t estimate the noise); terms that share
+    a shape beyond quadratic have a lack of fit equal to that shape's residual, noise or
+    not."""
+    rng = np.random.default_rng(5)
+    centre, cov = np.array([0.3, 0.8]), np.diag([1e-4, 4e-4])
+    design = design_points(centre, cov, np.array([0.1, 0.6]), np.array([0.5, 1.0]))
+    u = (design - centre) / np.sqrt(np.diag(cov))
+    n, w, t = 400, np.full(400, 1 / 400), np.sort(rng.uniform(0, 1, 400))
+    quad = (-0.5 * (u**2).sum(1))[:, None] * np.ones(n)
+    noise = rng.normal(0, 1.0, (len(design), n))
+    shape = 0.03 * u[:, 0] ** 2 * u[:, 1] ** 2  # not a quadratic on the 3 x 3 design
+    expected = QuadraticTerms(design, shape[:, None], centre, cov, slice(0, 1)).residual_rms(
+        np.ones(1)
+    )
+    assert expected > 0.2
+    lacks, residuals = [], []
+    for k in (0.0, 1.0):
+        values = quad + noise + k * shape[:, None]
+        fit = QuadraticTerms(design, values, centre, cov, slice(0, n))
+        lacks.append(fit.lack_of_fit(w, t))
+        residuals.append(fit.residual_rms(w))
+    assert residuals[0] > 0.01 and lacks[0] < 0.5 * residuals[0]
+    assert lacks[1] == pytest.approx(expected, rel=0.1)
+
+
+def test_a_fit_that_lacks_fit_is_replaced_by_the_grid(oracle, field, monkeypatch):
+    """On the oracle (no control variate) the fitted round at 256 timesteps lacks fit by
+    about 0.45 nats, above FIT_RESIDUAL_MAX: the added timesteps are then evaluated on the
+    grid itself. With the threshold lifted the fits are kept."""
+    from diffinfer.inference import mc_control
+
+    post = di.posterior(field, model=oracle, progress=False, mc_tol=0.25)
+    mc = post.mc_error()
+    lack = [s["fit_lack_of_fit_nats"] for s in mc["stages"] if "fit_lack_of_fit_nats" in s]
+    assert max(lack) > mc_control.FIT_RESIDUAL_MAX and mc["direct"] and not mc["fit_settled"]
+    monkeypatch.setattr(mc_control, "FIT_RESIDUAL_MAX", math.inf)
+    kept = di.posterior(field, model=oracle, progress=False, mc_tol=0.25).mc_error()
+    assert not kept["direct"] and kept["fit_settled"]
 
 
 def test_mc_refine_grid_evaluates_the_added_terms_on_the_grid_from_the_start(oracle, field):

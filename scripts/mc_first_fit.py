@@ -67,8 +67,10 @@ def main() -> None:
                                  "first_fit_lack_of_fit_nats": lack,
                                  "first_error": stages[0]["mean"],
                                  "n_denoiser_calls": g.mc_error["n_denoiser_calls"]})  # fmt: skip
-        print(f"{args.tag} map {i}: first-round residual {residual}, lack of fit {lack} nats",
-              flush=True)
+        print(
+            f"{args.tag} map {i}: first-round residual {residual}, lack of fit {lack} nats",
+            flush=True,
+        )
 
 
 def summary() -> None:

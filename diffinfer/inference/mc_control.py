@@ -196,8 +196,10 @@ class MonteCarloControl:
         like = self._chunked
         w = like.plan.weights.numpy()[fit.columns] / float(self.info.get("temperature", 1.0))
         t = like.plan.timesteps.numpy()[fit.columns]
-        return {"fit_residual_nats": fit.residual_rms(w),
-                "fit_lack_of_fit_nats": fit.lack_of_fit(w, t)}
+        return {
+            "fit_residual_nats": fit.residual_rms(w),
+            "fit_lack_of_fit_nats": fit.lack_of_fit(w, t),
+        }
 
     def _round_target(self, stage: dict, budget: int) -> int:
         """The timesteps of the next round after ``stage``: the error falls as 1 / sqrt(K),

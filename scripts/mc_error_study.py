@@ -107,14 +107,17 @@ def summary(args: argparse.Namespace) -> None:
             report[tag_dir.name]["final_by_seed"] = paired
         print(f"== {tag_dir.name}")
         print(json.dumps(report[tag_dir.name], indent=1))
-    # the first stage (the default's 8 timesteps) over every map with several seeds
-    pooled: dict[int, dict] = {}
-    exact_all: dict[int, dict] = {}
-    for n, tag_dir in enumerate(sorted(p for p in Path(args.out).iterdir() if p.is_dir())):
+    # the first stage (the default's 8 timesteps, the same whatever the later options) over
+    # every distinct map with several seeds: tags of one held-out set (corner, corner8,
+    # corner-fits: the same maps) pool their seeds, each (map, seed) once
+    pooled: dict[tuple[str, int], dict] = {}
+    exact_all: dict[tuple[str, int], dict] = {}
+    for tag_dir in sorted(p for p in Path(args.out).iterdir() if p.is_dir()):
+        held_set = tag_dir.name.split("-")[0].rstrip("0123456789")
         for f in sorted(tag_dir.glob("map*-seed*.json")):
-            i, seed = 1000 * n + int(f.name[3:6]), int(f.stem.split("seed")[1])
-            pooled.setdefault(i, {})[seed] = json.loads(f.read_text())
-            exact_all[i] = json.loads((tag_dir / f"map{i % 1000:03d}-exact.json").read_text())
+            i, seed = (held_set, int(f.name[3:6])), int(f.stem.split("seed")[1])
+            pooled.setdefault(i, {}).setdefault(seed, json.loads(f.read_text()))
+            exact_all[i] = json.loads((tag_dir / f"map{i[1]:03d}-exact.json").read_text())
     several = {i: r for i, r in pooled.items() if len(r) >= 2}
     if several:
         report["pooled_first_stage"] = _summarise(several, exact_all)["first"]
@@ -123,7 +126,7 @@ def summary(args: argparse.Namespace) -> None:
     write_json_atomic(Path(args.out) / "summary.json", report)
 
 
-def _seed_pairs(maps: dict[int, dict], exact: dict[int, dict]) -> dict | None:
+def _seed_pairs(maps: dict, exact: dict) -> dict | None:
     """The final stage's mean shift from the exact posterior at seed 0 and at seed 1 on the
     maps computed with both, and their paired difference: a shift the seed does not change
     is not Monte Carlo error."""
@@ -148,7 +151,7 @@ def _seed_pairs(maps: dict[int, dict], exact: dict[int, dict]) -> dict | None:
             "seed1_minus_seed0": mean_se(shifts[1] - shifts[0])}  # fmt: skip
 
 
-def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:
+def _summarise(maps: dict, exact: dict) -> dict:
     """Scatter versus estimate and shift versus exact, for the first and the final stage."""
     out: dict = {}
     for stage, pick in (("first", 0), ("final", -1)):
@@ -192,6 +195,9 @@ def _summarise(maps: dict[int, dict], exact: dict[int, dict]) -> dict:
                 "maps_fit_residual_above_0.3": int(sum(
                     max([s.get("fit_residual_nats") or 0.0 for s in r["mc_error"]["stages"]])
                     > 0.3 for runs in maps.values() for seed, r in runs.items() if seed == 0)),
+                "maps_refined_on_grid": int(sum(
+                    bool(r["mc_error"].get("direct")) for runs in maps.values()
+                    for seed, r in runs.items() if seed == 0)),
                 "network_calls_median": float(np.median(calls)),
                 "network_calls_max": float(np.max(calls)),
             })  # fmt: skip

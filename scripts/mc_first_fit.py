@@ -92,8 +92,8 @@ def summary() -> None:
             bias = []
             for f in files:
                 i = int(f.stem.split("map")[1])
-                e = json.loads((fit_dir / "corner" / f"map{i:03d}-exact.json").read_text())
-                r = json.loads((fit_dir / "corner" / f"map{i:03d}-seed0.json").read_text())
+                e = json.loads((fit_dir / "corner-fits" / f"map{i:03d}-exact.json").read_text())
+                r = json.loads((fit_dir / "corner-fits" / f"map{i:03d}-seed0.json").read_text())
                 d = json.loads((fit_dir / "direct" / f"map{i:03d}.json").read_text())
                 sd = math.sqrt(e["cov"][0][0])
                 bias.append((r["mc_error"]["stages"][-1]["posterior_mean"][0] - d["mean"][0]) / sd)

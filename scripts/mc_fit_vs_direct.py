@@ -7,7 +7,8 @@ simulator seed), the default posterior is recomputed with its added timesteps *e
 the grid itself* at every round (no quadratic fits: ``mc_control.GROSS_NARROWING`` set so
 that no fit is trusted, as ``tests/test_mc_error.py`` does), up to 128 timesteps. Its shift
 from the exact posterior is then compared with the fitted path's (the corner results of
-``mc_error_study.py``, same maps and likelihood seed 0). One JSON file per map, written
+``mc_error_study.py`` before lack of fit sent maps to the grid, tag ``corner-fits``, same
+maps and likelihood seed 0). One JSON file per map, written
 atomically; a rerun skips what is done.
 """
 
@@ -67,7 +68,7 @@ def summary(out: Path) -> None:
     """Shift from the exact posterior (units of its sd), direct against fitted, same maps."""
     from diffinfer.io import write_json_atomic
 
-    corner = Path("docs/data/mc_error/corner")
+    corner = Path("docs/data/mc_error/corner-fits")  # the fitted path, former default
     direct, fitted, errors, residual, calls = [], [], [], [], []
     for f in sorted(out.glob("map*.json")):
         i = int(f.stem[3:])

@@ -22,9 +22,11 @@ DEFAULT_MAX_TIMESTEPS_FACTOR = 64
 control variate; docs/posterior.md)."""
 MC_REFINE = ("fit", "grid")
 """How added timesteps enter the grid (``mc_refine``): ``"fit"`` (default) evaluates them on
-a 3 x 3 design about the posterior and fits a quadratic in theta to each; ``"grid"``
-evaluates them at every grid point, up to :data:`~diffinfer.inference.mc_control.
-DIRECT_MAX_FACTOR` times the starting timesteps. At Omega_m < 0.2 the fits shift the posterior
+a 3 x 3 design about the posterior and fits a quadratic in theta to each, and turns to the
+grid where a fit lacks fit by more than :data:`~diffinfer.inference.mc_control.
+FIT_RESIDUAL_MAX` nats; ``"grid"`` evaluates them at every grid point from the first round,
+up to :data:`~diffinfer.inference.mc_control.DIRECT_MAX_FACTOR` times the starting
+timesteps. At Omega_m < 0.2 fits kept regardless of their lack of fit shifted the posterior
 by +0.29 / -0.17 sd from the grid evaluation (20 held-out maps; docs/posterior.md)."""
 REFERENCE_LIKELIHOODS = ("exact", "power", "npe", "npe-power")
 """The reference analyses: the exact log-normal likelihood, the Gaussian power-spectrum

@@ -523,7 +523,8 @@ def posterior(
         the largest standard error of the posterior mean, in posterior sd, default
         :data:`DEFAULT_MC_TOL`; ``max_timesteps``: the timesteps it may grow to, default
         :data:`DEFAULT_MAX_TIMESTEPS_FACTOR` times the starting ones; ``mc_refine``:
-        ``"fit"`` (default) or ``"grid"``, how added timesteps enter the grid,
+        ``"fit"`` (default: fitted quadratics where they fit, the grid where they do not)
+        or ``"grid"``, how added timesteps enter the grid,
         :data:`~diffinfer.inference.options.MC_REFINE`; docs/posterior.md) and
         sampler options (grid: n_coarse, n_fine,
         tol, max_passes; emcee: n_walkers, max_steps, min_tau_multiple; nuts: num_chains,

@@ -122,9 +122,12 @@ def test_dropping_added_timesteps_restores_the_first_round(oracle, field):
     before = like(theta)
     like.add_timesteps(24)
     assert not torch.allclose(like(theta), before)
+    added = like.plan.timesteps[8:].clone()
     like.drop_added_timesteps()
     assert like.rounds == [8] and like.n_timesteps_used == 8
     torch.testing.assert_close(like(theta), before, rtol=1e-12, atol=1e-9)
+    like.add_timesteps(24)  # the seed's generator was rewound: the same timesteps again
+    torch.testing.assert_close(like.plan.timesteps[8:], added)
 
 
 def test_timesteps_cannot_be_added_to_a_fixed_term_set(oracle, field):
@@ -347,6 +350,27 @@ def test_a_fit_that_lacks_fit_is_replaced_by_the_grid(oracle, field, monkeypatch
     monkeypatch.setattr(mc_control, "FIT_RESIDUAL_MAX", math.inf)
     kept = di.posterior(field, model=oracle, progress=False, mc_tol=0.25).mc_error()
     assert not kept["direct"] and kept["fit_settled"]
+
+
+def test_a_late_switch_to_the_grid_starts_again_from_the_first_round(oracle, field, monkeypatch):
+    """Fits that lack fit only once more timesteps were added than the grid's budget
+    (DIRECT_MAX_FACTOR x the first round, lowered here to 4 x 16) drop those timesteps: the
+    posterior is then the one mc_refine="grid" gives, the same timesteps on the same grids."""
+    from diffinfer.inference import mc_control
+
+    monkeypatch.setattr(mc_control, "DIRECT_MAX_FACTOR", 4)
+    post = di.posterior(field, model=oracle, progress=False, mc_tol=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MonteCarloWarning)
+        g = post.grid()
+        grid = di.posterior(field, model=oracle, progress=False, mc_tol=0.25, mc_refine="grid")
+        g_grid = grid.grid()
+    mc = post.mc_error()
+    fitted = [s["n_timesteps"] for s in mc["stages"] if "fit_lack_of_fit_nats" in s]
+    assert mc["direct"] and max(fitted) > 64 and mc["n_timesteps"] <= 64
+    assert mc["n_timesteps"] == grid.mc_error()["n_timesteps"]
+    np.testing.assert_allclose(g.mean(), g_grid.mean(), rtol=1e-6)
+    np.testing.assert_allclose(g.cov(), g_grid.cov(), rtol=1e-5)
 
 
 def test_mc_refine_grid_evaluates_the_added_terms_on_the_grid_from_the_start(oracle, field):

@@ -151,7 +151,13 @@ class MonteCarloControl:
         if not settled and like.adaptive:
             # the fits cannot be trusted (the likelihood is far from quadratic across the
             # posterior), or mc_refine="grid": evaluate the added terms on the grid itself
-            g, direct = self._direct_rounds(first, min(budget, DIRECT_MAX_FACTOR * like.rounds[0]))
+            direct_budget = min(budget, DIRECT_MAX_FACTOR * like.rounds[0])
+            if like.n_timesteps_used > direct_budget:
+                # fits that lacked fit only after many rounds: evaluating all their timesteps
+                # at every grid point would cost up to 4 times the grid's budget; start again
+                # from the first round, as mc_refine="grid" does (the same timesteps)
+                like.drop_added_timesteps()
+            g, direct = self._direct_rounds(first, direct_budget)
             stages += direct
         final = stages[-1]
         met = max(final["mean"]) <= self.mc_tol

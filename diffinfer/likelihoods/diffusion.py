@@ -222,6 +222,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
             top_up = torch.randn(len(self.maps), n, n, generator=g, dtype=torch.float64)
             self._x_star = a_star.sqrt() * (self.maps + extra.clamp_min(0).sqrt() * top_up)
         self.x_t, self.target = self._states(self.plan.timesteps, g)
+        self._first_round_state = g.get_state()
 
     def _states(self, timesteps: torch.Tensor, g: torch.Generator):
         """Noisy states x_t and targets of the terms at ``timesteps``, (K, M n_noise, N, N)
@@ -294,7 +295,8 @@ class DiffusionLikelihood(GaussNewtonLocator):
 
     def drop_added_timesteps(self) -> None:
         """Return to the first round of timesteps (undo every :meth:`add_timesteps`), keeping
-        the cached values of its terms."""
+        the cached values of its terms; timesteps added afterwards are those the first
+        :meth:`add_timesteps` would have drawn (the seed's generator is rewound)."""
         k = self.rounds[0]
         w = self.plan.weights[:k] * (len(self.plan.timesteps) / k)
         name = self.plan.description.replace(f"from {len(self.plan.timesteps)} timesteps",
@@ -304,6 +306,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
         self.rounds = [k]
         self._cache = {key: v[:k] for key, v in self._cache.items()}
         self._fourier = None
+        self._generator.set_state(self._first_round_state)
 
     def cached_terms(self, theta: np.ndarray) -> np.ndarray:
         """The per-term contributions to log L (as :meth:`term_log_l`) already computed at the

@@ -182,6 +182,12 @@ ENTRIES: list[Entry] = [
      "above 0.3 nats ({} maps) the fits are biased by {} σ on average, below it ({} maps) by "
      "{} σ, and across the prior {} of the {} maps exceed it", _fit_residual,
      (".2f", "d", "+.2f", "d", "+.2f", "d", "d")),
+    ("docs/posterior.md", "predict the bias (rank correlation {} with the fits' Ω_m bias on {} "
+     "corner maps, where {} exceed 0.3 nats",
+     lambda: (lambda c: (f"{c['spearman']:+.2f}".replace("-", "\u2212"), c["n_maps"],
+                         c["maps_above"]["0.3"]))(
+         _json("docs/data/mc_error/first-fit/summary.json")["corner"]),
+     ("", "d", "d")),
     ("docs/posterior.md", "The cost is {} network calls per posterior (median; max 23,600; 101 s) "
      "against {} for the fitted path on the same maps",
      lambda: tuple(_json("docs/data/mc_error/direct/summary.json")["network_calls_median"][k]

@@ -159,8 +159,10 @@ class QuadraticTerms:
         which biases the fit the same way for every seed."""
         r = self._residuals * np.asarray(weights)  # (D, n)
         total = np.mean(r.sum(axis=1) ** 2)
+        if r.shape[1] < 2:  # no noise estimate from one term: all of it counts
+            return float(np.sqrt(total))
         noise = np.mean(_variance_of_sum(r, np.argsort(timesteps), "successive"))
-        return float(np.sqrt(max(0.0, total - noise))) if r.shape[1] > 1 else 0.0
+        return float(np.sqrt(max(0.0, total - noise)))
 
     def _u(self, theta: np.ndarray) -> np.ndarray:
         u = (np.atleast_2d(theta) - self.centre) @ self.whiten.T

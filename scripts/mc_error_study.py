@@ -118,11 +118,12 @@ def summary(args: argparse.Namespace) -> None:
             i, seed = (held_set, int(f.name[3:6])), int(f.stem.split("seed")[1])
             pooled.setdefault(i, {}).setdefault(seed, json.loads(f.read_text()))
             exact_all[i] = json.loads((tag_dir / f"map{i[1]:03d}-exact.json").read_text())
-    several = {i: r for i, r in pooled.items() if len(r) >= 2}
-    if several:
-        report["pooled_first_stage"] = _summarise(several, exact_all)["first"]
-        print("== pooled, first stage")
-        print(json.dumps(report["pooled_first_stage"], indent=1))
+    for key, least in (("pooled_first_stage", 2), ("pooled_first_stage_4_seeds", 4)):
+        several = {i: r for i, r in pooled.items() if len(r) >= least}
+        if several:
+            report[key] = _summarise(several, exact_all)["first"]
+            print(f"== pooled, first stage, maps with >= {least} seeds")
+            print(json.dumps(report[key], indent=1))
     write_json_atomic(Path(args.out) / "summary.json", report)
 
 

@@ -62,19 +62,21 @@ def _table_row(study: str) -> tuple[float, str, str]:
     return d["hpd_coverage"]["max_deviation"], f"{means} | {spreads}", d["verdict"]
 
 
-def _mc_row(stage: str) -> tuple:
-    """A corner row of docs/posterior.md's Monte Carlo error table, from its summary."""
-    s = _json("docs/data/mc_error/summary.json")["corner"][stage]
+def _mc_row(stage: str, tag: str = "corner") -> tuple:
+    """A row of docs/posterior.md's Monte Carlo error table, from its summary."""
+    s = _json("docs/data/mc_error/summary.json")[tag][stage]
     (m0, m1), (e0, e1) = s["shift_mean"], s["shift_se"]
     calls = s["network_calls_median"], s["network_calls_max"]
     return (s["n_maps"], m0, e0, m1, e1, *s["abs_shift_mean"], max(s["abs_shift_se"]),
             s["maps_shift_above_1"], s["maps_shift_above_1_unwarned"],
+            *((s["maps_warned_or_over_tolerance"], s["maps_refined_on_grid"])
+              if stage == "final" else ("—", "—")),
             *s["estimated_error_rms"], *calls)  # fmt: skip
 
 
-MC_ROW = ("| {} | {} ± {} | {} ± {} | {} / {} (± {}) | {} ({}) | {} / {} | {} ({}) |",
-          ("d", "+.2f", ".2f", "+.2f", ".2f", ".2f", ".2f", ".2f", "d", "d", ".2f", ".2f",
-           ".0f", ".0f"))  # fmt: skip
+MC_ROW = ("| {} | {} ± {} | {} ± {} | {} / {} (± {}) | {} ({}) | {} | {} | {} / {} | {} ({}) |",
+          ("d", "+.2f", ".2f", "+.2f", ".2f", ".2f", ".2f", ".2f", "d", "d", "", "", ".2f",
+           ".2f", ",.0f", ",.0f"))  # fmt: skip
 
 
 def _pm(x: float, se: float) -> str:
@@ -90,14 +92,14 @@ def _fit_vs_grid() -> tuple[str, ...]:
 
 
 def _by_seed() -> tuple[str, ...]:
-    s = _json("docs/data/mc_error/summary.json")["corner"]["final_by_seed"]
+    s = _json("docs/data/mc_error/summary.json")["corner-fits"]["final_by_seed"]
     return tuple(_pm(s[key]["mean"][j], s[key]["se"][j])
                  for key in ("seed0", "seed1", "seed1_minus_seed0") for j in (0, 1))  # fmt: skip
 
 
 def _grid_across_prior() -> tuple:
     s = _json("docs/data/mc_error/summary.json")
-    grid, fit = s["all-grid"]["final"], s["all"]["final"]
+    grid, fit = s["all-grid"]["final"], s["all-fits"]["final"]
     calls = [run[key] for key in ("network_calls_median", "network_calls_max")
              for run in (grid, fit)]  # fmt: skip
     return (*grid["abs_shift_mean"], *fit["abs_shift_mean"], *calls)
@@ -105,7 +107,7 @@ def _grid_across_prior() -> tuple:
 
 def _fit_residual() -> tuple:
     r = _json("docs/data/mc_error/direct/summary.json")["fit_residual"]
-    prior = _json("docs/data/mc_error/summary.json")["all"]["final"]
+    prior = _json("docs/data/mc_error/summary.json")["all-fits"]["final"]
     return (r["spearman_vs_omega_m_bias"], r["maps_above_0.3"], r["omega_m_bias_above_0.3"],
             20 - r["maps_above_0.3"], r["omega_m_bias_below_0.3"],
             prior["maps_fit_residual_above_0.3"], prior["n_maps"])  # fmt: skip
@@ -169,6 +171,14 @@ ENTRIES: list[Entry] = [
      lambda: _mc_row("final"), MC_ROW[1]),
     ("docs/posterior.md", "| corner (Ω_m < 0.2) | first (former default) " + MC_ROW[0],
      lambda: _mc_row("first"), MC_ROW[1]),
+    ("docs/posterior.md", "| corner (Ω_m < 0.2) | final, fits kept " + MC_ROW[0],
+     lambda: _mc_row("final", "corner-fits"), MC_ROW[1]),
+    ("docs/posterior.md", "| all | first (former default) " + MC_ROW[0],
+     lambda: _mc_row("first", "all"), MC_ROW[1]),
+    ("docs/posterior.md", "| all | final (default) " + MC_ROW[0],
+     lambda: _mc_row("final", "all"), MC_ROW[1]),
+    ("docs/posterior.md", "| all | final, fits kept " + MC_ROW[0],
+     lambda: _mc_row("final", "all-fits"), MC_ROW[1]),
     ("docs/posterior.md", "every grid point (no fits; up to 128 timesteps) are shifted by {} / {} "
      "σ from the exact posterior, against {} / {} σ with the fits: the fits move the corner "
      "posteriors by {} / {} σ (paired)", _fit_vs_grid, ("",) * 6),

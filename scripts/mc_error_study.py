@@ -107,6 +107,14 @@ def summary(args: argparse.Namespace) -> None:
             report[tag_dir.name]["final_by_seed"] = paired
         print(f"== {tag_dir.name}")
         print(json.dumps(report[tag_dir.name], indent=1))
+    # the default against the same maps computed before the lack-of-fit check (tag X-fits)
+    for tag in list(report):
+        if f"{tag}-fits" in report:
+            paired = _against_fits(Path(args.out), tag)
+            if paired:
+                report[tag]["against_fits"] = paired
+                print(f"== {tag} against {tag}-fits, same maps")
+                print(json.dumps(paired, indent=1))
     # the first stage (the default's 8 timesteps, the same whatever the later options) over
     # every distinct map with several seeds: tags of one held-out set (corner, corner8,
     # corner-fits: the same maps) pool their seeds, each (map, seed) once
@@ -125,6 +133,34 @@ def summary(args: argparse.Namespace) -> None:
             print(f"== pooled, first stage, maps with >= {least} seeds")
             print(json.dumps(report[key], indent=1))
     write_json_atomic(Path(args.out) / "summary.json", report)
+
+
+def _against_fits(out: Path, tag: str) -> dict | None:
+    """Final-stage shifts from the exact posterior (seed 0) of the maps in both ``tag`` and
+    ``tag-fits``: the mean |shift| of each and their paired difference."""
+    rows = []
+    for f in sorted((out / tag).glob("map*-seed0.json")):
+        other = out / f"{tag}-fits" / f.name
+        if not other.exists():
+            continue
+        e = json.loads((out / tag / f"{f.name[:6]}-exact.json").read_text())
+        sd = np.sqrt(np.diag(e["cov"]))
+        pair = []
+        for path in (f, other):
+            mu = json.loads(path.read_text())["mc_error"]["stages"][-1]["posterior_mean"]
+            pair.append((np.array(mu) - e["mean"]) / sd)
+        rows.append(pair)
+    if len(rows) < 2:
+        return None
+    x = np.array(rows)  # (maps, 2: default / fits, 2: parameters)
+    n = len(x)
+    diff = x[:, 0] - x[:, 1]
+    se = diff.std(0, ddof=1) / np.sqrt(n)
+    return {"n_maps": n,
+            "abs_shift_mean": np.abs(x[:, 0]).mean(0).round(3).tolist(),
+            "abs_shift_mean_fits": np.abs(x[:, 1]).mean(0).round(3).tolist(),
+            "shift_minus_fits": {"mean": diff.mean(0).round(3).tolist(),
+                                 "se": se.round(3).tolist()}}  # fmt: skip
 
 
 def _seed_pairs(maps: dict, exact: dict) -> dict | None:

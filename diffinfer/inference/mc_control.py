@@ -34,11 +34,12 @@ DIRECT_MAX_FACTOR = 16
 (:meth:`Posterior._direct_rounds`), up to this many times the starting timesteps (128 from
 8): each costs a network call per grid point."""
 FIT_RESIDUAL_MAX = 0.3
-"""The largest rms residual (nats, over the 3 x 3 design) of a round's fitted quadratics
-that is trusted; above it the added timesteps are evaluated on the grid itself
-(:meth:`Posterior._direct_rounds`). At Omega_m < 0.2 the fits were biased by about +0.37
-posterior sd in Omega_m where their residual exceeded 0.3 nats, and +0.09 below it
-(docs/posterior.md)."""
+"""The largest lack of fit of a round's fitted quadratics that is trusted, in nats: the rms
+residual over the 3 x 3 design less its Monte Carlo noise
+(:meth:`~diffinfer.inference.mc_error.QuadraticTerms.lack_of_fit`); above it the added
+timesteps are evaluated on the grid itself (:meth:`Posterior._direct_rounds`). At
+Omega_m < 0.2 the fits were biased by about +0.37 posterior sd in Omega_m where their final
+residual exceeded 0.3 nats, and +0.09 below it (docs/posterior.md)."""
 MAX_REDESIGNS = 3
 """Re-designs of the fitted terms about their own posterior before giving up
 (:meth:`Posterior._settle`)."""

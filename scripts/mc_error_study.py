@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out) / args.tag
     out.mkdir(parents=True, exist_ok=True)
     for i, truth, density in held_out(args.n_maps, args.omega_max, model):
-        if i < args.first:
+        if i < args.first or (args.maps and i not in args.maps):
             continue
         exact_file = out / f"map{i:03d}-exact.json"
         if not exact_file.exists():
@@ -262,6 +262,8 @@ def main() -> None:
     parser.add_argument("--model", default="lognormal64")
     parser.add_argument("--n-maps", type=int, default=30)
     parser.add_argument("--first", type=int, default=0, help="start at this map (another worker)")
+    parser.add_argument("--maps", type=lambda s: {int(i) for i in s.split(",")}, default=None,
+                        help="only these held-out maps, e.g. 2,45,65")  # fmt: skip
     parser.add_argument("--omega-max", type=float, help="held-out maps with Omega_m below this")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--tag", default="all", help="subfolder of --out for this set of maps")

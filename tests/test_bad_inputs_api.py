@@ -132,6 +132,8 @@ OPTION_CASES = {
     "precision-fp16": ({"precision": "fp16"}, "precision must be one of"),
     "n-noise-0": ({"n_noise": 0}, "n_noise must be an integer >= 1"),
     "n-timesteps-0": ({"n_timesteps": 0}, "n_timesteps must be an integer >= 1"),
+    "t-min-0": ({"t_min": 0}, "t_min must be an integer >= 1"),
+    "t-min-beyond-schedule": ({"t_min": 1001}, "t_min must be an integer"),
     "max-batch-0": ({"max_batch": 0}, "max_batch must be an integer >= 1"),
     "noise-sigma-negative": ({"noise_sigma": -1}, "noise_sigma must be a number >= 0"),
     "noise-sigma-nan": ({"noise_sigma": math.nan}, "noise_sigma must be"),

@@ -295,6 +295,7 @@ CLI_CASES = [
     ("temperature_negative", ["--temperature", "-1"], "--temperature"),
     ("seed_negative", ["--seed", "-1"], "--seed"),
     ("n_timesteps_negative", ["--n-timesteps", "-2"], "--n-timesteps"),
+    ("t_min_zero", ["--t-min", "0"], "--t-min"),
     ("set_typo", ["--set", "bogus=1"], "unknown posterior option 'bogus'"),
     ("set_without_value", ["--set", "n_coarse"], "OPTION=VALUE"),
     ("set_twice", ["--set", "n_coarse=8", "--set", "n_coarse=9"], "twice"),

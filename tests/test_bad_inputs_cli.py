@@ -76,6 +76,12 @@ INFER_CASES = {
         [str(MAP), "--model", "oracle", "--n-timesteps", "-2"],
         "--n-timesteps must be",
     ),
+    "t-min-zero": ([str(MAP), "--model", "oracle", "--t-min", "0"], "--t-min must be"),
+    "t-min-beyond-schedule": ([str(MAP), "--model", "oracle", "--t-min", "1001"], "t_min must be"),
+    "t-min-with-l0": (
+        [str(MAP), "--model", "oracle", "--likelihood", "l0", "--t-min", "5"],
+        "t_min applies to the full bound",
+    ),
     "truth-outside-prior": ([str(MAP), "--truth", "2", "0.8"], "--truth"),
     "truth-nan": ([str(MAP), "--truth", "nan", "0.8"], "--truth"),
     "likelihood-bad": (

@@ -23,6 +23,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.n_timesteps is not None:
         check_int("--n-timesteps", args.n_timesteps, low=0, what="0: every term")
         options["n_timesteps"] = args.n_timesteps or None
+    if args.t_min is not None:  # its upper end (the schedule's T) is the likelihood's check
+        options["t_min"] = check_int("--t-min", args.t_min, low=1, what="1: every term")
     analyses = [a.strip() for a in args.analyses.split(",")]
     with _flag_names():
         config = StudyConfig(

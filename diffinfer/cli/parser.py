@@ -38,6 +38,10 @@ _N_TIMESTEPS_HELP = (
     "variate of a spectral network, else 16: diffinfer.likelihoods.terms.DEFAULT_CV_TIMESTEPS, "
     "DEFAULT_VLB_TIMESTEPS; 0: every term)"
 )
+_T_MIN_HELP = (
+    "scale cut of the vlb likelihood: sum only the terms at timesteps t >= T_MIN (default 1, "
+    "every term; docs/likelihood.md)"
+)
 
 
 _MAP_HELP = (
@@ -271,6 +275,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         "npe-power (neural posterior estimators; --set npe=DIR picks one)",
     )
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
+    p.add_argument("--t-min", type=int, help=_T_MIN_HELP)
     p.add_argument("--method", choices=METHODS, default="grid")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network precision of the diffusion likelihood (auto: bf16 where "
@@ -313,6 +318,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="lognormal64", help="model name or directory, or 'oracle'")
     p.add_argument("--likelihood", default="vlb", help="diffusion terms: vlb, l0 or 0,1,2")
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
+    p.add_argument("--t-min", type=int, help=_T_MIN_HELP)
     p.add_argument("--analyses", default="diffusion,exact,power",
                    help="comma-separated: diffusion, exact, power, npe, npe-power (default "
                         "diffusion,exact,power)")  # fmt: skip

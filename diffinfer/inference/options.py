@@ -11,7 +11,7 @@ from diffinfer.validation import check_bool, check_choice, check_float, check_in
 METHODS = ("grid", "emcee", "nuts")
 LIKELIHOOD_OPTIONS = ("n_noise", "n_timesteps", "max_batch", "precision", "noise_sigma",
                       "box_size", "temperature", "spectrum", "proposal",
-                      "control_variate", "npe")  # fmt: skip
+                      "control_variate", "npe", "t_min")  # fmt: skip
 MC_OPTIONS = ("mc_tol", "max_timesteps", "mc_refine")
 """Options of the Monte Carlo error control (every method; ignored by the references)."""
 DEFAULT_MC_TOL = 0.1
@@ -87,7 +87,7 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
         del o["n_timesteps"]
     ints = {"n_noise": 1, "max_batch": 1, "n_coarse": 4, "n_fine": 4, "n_aligned": 4,
             "upsample": 1, "max_passes": 0, "n_walkers": 4, "max_steps": 1, "num_chains": 1,
-            "warmup_steps": 0, "n_timesteps": 1}  # fmt: skip
+            "warmup_steps": 0, "n_timesteps": 1, "t_min": 1}  # fmt: skip
     for name, low in ints.items():
         if name in o:
             check_int(name, o[name], low=low)
@@ -134,8 +134,8 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
             raise InputError(f"npe must be a reference name, a directory or an NPEReference, "
                              f"got {type(o['npe']).__name__}")  # fmt: skip
     if isinstance(likelihood, str) and likelihood in REFERENCE_LIKELIHOODS:
-        diffusion_only = sorted({"n_noise", "n_timesteps", "max_batch", "precision",
-                                 "proposal", "control_variate"} & set(options))  # fmt: skip
+        diffusion_only = sorted({"n_noise", "n_timesteps", "max_batch", "precision", "proposal",
+                                 "control_variate", "t_min"} & set(options))  # fmt: skip
         if diffusion_only:
             raise InputError(f"options {diffusion_only} apply to the diffusion likelihood, "
                              f"not to likelihood={likelihood!r}")  # fmt: skip

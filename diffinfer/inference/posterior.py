@@ -513,7 +513,7 @@ def posterior(
         a second, so fast posteriors print nothing.
     **options
         Likelihood options (n_noise, n_timesteps, max_batch, precision, noise_sigma,
-        box_size, proposal, control_variate: see
+        box_size, proposal, control_variate, t_min (a scale cut): see
         :class:`~diffinfer.likelihoods.diffusion.DiffusionLikelihood`; ``temperature``: the
         posterior uses L^(1/temperature), default the value the model card records for
         this term set (see :mod:`diffinfer.calibration`), else 1, and 1 opts out;

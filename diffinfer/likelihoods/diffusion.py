@@ -124,6 +124,16 @@ class DiffusionLikelihood(GaussNewtonLocator):
         share (docs/likelihood.md). ``"auto"`` (default): on wherever it applies (not for
         ``noise_sigma``, ``"l0"`` or term lists, nor the oracle, whose fast path is exact
         per draw); True: required (an error where it does not apply); False: off.
+    t_min
+        A scale cut, the analogue of a power-spectrum analysis's k_max: with ``terms="vlb"``,
+        sum only the terms at timesteps t >= ``t_min`` (1, the default, keeps every term).
+        The low-noise terms, which carry the map's smallest scales, are dropped; the
+        timestep proposal is renormalised to t >= t_min, and the control variate's
+        closed-form part sums over the same timesteps. With ``noise_sigma`` the terms start
+        at the later of t_min and the noise level's first timestep. The result is the sum
+        of a band of the bound's terms, not the likelihood of a smoothed map: calibrate it
+        (a temperature fitted for the full bound does not apply to it; the description
+        names the cut). See docs/likelihood.md.
 
     Notes
     -----
@@ -160,6 +170,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
         proposal: str | np.ndarray = "card",
         progress: bool = True,
         control_variate: bool | str = "auto",
+        t_min: int = 1,
     ) -> None:
         if space not in ("density", "model"):
             raise InputError(f"space must be 'density' or 'model', got {space!r}")
@@ -205,10 +216,13 @@ class DiffusionLikelihood(GaussNewtonLocator):
         schedule = model.schedule
         first = 1 if not noise_sigma else self._first_timestep(float(noise_sigma)) + 1
         self._first = first
+        self.t_min = self._check_t_min(t_min, terms)
+        self._lowest = max(first, self.t_min)  # the lowest timestep summed
         sampled = terms == "vlb" and n_timesteps is not None
         q = timestep_proposal(model, proposal) if sampled else None
         self.proposal = proposal
-        self.plan = plan_terms(model, terms, n_timesteps=n_timesteps, generator=g, first=first,
+        self.plan = plan_terms(model, terms, n_timesteps=n_timesteps, generator=g,
+                               first=first if terms != "vlb" else self._lowest,
                                proposal=q)  # fmt: skip
         self._q = q
         self.rounds = [len(self.plan.timesteps)]
@@ -257,7 +271,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
     def adaptive(self) -> bool:
         """Whether timesteps can be added (:meth:`add_timesteps`): an importance-sampled
         bound (``terms="vlb"`` with ``n_timesteps`` below the number of terms)."""
-        n_terms = self.model.schedule.n_steps - self._first + 1
+        n_terms = self.model.schedule.n_steps - self._lowest + 1
         return self.terms == "vlb" and self.rounds[0] < n_terms
 
     @property
@@ -282,7 +296,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
                 f"with n_timesteps); this likelihood is {self.description!r}"
             )
         extra = plan_terms(self.model, "vlb", n_timesteps=n, generator=self._generator,
-                           first=self._first, proposal=self._q, sample=True)  # fmt: skip
+                           first=self._lowest, proposal=self._q, sample=True)  # fmt: skip
         x_t, target = self._states(extra.timesteps, self._generator)
         timesteps = torch.cat([self.plan.timesteps, extra.timesteps])
         k_old, k_new = len(self.plan.timesteps), len(timesteps)
@@ -339,15 +353,29 @@ class DiffusionLikelihood(GaussNewtonLocator):
 
     def gaussian_log_l(self, theta: torch.Tensor) -> torch.Tensor:
         """The control variate's closed-form part of log L at the rows of theta, (B,):
-        -sum_t w_t E_eps ||eps - eps_W||^2 over every timestep, with eps_W the spectral
-        branch's Wiener filter (zero when the control variate is off)."""
+        -sum_t w_t E_eps ||eps - eps_W||^2 over every timestep t >= ``t_min``, with eps_W
+        the spectral branch's Wiener filter (zero when the control variate is off)."""
         if not self.control_variate:
             return torch.zeros(theta.shape[0], dtype=torch.float64)
         unet = self.model.denoiser
         device = self.model.device
         unit = unet.config.prior.to_unit(theta.to(device=device, dtype=torch.float32))
         err = sum(unet.spectral.expected_error(y.to(device), unit).cpu() for y in self.maps)
-        return -(err * term_weights(self.model)).sum(dim=-1)
+        w = term_weights(self.model).clone()
+        w[: self._lowest - 1] = 0.0
+        return -(err * w).sum(dim=-1)
+
+    def _check_t_min(self, t_min: object, terms: object) -> int:
+        """The scale cut ``t_min``, checked against the schedule and the term set."""
+        T = self.model.schedule.n_steps
+        value = check_int("t_min", t_min, low=1, high=T,
+                          what=f"lowest timestep summed (1 ... {T})")  # fmt: skip
+        if value > 1 and terms != "vlb":
+            raise InputError(
+                f"t_min applies to the full bound (terms='vlb'), not to terms={terms!r}: a "
+                "term list chooses its timesteps itself, and 'l0' is one term"
+            )
+        return value
 
     def _first_timestep(self, sigma: float) -> int:
         """t*: the first timestep whose noise-to-signal ratio reaches sigma^2."""
@@ -366,9 +394,12 @@ class DiffusionLikelihood(GaussNewtonLocator):
     def description(self) -> str:
         """The estimator in words: the term plan, and the control variate when it is used
         (the key under which a model card stores a fitted temperature)."""
+        name = self.plan.description
+        if self.t_min > 1:
+            name += f", scale cut t >= {self.t_min}"
         if self.control_variate:
-            return self.plan.description + ", Wiener-filter control variate"
-        return self.plan.description
+            return name + ", Wiener-filter control variate"
+        return name
 
     @property
     def n_evaluations_per_theta(self) -> int:
@@ -586,6 +617,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
                 n_timesteps=self.n_timesteps, max_batch=self.max_batch,
                 precision=self.precision, space="model", noise_sigma=self.noise_sigma,
                 proposal=self.proposal, control_variate=self.control_variate,
+                t_min=self.t_min,
             )  # fmt: skip
             with torch.no_grad():
                 values = other(torch.cat([ref, theta]))
@@ -614,7 +646,7 @@ def diffusion_likelihood(model: DiffusionModel, field: np.ndarray | torch.Tensor
                 "precision": like.precision, "control_variate": bool(like.control_variate),
                 "proposal": like.proposal if isinstance(like.proposal, str) else "given",
                 "noise_sigma": float(like.noise_sigma or 0.0), "max_batch": like.max_batch,
-                "likelihood_seed": int(seed)}  # fmt: skip
+                "t_min": like.t_min, "likelihood_seed": int(seed)}  # fmt: skip
     temperature = card_temperature(model.card or {}, like.description, like.n_noise,
                                    float(like.noise_sigma or 0.0))  # fmt: skip
     info = {"terms": like.description, "n_noise": like.n_noise,

@@ -142,7 +142,7 @@ class DiffusionField(_FieldDistribution):
         Parameters, shape (..., 2).
     model
         The diffusion model.
-    terms, n_noise, n_timesteps, seed, max_batch, precision
+    terms, n_noise, n_timesteps, seed, max_batch, precision, t_min
         Options of :class:`~diffinfer.likelihoods.diffusion.DiffusionLikelihood`, with its
         defaults (as
         :func:`diffinfer.posterior`'s): the full bound from ``"auto"`` timesteps (8 with the
@@ -154,7 +154,7 @@ class DiffusionField(_FieldDistribution):
     def __init__(self, theta, model: DiffusionModel, *, terms=DEFAULT_TERMS, n_noise: int = 1,
                  n_timesteps: int | str | None = "auto", seed: int = 0,
                  max_batch: int | None = None, precision: str = "auto",
-                 noise_sigma: float | None = None,
+                 noise_sigma: float | None = None, t_min: int = 1,
                  validate_args=None) -> None:  # fmt: skip
         if torch.is_tensor(noise_sigma) and noise_sigma.requires_grad:
             raise InputError(
@@ -164,7 +164,8 @@ class DiffusionField(_FieldDistribution):
         self.model = model
         self.options = {"terms": terms, "n_noise": n_noise, "n_timesteps": n_timesteps,
                         "seed": seed, "max_batch": max_batch, "precision": precision,
-                        "noise_sigma": float(noise_sigma) if noise_sigma else None}  # fmt: skip
+                        "noise_sigma": float(noise_sigma) if noise_sigma else None,
+                        "t_min": t_min}  # fmt: skip
         super().__init__(theta, model.field.n_pix, noise_sigma, validate_args)
 
     def likelihood(self, density: torch.Tensor) -> DiffusionLikelihood:

@@ -134,3 +134,17 @@ def test_a_temperature_fitted_for_the_whole_bound_is_not_applied_to_a_cut():
     assert whole.info["temperature"] > 1
     assert cut.info["temperature"] == 1.0
     assert "scale cut t >= 30" in cut.info["terms"]
+
+
+def test_the_pyro_distribution_takes_the_cut(density):
+    """DiffusionField(t_min=...).log_prob is the cut likelihood's value."""
+    from diffinfer.likelihoods.distributions import DiffusionField
+
+    model = _model(0.05)
+    theta = torch.tensor(THETA[0])
+    field = DiffusionField(theta, model, n_timesteps=4, seed=2, t_min=T_MIN)
+    got = field.log_prob(torch.as_tensor(density))
+    like = DiffusionLikelihood(model, density, n_timesteps=4, seed=2, t_min=T_MIN)
+    torch.testing.assert_close(got.reshape(1), like(THETA[:1]), rtol=1e-6, atol=1e-6)
+    whole = DiffusionField(theta, model, n_timesteps=4, seed=2).log_prob(torch.as_tensor(density))
+    assert abs(float(whole) - float(got)) > 1.0

@@ -6,32 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig
+from diffinfer.diffusion import DiffusionModel, NoiseSchedule
 from diffinfer.errors import InputError
-from diffinfer.fields import FieldConfig
 from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 from diffinfer.simulators import LognormalSimulator
+from tests.small_models import SMALL_FIELD, small_spectral_model
 
-FIELD = FieldConfig(n_pix=16, box_size=125.0, depth=50.0)
+FIELD = SMALL_FIELD
 THETA = np.array([[0.3, 0.8], [0.33, 0.78]])
-
-
-def _model(unet_scale: float) -> DiffusionModel:
-    """A small spectral model with a random (untrained) filter; the U-Net's output layer is
-    perturbed by ``unet_scale`` (0: the network is its Wiener filter alone)."""
-    sim = LognormalSimulator(FIELD)
-    torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), embed_dim=16, groups=4, spectral=True)
-    model = DiffusionModel.from_config(cfg, NoiseSchedule(n_steps=50), sim.transform, FIELD)
-    with torch.no_grad():
-        for name, p in model.denoiser.named_parameters():
-            if name.startswith("spectral."):
-                p.add_(0.3 * torch.randn_like(p))
-            elif name.startswith("out."):
-                p.add_(unet_scale * torch.randn_like(p))
-            else:
-                p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +23,7 @@ def density() -> np.ndarray:
 
 def test_expected_error_matches_monte_carlo(density):
     """The closed form against 4,000 noise draws through the branch itself, at four t."""
-    model = _model(0.0)
+    model = small_spectral_model(0.0)
     branch = model.denoiser.spectral
     y = model.to_model_space(density)
     unit = FIELD.prior.to_unit(torch.tensor([[0.3, 0.8]]))
@@ -61,7 +43,7 @@ def test_expected_error_matches_monte_carlo(density):
 def test_unbiased_and_quieter_than_the_plain_estimate(density):
     """Over 120 seeds the control-variate estimate of a log L difference has the mean of the
     plain estimate (within their joint standard error) and a smaller spread."""
-    model = _model(0.05)
+    model = small_spectral_model(0.05)
     plain, cv = [], []
     for seed in range(120):
         for flag, out in ((False, plain), (True, cv)):
@@ -77,7 +59,7 @@ def test_unbiased_and_quieter_than_the_plain_estimate(density):
 
 def test_a_pure_wiener_network_needs_no_sampling(density):
     """With a zero U-Net output the estimate is the closed form: the same for every seed."""
-    model = _model(0.0)
+    model = small_spectral_model(0.0)
     values = [DiffusionLikelihood(model, density, terms="vlb", n_timesteps=4, seed=s)(THETA)
               for s in range(3)]  # fmt: skip
     for v in values[1:]:
@@ -85,7 +67,7 @@ def test_a_pure_wiener_network_needs_no_sampling(density):
 
 
 def test_gradient_matches_finite_differences(density):
-    model = _model(0.05)
+    model = small_spectral_model(0.05)
     like = DiffusionLikelihood(model, density, terms="vlb", n_timesteps=8, seed=2)
     assert like.control_variate
     theta = torch.tensor([[0.3, 0.8]], dtype=torch.float64, requires_grad=True)
@@ -97,7 +79,7 @@ def test_gradient_matches_finite_differences(density):
 
 
 def test_where_it_applies(density):
-    model = _model(0.0)
+    model = small_spectral_model(0.0)
     assert not DiffusionLikelihood(model, density, terms="l0").control_variate
     assert not DiffusionLikelihood(model, density, terms="vlb", noise_sigma=0.1).control_variate
     off = DiffusionLikelihood(model, density, terms="vlb", control_variate=False)

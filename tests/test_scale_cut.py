@@ -8,34 +8,16 @@ import pytest
 import torch
 
 import diffinfer as di
-from diffinfer.diffusion import DiffusionModel, NoiseSchedule, UNetConfig
+from diffinfer.diffusion import DiffusionModel
 from diffinfer.errors import InputError
-from diffinfer.fields import FieldConfig
 from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 from diffinfer.likelihoods.terms import term_weights
 from diffinfer.simulators import LognormalSimulator
+from tests.small_models import SMALL_FIELD, small_spectral_model
 
-FIELD = FieldConfig(n_pix=16, box_size=125.0, depth=50.0)
+FIELD = SMALL_FIELD
 THETA = np.array([[0.3, 0.8], [0.34, 0.77]])
 T_MIN = 20
-
-
-def _model(unet_scale: float) -> DiffusionModel:
-    """A small spectral model (T = 50) with a random filter; ``unet_scale`` perturbs the
-    U-Net's output layer (0: the network is its Wiener filter alone)."""
-    sim = LognormalSimulator(FIELD)
-    torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), embed_dim=16, groups=4, spectral=True)
-    model = DiffusionModel.from_config(cfg, NoiseSchedule(n_steps=50), sim.transform, FIELD)
-    with torch.no_grad():
-        for name, p in model.denoiser.named_parameters():
-            if name.startswith("spectral."):
-                p.add_(0.3 * torch.randn_like(p))
-            elif name.startswith("out."):
-                p.add_(unet_scale * torch.randn_like(p))
-            else:
-                p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +44,7 @@ def test_the_full_bound_above_t_min_is_the_sum_of_those_terms(sim):
 def test_the_control_variate_sums_its_closed_form_from_t_min(density):
     """With a network that is its Wiener filter alone the estimate is the closed form:
     -sum_{t >= t_min} w_t E||eps - eps_W||^2, whatever the seed."""
-    model = _model(0.0)
+    model = small_spectral_model(0.0)
     y = model.to_model_space(density)
     unit = FIELD.prior.to_unit(torch.as_tensor(THETA, dtype=torch.float32))
     w = term_weights(model)
@@ -77,7 +59,7 @@ def test_the_sampled_cut_is_unbiased_for_its_band(density):
     """Over 100 seeds, 4 importance-sampled timesteps from t_min estimate the band's log L
     difference with the mean of every term from t_min (30 seeds; plain estimator, within
     3.5 joint standard errors), and differ from the whole bound's."""
-    model = _model(0.05)
+    model = small_spectral_model(0.05)
 
     def differences(seeds: range, **options) -> np.ndarray:
         return np.array([np.diff(DiffusionLikelihood(model, density, seed=s, control_variate=False,
@@ -96,7 +78,9 @@ def test_the_sampled_cut_is_unbiased_for_its_band(density):
 
 
 def test_added_timesteps_stay_above_the_cut(density):
-    like = DiffusionLikelihood(_model(0.05), density, n_timesteps=4, seed=1, t_min=T_MIN)
+    like = DiffusionLikelihood(
+        small_spectral_model(0.05), density, n_timesteps=4, seed=1, t_min=T_MIN
+    )
     like(THETA)
     like.add_timesteps(8)
     assert len(like.plan.timesteps) == 12 and int(like.plan.timesteps.min()) >= T_MIN
@@ -107,13 +91,13 @@ def test_added_timesteps_stay_above_the_cut(density):
 @pytest.mark.parametrize("t_min", [0, 51, 2.5, "30", True])
 def test_a_cut_outside_the_schedule_is_refused(density, t_min):
     with pytest.raises(InputError, match="t_min"):
-        DiffusionLikelihood(_model(0.0), density, t_min=t_min)
+        DiffusionLikelihood(small_spectral_model(0.0), density, t_min=t_min)
 
 
 @pytest.mark.parametrize("terms", ["l0", [0, 5, 30]])
 def test_a_cut_applies_to_the_full_bound_only(density, terms):
     with pytest.raises(InputError, match="t_min applies to the full bound"):
-        DiffusionLikelihood(_model(0.0), density, terms=terms, t_min=10)
+        DiffusionLikelihood(small_spectral_model(0.0), density, terms=terms, t_min=10)
 
 
 def test_the_cut_is_refused_by_the_references_and_checked_by_posterior(sim):
@@ -140,7 +124,7 @@ def test_the_pyro_distribution_takes_the_cut(density):
     """DiffusionField(t_min=...).log_prob is the cut likelihood's value."""
     from diffinfer.likelihoods.distributions import DiffusionField
 
-    model = _model(0.05)
+    model = small_spectral_model(0.05)
     theta = torch.tensor(THETA[0])
     field = DiffusionField(theta, model, n_timesteps=4, seed=2, t_min=T_MIN)
     got = field.log_prob(torch.as_tensor(density))

@@ -132,3 +132,55 @@ def test_the_pyro_distribution_takes_the_cut(density):
     torch.testing.assert_close(got.reshape(1), like(THETA[:1]), rtol=1e-6, atol=1e-6)
     whole = DiffusionField(theta, model, n_timesteps=4, seed=2).log_prob(torch.as_tensor(density))
     assert abs(float(whole) - float(got)) > 1.0
+
+
+# --------------------------------------------------------- cutting a computed posterior
+def _oracle_posterior(sim, seed: int, **options):
+    density = sim.simulate(np.array([0.3, 0.8]), 1, seed=11)[0]
+    return di.posterior(density, model="oracle", n_timesteps=128, max_timesteps=128, seed=seed,
+                        progress=False, **options)  # fmt: skip
+
+
+def test_scale_cut_at_one_is_the_posterior_itself(sim):
+    post = _oracle_posterior(sim, 0)
+    g, cut = post.grid(), post.scale_cut(1)
+    np.testing.assert_allclose(cut.mean(), g.mean(), rtol=1e-10)
+    np.testing.assert_allclose(cut.cov(), g.cov(), rtol=1e-8)
+    assert cut.mc_error["n_timesteps"] == cut.mc_error["n_timesteps_total"] == 128
+
+
+def test_scale_cut_agrees_with_the_cut_posterior_computed_afresh(sim):
+    """Over 6 seeds, the cut at t >= 100 of the whole bound's posterior (its terms reweighted,
+    no new evaluations) has the mean of the posterior computed with t_min=100 and its own
+    timesteps (within 4 joint standard errors), is wider than the whole, and spends nothing."""
+    cuts, fresh = [], []
+    for seed in range(6):
+        post = _oracle_posterior(sim, seed)
+        whole = post.grid()
+        spent = post.n_evaluations
+        cut = post.scale_cut(100)
+        assert post.n_evaluations == spent
+        assert np.linalg.det(cut.cov()) > 1.2 * np.linalg.det(whole.cov())
+        assert cut.mc_error["t_min"] == 100 and 0 < cut.mc_error["n_timesteps"] < 128
+        f = _oracle_posterior(sim, 100 + seed, t_min=100).grid()
+        sd = np.sqrt(np.diag(f.cov()))
+        cuts.append(cut.mean() / sd)
+        fresh.append(f.mean() / sd)
+    cuts, fresh = np.array(cuts), np.array(fresh)
+    se = np.sqrt(cuts.var(axis=0, ddof=1) / 6 + fresh.var(axis=0, ddof=1) / 6)
+    assert np.all(np.abs(cuts.mean(axis=0) - fresh.mean(axis=0)) < 4 * se)
+
+
+def test_scale_cut_warns_at_the_grid_edge_and_refuses_what_it_cannot_cut(sim):
+    post = _oracle_posterior(sim, 0)
+    with pytest.warns(UserWarning, match="outer ring"):
+        post.scale_cut(400)
+    for t_min, match in ((0, "t_min must be"), (1001, "t_min must be"), (1000, "none of the")):
+        with pytest.raises(InputError, match=match):
+            post.scale_cut(t_min)
+    density = sim.simulate(np.array([0.3, 0.8]), 1, seed=11)[0]
+    with pytest.raises(InputError, match="scale_cut needs"):
+        di.posterior(density, likelihood="exact", model=None, progress=False).scale_cut(30)
+    cut_post = _oracle_posterior(sim, 0, t_min=50)
+    with pytest.raises(InputError, match="t_min must be"):
+        cut_post.scale_cut(10)  # below the likelihood's own cut

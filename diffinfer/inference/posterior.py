@@ -66,6 +66,10 @@ GRID_CHAINS = 4
 (ArviZ) apply to them as to MCMC chains."""
 
 
+SCALE_CUT_EDGE_MASS = 1e-3
+"""Mass in the outer ring of the grid above which :meth:`Posterior.scale_cut` warns."""
+
+
 class Posterior(MonteCarloControl):
     """A posterior over theta: log density, samples, summary, diagnostics.
 
@@ -312,6 +316,93 @@ class Posterior(MonteCarloControl):
         if self._grid is None and self.method == "grid":
             self.grid()
         return None if self._grid is None else self._grid.mc_error
+
+    def scale_cut(self, t_min: int, temperature: float = 1.0) -> GridPosterior:
+        """The grid posterior under this likelihood cut to its terms at t >= ``t_min``,
+        from the terms its grid has already evaluated: no network calls.
+
+        The terms at t < t_min are dropped from the importance-sampled sum and every kept
+        term keeps its weight w_t / (K q(t)), so the sum stays an unbiased estimate of the
+        band's (docs/likelihood.md, "Scale cuts"), with the Monte Carlo error of the terms
+        it keeps (``mc_error`` of the result: the same estimator as :meth:`mc_error`, the
+        dropped terms counted as zeros of the stratified sample); the control variate's
+        closed form is summed from t_min. Use it for a ladder of cuts on the same maps; a
+        single cut is computed afresh, with its own timesteps, by
+        ``posterior(..., t_min=t_min)``.
+
+        The points are this posterior's grid, laid out for the whole bound. A cut
+        posterior that is much wider reaches the grid's edge: ``edge_mass`` of the result
+        says how much mass lies in its outer ring, and a warning names it above 1e-3.
+
+        Parameters
+        ----------
+        t_min
+            The lowest timestep kept: at least the likelihood's own ``t_min`` (1 unless
+            the posterior was computed with a cut), at most the schedule's T.
+        temperature
+            The cut posterior uses L^(1/temperature). Default 1: a temperature fitted for
+            the whole bound (a model card's) does not apply to a band of it.
+
+        Returns
+        -------
+        GridPosterior
+            The cut posterior on the same cells, with ``mc_error`` (``mean``, ``sd``,
+            ``t_min``, ``n_timesteps``: the timesteps kept, of ``n_timesteps_total``).
+
+        Raises
+        ------
+        InputError
+            A posterior without a diffusion likelihood of the full bound (references,
+            ``"l0"``, term lists, MCMC methods), t_min outside its range, or a cut that
+            keeps none of the sampled timesteps.
+        """
+        from diffinfer.inference.mc_error import posterior_mc_error
+
+        like = self._chunked
+        if like is None or like.terms != "vlb" or self.method != "grid":
+            raise InputError(
+                "scale_cut needs the grid posterior of the diffusion likelihood of the full "
+                f"bound (likelihood='vlb', method='grid'); this one is {self.info.get('terms')!r} "
+                f"with method {self.method!r}"
+            )  # fmt: skip
+        T = like.model.schedule.n_steps
+        t_min = check_int("t_min", t_min, low=like.t_min, high=T,
+                          what=f"lowest timestep kept ({like.t_min} ... {T})")  # fmt: skip
+        temperature = check_float("temperature", temperature, low=0, low_open=True)
+        g = self.grid()
+        timesteps = like.plan.timesteps.numpy()
+        keep = timesteps >= t_min
+        if not keep.any():
+            raise InputError(
+                f"none of the {len(timesteps)} timesteps of this posterior's likelihood lies "
+                f"at t >= {t_min} (the largest is {int(timesteps.max())}): compute the cut "
+                f"posterior afresh with posterior(..., t_min={t_min})"
+            )
+        pts, inside = g.evaluated_points()
+        terms = np.zeros((len(pts), len(timesteps)))
+        terms[inside] = np.where(keep, self._grid_terms(pts[inside]), 0.0)
+        theta = torch.as_tensor(pts[inside])
+        with torch.no_grad():
+            log_l = terms[inside].sum(axis=1) + like.gaussian_log_l(theta, t_min).numpy()
+        values = np.full(len(pts), -np.inf)
+        values[inside] = self.prior.log_prob(theta).numpy() + log_l / temperature
+        upsample = int(sampler_option("grid", self._grid_options(), "upsample"))
+        cut = g.retabulated(values, g.n_evaluations, upsample, self.prior.box)
+        weights = (cut.base or cut).weights.ravel()
+        err = posterior_mc_error(pts, np.where(inside, weights, 0.0), terms, timesteps,
+                                 temperature=temperature)  # fmt: skip
+        cut.mc_error = {"mean": err["mean"], "sd": err["sd"], "stochastic": True,
+                        "t_min": t_min, "temperature": temperature,
+                        "n_timesteps": int(keep.sum()),
+                        "n_timesteps_total": len(timesteps)}  # fmt: skip
+        if cut.edge_mass > SCALE_CUT_EDGE_MASS:
+            warnings.warn(
+                f"{self.name}: the posterior cut at t >= {t_min} puts {cut.edge_mass:.2g} of "
+                "its mass in the outer ring of the grid laid out for the whole bound; compute "
+                f"it afresh with posterior(..., t_min={t_min})",
+                UserWarning, stacklevel=2,
+            )  # fmt: skip
+        return cut
 
     def diagnostics(self) -> dict:
         """Evaluations, the method's convergence checks, the Monte Carlo error of the

@@ -351,10 +351,11 @@ class DiffusionLikelihood(GaussNewtonLocator):
             )
         return possible and option is not False
 
-    def gaussian_log_l(self, theta: torch.Tensor) -> torch.Tensor:
+    def gaussian_log_l(self, theta: torch.Tensor, t_min: int | None = None) -> torch.Tensor:
         """The control variate's closed-form part of log L at the rows of theta, (B,):
-        -sum_t w_t E_eps ||eps - eps_W||^2 over every timestep t >= ``t_min``, with eps_W
-        the spectral branch's Wiener filter (zero when the control variate is off)."""
+        -sum_t w_t E_eps ||eps - eps_W||^2 over every timestep t >= ``t_min`` (default the
+        likelihood's own), with eps_W the spectral branch's Wiener filter (zero when the
+        control variate is off)."""
         if not self.control_variate:
             return torch.zeros(theta.shape[0], dtype=torch.float64)
         unet = self.model.denoiser
@@ -362,7 +363,7 @@ class DiffusionLikelihood(GaussNewtonLocator):
         unit = unet.config.prior.to_unit(theta.to(device=device, dtype=torch.float32))
         err = sum(unet.spectral.expected_error(y.to(device), unit).cpu() for y in self.maps)
         w = term_weights(self.model).clone()
-        w[: self._lowest - 1] = 0.0
+        w[: max(self._lowest, t_min or 1) - 1] = 0.0
         return -(err * w).sum(dim=-1)
 
     def _check_t_min(self, t_min: object, terms: object) -> int:

@@ -141,9 +141,9 @@ def table(args: argparse.Namespace) -> None:
           "afresh sd) | joint MC error (sd) | timesteps kept | edge mass |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for name in args.maps.split(","):
-        for _, r in sorted(state.items()):
-            if r["map"] != name or not r.get("reweighted") or f"{name}:{r['t_min']}" not in state:
-                continue
+        rows = sorted((r for r in state.values() if r["map"] == name and r.get("reweighted")
+                       and f"{name}:{r['t_min']}" in state), key=lambda r: r["t_min"])  # fmt: skip
+        for r in rows:
             f = state[f"{name}:{r['t_min']}"]
             sd = np.sqrt(np.diag(f["cov"]))
             shift = (np.array(r["mean"]) - f["mean"]) / sd

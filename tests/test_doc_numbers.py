@@ -287,3 +287,19 @@ def test_no_document_refers_outside_the_repository() -> None:
              for n, line in enumerate(p.read_text().splitlines(), 1)
              if outside.search(line)]  # fmt: skip
     assert not found, found
+
+
+def test_the_scale_cut_tables_are_the_scripts() -> None:
+    """docs/nbody.md's scale-cut tables are what scripts/scale_cut_examples.py --table prints
+    from docs/data/scale_cut_examples.json."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "scripts/scale_cut_examples.py", "--table", "--out",
+                          "docs/data/scale_cut_examples.json"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    doc = (ROOT / "docs/nbody.md").read_text()
+    lines = [line for line in out.splitlines() if line.startswith("| map")]
+    assert len(lines) == 35  # two headers, 15 cuts and 3 power rows, 15 reweighted cuts
+    for line in lines:
+        assert line in doc, line

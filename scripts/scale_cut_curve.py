@@ -15,8 +15,10 @@ calls), and the Gaussian P(k) posterior (``models/nbody64-power.npz``). One file
 written atomically; a rerun skips what is done. ``--summary`` reports per cut: the z-score
 mean and spread of each parameter with their standard errors, the spread with the
 posteriors' own Monte Carlo error removed in quadrature, the temperature that would make the
-spread one (its square: tempering by tau widens a posterior by sqrt(tau)), the median area
-relative to the P(k) posterior, and the maps whose cut reached the grid's edge.
+spread one (its square: tempering by tau widens a posterior by sqrt(tau)), the area relative
+to the P(k) posterior (median, and geometric mean with its standard error as a factor), the
+same with each side's widths scaled by its own z spreads (so that no gain comes from
+overconfidence), and the maps whose cut reached the grid's edge (outer-ring mass > 1e-3).
 """
 
 from __future__ import annotations
@@ -111,7 +113,11 @@ def summary(args: argparse.Namespace) -> None:
             "area_over_power_geomean": float(np.round(np.exp(log_r.mean()), 3)),
             "area_over_power_geomean_factor_se": float(np.round(np.exp(log_r.std(ddof=1)
                                                                        / np.sqrt(n)), 3)),
+            # each side's widths scaled by its own z spread (no gain from overconfidence)
+            "area_over_power_spread_corrected": float(np.round(
+                np.exp(log_r.mean()) * np.prod(spread) / np.prod(sp), 3)),
             "maps_at_grid_edge": int(sum(x["edge_mass"] > 1e-3 for x in c)),
+            "edge_mass_median": float(np.round(np.median([x["edge_mass"] for x in c]), 4)),
         }  # fmt: skip
     report["network_calls_median"] = float(np.median([r["network_calls"] for r in rows]))
     report["seconds_median"] = float(np.median([r["seconds"] for r in rows]))

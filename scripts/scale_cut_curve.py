@@ -125,6 +125,29 @@ def summary(args: argparse.Namespace) -> None:
     write_json_atomic(Path(args.out) / "summary.json", report)
 
 
+def table(args: argparse.Namespace) -> None:
+    """docs/nbody.md's table of the curve, from summary.json."""
+    s = json.loads((Path(args.out) / "summary.json").read_text())
+    print("| likelihood | z mean Ω_m / σ_8 | z spread Ω_m / σ_8 | without MC error | MC error rms "
+          "(sd) | area / P(k)'s | same, spreads corrected | maps at the grid's edge (median "
+          "edge mass) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for t, c in s["cuts"].items():
+        zm, ze = c["z_mean"], c["z_mean_se"]
+        sp, se = c["z_spread"], c["z_spread_se"]
+        area, factor = c["area_over_power_geomean"], c["area_over_power_geomean_factor_se"]
+        print(f"| diffusion, t ≥ {t} | {zm[0]:+.2f} ± {ze[0]:.2f} / {zm[1]:+.2f} ± {ze[1]:.2f} | "
+              f"{sp[0]:.2f} ± {se[0]:.2f} / {sp[1]:.2f} ± {se[1]:.2f} | "
+              f"{c['z_spread_without_mc'][0]:.2f} / {c['z_spread_without_mc'][1]:.2f} | "
+              f"{c['mc_error_rms'][0]:.2f} / {c['mc_error_rms'][1]:.2f} | "
+              f"{area:.3f} (×/÷ {factor:.2f}) | {c['area_over_power_spread_corrected']:.2f} | "
+              f"{c['maps_at_grid_edge']} ({c['edge_mass_median']:.4f}) |")  # fmt: skip
+    p = s["power"]
+    print(f"| Gaussian P(k) | {p['z_mean'][0]:+.2f} / {p['z_mean'][1]:+.2f} | "
+          f"{p['z_spread'][0]:.2f} ± {p['z_spread_se'][0]:.2f} / {p['z_spread'][1]:.2f} ± "
+          f"{p['z_spread_se'][1]:.2f} | — | — | 1 | 1 | — |")  # fmt: skip
+
+
 def figure(args: argparse.Namespace) -> None:
     """Area relative to the P(k) posterior against the z-score spread, one point per cut
     and parameter (from ``--summary``'s summary.json), the P(k) likelihood's spreads
@@ -170,9 +193,12 @@ def main() -> None:
     parser.add_argument("--out", default="docs/data/scale_cut_curve")
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--figure", help="write the curve's figure here (after --summary)")
+    parser.add_argument("--table", action="store_true", help="docs/nbody.md's table")
     args = parser.parse_args()
     if args.figure:
         figure(args)
+    elif args.table:
+        table(args)
     elif args.summary:
         summary(args)
     else:

@@ -303,3 +303,19 @@ def test_the_scale_cut_tables_are_the_scripts() -> None:
     assert len(lines) == 35  # two headers, 15 cuts and 3 power rows, 15 reweighted cuts
     for line in lines:
         assert line in doc, line
+
+
+def test_the_scale_cut_curve_table_is_the_scripts() -> None:
+    """docs/nbody.md's information-calibration table is what scripts/scale_cut_curve.py
+    --table prints from docs/data/scale_cut_curve/summary.json."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "scripts/scale_cut_curve.py", "--table", "--out",
+                          "docs/data/scale_cut_curve"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    doc = (ROOT / "docs/nbody.md").read_text()
+    lines = out.strip().splitlines()
+    assert len(lines) == 8  # header, rule, 5 cuts, P(k)
+    for line in lines:
+        assert line in doc, line

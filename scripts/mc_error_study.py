@@ -138,6 +138,13 @@ def summary(args: argparse.Namespace) -> None:
     write_json_atomic(Path(args.out) / "summary.json", report)
 
 
+def final_shift(result: dict, exact: dict) -> np.ndarray:
+    """A result's final-stage posterior mean minus the exact posterior's, in the exact
+    posterior's sd, (2,)."""
+    mu = np.array(result["mc_error"]["stages"][-1]["posterior_mean"])
+    return (mu - np.array(exact["mean"])) / np.sqrt(np.diag(exact["cov"]))
+
+
 def _against_fits(out: Path, tag: str) -> dict | None:
     """Final-stage shifts from the exact posterior (seed 0) of the maps in both ``tag`` and
     ``tag-fits``: the mean |shift| of each and their paired difference."""
@@ -147,12 +154,7 @@ def _against_fits(out: Path, tag: str) -> dict | None:
         if not other.exists():
             continue
         e = json.loads((out / tag / f"{f.name[:6]}-exact.json").read_text())
-        sd = np.sqrt(np.diag(e["cov"]))
-        pair = []
-        for path in (f, other):
-            mu = json.loads(path.read_text())["mc_error"]["stages"][-1]["posterior_mean"]
-            pair.append((np.array(mu) - e["mean"]) / sd)
-        rows.append(pair)
+        rows.append([final_shift(json.loads(path.read_text()), e) for path in (f, other)])
     if len(rows) < 2:
         return None
     x = np.array(rows)  # (maps, 2: default / fits, 2: parameters)
@@ -180,9 +182,7 @@ def _seed_independent_shift(maps: dict, exact: dict) -> dict | None:
     for i, runs in sorted(maps.items()):
         if len(runs) < 2:
             continue
-        sd = np.sqrt(np.diag(exact[i]["cov"]))
-        x = np.array([(np.array(r["mc_error"]["stages"][-1]["posterior_mean"])
-                       - np.array(exact[i]["mean"])) / sd for r in runs.values()])  # fmt: skip
+        x = np.array([final_shift(r, exact[i]) for r in runs.values()])
         rows.append((x.mean(0), x.var(0, ddof=1), len(x)))
     if len(rows) < 2:
         return None
@@ -207,14 +207,8 @@ def _seed_pairs(maps: dict, exact: dict) -> dict | None:
     both = sorted(i for i, runs in maps.items() if 0 in runs and 1 in runs)
     if len(both) < 2:
         return None
-    shifts = {}
-    for seed in (0, 1):
-        rows = []
-        for i in both:
-            sd = np.sqrt(np.diag(exact[i]["cov"]))
-            mu = np.array(maps[i][seed]["mc_error"]["stages"][-1]["posterior_mean"])
-            rows.append((mu - np.array(exact[i]["mean"])) / sd)
-        shifts[seed] = np.array(rows)
+    shifts = {seed: np.array([final_shift(maps[i][seed], exact[i]) for i in both])
+              for seed in (0, 1)}  # fmt: skip
     n = len(both)
 
     def mean_se(x: np.ndarray) -> dict:

@@ -58,16 +58,17 @@ def run(args: argparse.Namespace) -> None:
 
 
 def summary(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from mc_error_study import final_shift
+
     state = json.loads(Path(args.out).read_text())
     oracle, network = [], []
     for key, row in sorted(state.items()):
         oracle.append(np.mean([row["shift_seed0"], row["shift_seed1"]], axis=0))
         exact = json.loads((Path(args.results) / f"{key}-exact.json").read_text())
-        sd = np.sqrt(np.diag(exact["cov"]))
         runs = sorted(Path(args.results).glob(f"{key}-seed*.json"))
-        means = [json.loads(p.read_text())["mc_error"]["stages"][-1]["posterior_mean"]
-                 for p in runs]  # fmt: skip
-        network.append(np.mean((np.array(means) - exact["mean"]) / sd, axis=0))
+        network.append(np.mean([final_shift(json.loads(p.read_text()), exact) for p in runs],
+                               axis=0))  # fmt: skip
     o, n = np.array(oracle), np.array(network)
     k = len(o)
 

@@ -289,33 +289,24 @@ def test_no_document_refers_outside_the_repository() -> None:
     assert not found, found
 
 
+def _script_table(script: str, out: str) -> list[str]:
+    """The markdown table lines a script prints with ``--table --out OUT``."""
+    import subprocess
+    import sys
+
+    printed = subprocess.run([sys.executable, script, "--table", "--out", out], cwd=ROOT,
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    return [line for line in printed.splitlines() if line.startswith("|")]
+
+
 def test_the_scale_cut_tables_are_the_scripts() -> None:
-    """docs/nbody.md's scale-cut tables are what scripts/scale_cut_examples.py --table prints
-    from docs/data/scale_cut_examples.json."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "scripts/scale_cut_examples.py", "--table", "--out",
-                          "docs/data/scale_cut_examples.json"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout  # fmt: skip
+    """docs/nbody.md's scale-cut tables (the example maps, and the information-calibration
+    curve on validation maps) are what their scripts print from the committed data."""
     doc = (ROOT / "docs/nbody.md").read_text()
-    lines = [line for line in out.splitlines() if line.startswith("| map")]
-    assert len(lines) == 35  # two headers, 15 cuts and 3 power rows, 15 reweighted cuts
-    for line in lines:
-        assert line in doc, line
-
-
-def test_the_scale_cut_curve_table_is_the_scripts() -> None:
-    """docs/nbody.md's information-calibration table is what scripts/scale_cut_curve.py
-    --table prints from docs/data/scale_cut_curve/summary.json."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "scripts/scale_cut_curve.py", "--table", "--out",
-                          "docs/data/scale_cut_curve"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout  # fmt: skip
-    doc = (ROOT / "docs/nbody.md").read_text()
-    lines = out.strip().splitlines()
-    assert len(lines) == 8  # header, rule, 5 cuts, P(k)
-    for line in lines:
+    examples = _script_table("scripts/scale_cut_examples.py", "docs/data/scale_cut_examples.json")
+    curve = _script_table("scripts/scale_cut_curve.py", "docs/data/scale_cut_curve")
+    # two headers and rules, 15 cuts and 3 power rows, 15 reweighted cuts; header, rule,
+    # 5 cuts and P(k)
+    assert (len(examples), len(curve)) == (37, 8)
+    for line in examples + curve:
         assert line in doc, line

@@ -76,6 +76,10 @@ INFER_CASES = {
         [str(MAP), "--model", "oracle", "--n-timesteps", "-2"],
         "--n-timesteps must be",
     ),
+    "t-min-for-a-reference": (
+        [str(MAP), "--likelihood", "exact", "--t-min", "30"],
+        "--t-min cuts the diffusion likelihood",
+    ),
     "t-min-zero": ([str(MAP), "--model", "oracle", "--t-min", "0"], "--t-min must be"),
     "t-min-beyond-schedule": ([str(MAP), "--model", "oracle", "--t-min", "1001"], "t_min must be"),
     "t-min-with-l0": (

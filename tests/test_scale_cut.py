@@ -178,6 +178,8 @@ def test_scale_cut_warns_at_the_grid_edge_and_refuses_what_it_cannot_cut(sim):
     for t_min, match in ((0, "t_min must be"), (1001, "t_min must be"), (1000, "none of the")):
         with pytest.raises(InputError, match=match):
             post.scale_cut(t_min)
+    with pytest.raises(InputError, match="temperature must be"):
+        post.scale_cut(30, temperature=0.0)
     density = sim.simulate(np.array([0.3, 0.8]), 1, seed=11)[0]
     with pytest.raises(InputError, match="scale_cut needs"):
         di.posterior(density, likelihood="exact", model=None, progress=False).scale_cut(30)

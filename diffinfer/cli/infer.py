@@ -44,6 +44,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["n_timesteps"] = args.n_timesteps or None
     if args.t_min is not None:  # its upper end (the schedule's T) is the likelihood's check
         options["t_min"] = check_int("--t-min", args.t_min, low=1, what="1: every term")
+        if likelihood in REFERENCE_LIKELIHOODS:
+            raise InputError(f"--t-min cuts the diffusion likelihood, not --likelihood "
+                             f"{likelihood}; leave it out, or use --likelihood vlb")  # fmt: skip
     if likelihood in REFERENCE_LIKELIHOODS:
         options = {}
     if args.temperature is not None:  # posterior() checks it

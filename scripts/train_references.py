@@ -10,6 +10,16 @@ On the training split (the same cosmology split as the diffusion models: fractio
 Resumable: a reference already written is kept (delete its directory to retrain).
 
     python scripts/train_references.py --data data/nbody64 --name nbody64 --threads 1
+
+``--members K`` trains an ensemble instead: K flows of one summary with seeds 0..K-1,
+each written to ``models/<name>-<kind>-ensemble/member-<seed>`` as it finishes, and the
+ensemble's card once all K exist. ``--seeds`` picks the members one process trains, so that
+two processes can share the work (the last to finish writes the card; a rerun without
+``--seeds`` writes it too):
+
+    python scripts/train_references.py --only npe-power --members 5 --threads 1
+    python scripts/train_references.py --only npe --members 4 --seeds 0 2 --threads 1 &
+    python scripts/train_references.py --only npe --members 4 --seeds 1 3 --threads 1
 """
 
 from __future__ import annotations
@@ -46,7 +56,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--only", choices=("npe", "npe-power", "power"), action="append")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="train an ensemble of this many flows (seeds 0..K-1) per NPE kind",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --members: the members this process trains (default all)",
+    )
     args = p.parse_args()
+    if args.seeds is not None and args.members is None:
+        p.error("--seeds picks members of an ensemble: give --members")
     if args.threads:
         torch.set_num_threads(args.threads)
     from diffinfer.likelihoods.npe import train_npe
@@ -71,6 +96,9 @@ def main() -> None:
     for kind, summary in (("npe-power", "power"), ("npe", "power+cnn")):
         if kind not in todo:
             continue
+        if args.members is not None:
+            train_ensemble(args, kind, summary, density, theta, field, data)
+            continue
         out = args.out / f"{args.name}-{kind}"
         if (out / "card.json").is_file():
             print(f"{out} exists; kept")
@@ -80,6 +108,31 @@ def main() -> None:
         ref.card["name"] = out.name
         ref.save(out)
         print(f"wrote {out}: {json.dumps(ref.card['training'])}")
+
+
+def train_ensemble(args, kind, summary, density, theta, field, data) -> None:
+    """Train the missing members of one ensemble, then write its card once all exist."""
+    from diffinfer.likelihoods.npe import NPEEnsemble, NPEReference, train_npe
+
+    out = args.out / f"{args.name}-{kind}-ensemble"
+    if (out / "card.json").is_file():
+        print(f"{out} exists; kept")
+        return
+    for seed in args.seeds if args.seeds is not None else range(args.members):
+        member = out / f"member-{seed}"
+        if (member / "card.json").is_file():
+            print(f"{member} exists; kept")
+            continue
+        ref = train_npe(density, theta, field, summary=summary, max_epochs=args.max_epochs,
+                        seed=seed, data=data)  # fmt: skip
+        ref.card["name"] = f"{out.name}/{member.name}"
+        ref.save(member)
+        print(f"wrote {member}: {json.dumps(ref.card['training'])}", flush=True)
+    dirs = [out / f"member-{seed}" for seed in range(args.members)]
+    if all((d / "card.json").is_file() for d in dirs):
+        members = [NPEReference.load(d) for d in dirs]
+        NPEEnsemble.from_members(members, out.name).save(out)
+        print(f"wrote {out} ({args.members} members)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ is a log posterior density; :func:`diffinfer.posterior` uses it as the log-likel
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ SUMMARIES = ("power+cnn", "power")
 """The summaries an NPE reference can be trained on."""
 
 CARD_FORMAT = "diffinfer-npe-1"
+ENSEMBLE_FORMAT = "diffinfer-npe-ensemble-1"
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
 DEFAULT_REFERENCES = {"npe": "nbody64-npe", "npe-power": "nbody64-npe-power"}
@@ -48,14 +50,12 @@ DEFAULT_REFERENCES = {"npe": "nbody64-npe", "npe-power": "nbody64-npe-power"}
 
 def _import_sbi():
     try:
-        from sbi.inference import NPE
         from sbi.neural_nets import posterior_nn
-        from sbi.utils import BoxUniform
     except ImportError as exc:
         raise ImportError(
             "NPE references need the sbi package: pip install 'diffinfer[npe]'"
         ) from exc
-    return NPE, posterior_nn, BoxUniform
+    return posterior_nn
 
 
 class MapEmbedding(nn.Module):
@@ -184,19 +184,31 @@ class NPEReference:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike) -> NPEReference:
-        """Load a reference directory, or a shipped one by name (e.g. ``"nbody64-npe"``).
+        """Load a reference directory, or a shipped one by name (e.g. ``"nbody64-npe"``);
+        an ensemble's directory gives an :class:`NPEEnsemble`.
 
         Raises
         ------
         DataFileError
             Missing directory, card or weights; a card of another kind; weights whose
-            sha256 differs from the card's or that do not fit the architecture.
+            sha256 differs from the card's or that do not fit the architecture; an
+            ensemble whose members disagree in their settings.
         """
-        from safetensors.torch import load_file
-
-        from diffinfer.diffusion.checkpoint import resolve_model_dir, sha256_of
+        from diffinfer.diffusion.checkpoint import resolve_model_dir
 
         path = resolve_model_dir(name_or_path)
+        card = read_json(path / CARD_FILE, what="NPE reference card")
+        if card.get("format") == ENSEMBLE_FORMAT:
+            return NPEEnsemble.load(path)
+        return NPEReference._load_one(path)
+
+    @staticmethod
+    def _load_one(path: Path) -> NPEReference:
+        """One flow's directory (card and weights checked)."""
+        from safetensors.torch import load_file
+
+        from diffinfer.diffusion.checkpoint import sha256_of
+
         card = read_json(path / CARD_FILE, what="NPE reference card")
         if card.get("format") != CARD_FORMAT:
             raise DataFileError(f"{path / CARD_FILE} is not an NPE reference card (format "
@@ -216,7 +228,156 @@ class NPEReference:
             raise DataFileError(f"{weights} does not fit the architecture of its card: "
                                 f"{exc}") from exc  # fmt: skip
         estimator.eval()
-        return cls(card=card, estimator=estimator)
+        return NPEReference(card=card, estimator=estimator)
+
+
+SHARED_SETTINGS = ("summary", "field", "edges", "power_mean", "power_std", "transform",
+                   "architecture", "data")  # fmt: skip
+"""Card entries every member of an ensemble must share (the summary and its constants, the
+flow, the training data)."""
+SHARED_TRAINING = ("n_maps", "batch_size", "learning_rate", "max_epochs", "stop_after_epochs",
+                   "validation", "augment", "trainer")  # fmt: skip
+"""Training settings every member must share; the seed must differ."""
+
+
+@dataclass
+class NPEEnsemble(NPEReference):
+    """An equally weighted mixture of independently trained flows on one summary.
+
+    q(theta | x) = (1 / K) sum_k q_k(theta | x): the members share the summary, the
+    architecture and the training data and settings, and differ in their seed
+    (initialisation, validation split, batches). The mixture is wider where the members
+    disagree, which is where a single flow is overconfident. Stored as a directory with
+    ``card.json`` (format ``diffinfer-npe-ensemble-1``, the shared settings, each member's
+    weights' sha256, the measured coverage) and one NPE reference directory per member.
+    """
+
+    members: list[NPEReference] = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_members(cls, members: list[NPEReference], name: str) -> NPEEnsemble:
+        """An ensemble of trained references; refused unless they agree in every setting of
+        :data:`SHARED_SETTINGS` and :data:`SHARED_TRAINING` and differ in their seeds."""
+        members = list(members)
+        if len(members) < 2:
+            raise InputError(f"an ensemble needs at least 2 members, got {len(members)}")
+        _check_members([m.card for m in members], [f"member {i}" for i in range(len(members))])
+        shared = {k: members[0].card[k] for k in SHARED_SETTINGS if k in members[0].card}
+        card = {"format": ENSEMBLE_FORMAT, "kind": "npe-ensemble", "name": name, **shared}
+        return cls(card=card, estimator=None, members=members)  # type: ignore[arg-type]
+
+    @property
+    def n_members(self) -> int:
+        """Number of flows K."""
+        return len(self.members)
+
+    def log_prob(self, theta: np.ndarray | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log of the mixture density (1 / K) sum_k q_k(theta | x), shape (B,); -inf outside
+        the prior box."""
+        lp = torch.stack([m.log_prob(theta, x) for m in self.members])
+        return torch.logsumexp(lp, dim=0) - math.log(len(self.members))
+
+    def sample(self, n: int, x: torch.Tensor, seed: int = 0) -> np.ndarray:
+        """``n`` draws of the mixture: a multinomial share per member, shape (n, 2)."""
+        rng = np.random.default_rng(seed)
+        k = len(self.members)
+        counts = rng.multinomial(int(n), np.full(k, 1.0 / k))
+        draws = [m.sample(c, x, seed=seed * k + i) for i, (m, c) in
+                 enumerate(zip(self.members, counts, strict=True)) if c > 0]  # fmt: skip
+        return np.concatenate(draws)[rng.permutation(int(n))]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write each member into ``path/member-K`` and the ensemble's ``card.json``."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        shas = []
+        for i, member in enumerate(self.members):
+            member.card["name"] = f"{out.name}/member-{i}"
+            member.save(out / f"member-{i}")
+            shas.append(member.card["weights"]["sha256"])
+        card = dict(self.card)
+        card["name"] = out.name
+        card["members"] = [f"member-{i}" for i in range(len(self.members))]
+        card["weights"] = {"members": shas, "sha256": _digest(shas)}
+        write_json_atomic(out / CARD_FILE, card)
+        self.card = card
+        return out
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike) -> NPEEnsemble:
+        """Load an ensemble directory or a shipped one by name.
+
+        Raises
+        ------
+        DataFileError
+            Not an ensemble card; a member missing, damaged or not the one the card lists;
+            members that disagree in their settings or share a seed.
+        """
+        from diffinfer.diffusion.checkpoint import resolve_model_dir
+
+        path = resolve_model_dir(name_or_path)
+        card = read_json(path / CARD_FILE, what="NPE ensemble card")
+        if card.get("format") != ENSEMBLE_FORMAT:
+            raise DataFileError(f"{path / CARD_FILE} is not an NPE ensemble card (format "
+                                f"{card.get('format')!r}, expected "
+                                f"{ENSEMBLE_FORMAT!r})")  # fmt: skip
+        names = card.get("members") or []
+        shas = (card.get("weights") or {}).get("members") or []
+        if len(names) < 2 or len(shas) != len(names):
+            raise DataFileError(f"{path / CARD_FILE} lists {len(names)} members and "
+                                f"{len(shas)} weight digests: restore the ensemble from "
+                                "its source")  # fmt: skip
+        members = []
+        for member, sha in zip(names, shas, strict=True):
+            if Path(member).name != member:
+                raise DataFileError(f"{path / CARD_FILE}: member {member!r} is not a plain "
+                                    "directory name")  # fmt: skip
+            ref = NPEReference._load_one(path / member)
+            if ref.card["weights"]["sha256"] != sha:
+                raise DataFileError(f"{path / member} is not the member that "
+                                    f"{path / CARD_FILE} lists (weights sha256 differs): "
+                                    "restore the ensemble from its source")  # fmt: skip
+            members.append(ref)
+        try:
+            _check_members([m.card for m in members], names)
+        except InputError as exc:
+            raise DataFileError(f"{path}: {exc}") from exc
+        for key in SHARED_SETTINGS:
+            if key in card and _canonical(card[key]) != _canonical(members[0].card.get(key)):
+                raise DataFileError(f"{path / CARD_FILE}: {key!r} differs from its members'")
+        card["name"] = path.name
+        return cls(card=card, estimator=None, members=members)  # type: ignore[arg-type]
+
+
+def _canonical(value: object) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+def _digest(shas: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(shas).encode()).hexdigest()
+
+
+def _check_members(cards: list[dict], names: list[str]) -> None:
+    """Refuse members that disagree in a shared setting (naming it) or share a seed."""
+    first = cards[0]
+    for name, card in zip(names[1:], cards[1:], strict=True):
+        differ = [k for k in SHARED_SETTINGS
+                  if _canonical(card.get(k)) != _canonical(first.get(k))]  # fmt: skip
+        train, train0 = card.get("training") or {}, first.get("training") or {}
+        differ += [f"training.{k}" for k in SHARED_TRAINING
+                   if _canonical(train.get(k)) != _canonical(train0.get(k))]  # fmt: skip
+        if differ:
+            raise InputError(f"{name} differs from {names[0]} in {', '.join(differ)}: the "
+                             "members of an ensemble must share the summary, the flow and "
+                             "the training data and settings")  # fmt: skip
+    seeds = [(c.get("training") or {}).get("seed") for c in cards]
+    if len(set(map(str, seeds))) != len(seeds):
+        raise InputError(f"the members' seeds {seeds} repeat: an ensemble needs independently "
+                         "trained members (another seed each)")  # fmt: skip
 
 
 def summarise(density: np.ndarray | torch.Tensor, card: dict) -> torch.Tensor:
@@ -238,7 +399,7 @@ def summarise(density: np.ndarray | torch.Tensor, card: dict) -> torch.Tensor:
 
 def build_estimator(card: dict) -> nn.Module:
     """The untrained flow and embedding that a card describes."""
-    _, posterior_nn, _ = _import_sbi()
+    posterior_nn = _import_sbi()
     arch = card["architecture"]
     field = FieldConfig.from_dict(card["field"])
     n_bins = len(card["edges"]) - 1
@@ -274,15 +435,24 @@ def train_npe(
     learning_rate: float = 5e-4,
     max_epochs: int = 200,
     stop_after_epochs: int = 20,
+    validation_fraction: float = 0.1,
+    augment: bool = True,
     seed: int = 0,
     data: dict | None = None,
 ) -> NPEReference:
     """Train an NPE reference on labelled maps.
 
+    The flow is fitted by maximum likelihood (Adam, gradient norm clipped at 5, as sbi's
+    trainer) with early stopping on a validation set of whole cosmologies: the maps of one
+    cosmology (slabs of one simulated box, which share their θ) are never split between
+    training and validation, so the validation loss measures generalisation to new boxes
+    rather than to other slabs of boxes already seen.
+
     Parameters
     ----------
     density, theta
         Training maps (M, N, N) (density rho / mean, positive) and their parameters (M, 2).
+        Maps with the same θ are taken to come from one box.
     field
         Geometry and prior box of the maps.
     summary
@@ -294,9 +464,17 @@ def train_npe(
     n_bins
         Requested power-spectrum bins (:func:`~diffinfer.likelihoods.spectrum.spectrum_bins`).
     batch_size, learning_rate, max_epochs, stop_after_epochs
-        sbi's training settings (early stopping on a 10 % validation split).
+        Training settings: stop after ``stop_after_epochs`` epochs without a lower
+        validation loss, and keep the best epoch's weights.
+    validation_fraction
+        Fraction of the cosmologies (boxes) held out for early stopping.
+    augment
+        Apply a random symmetry of the periodic square (one of the 8 rotations and
+        reflections) to each training map's CNN input; the binned power spectrum is
+        invariant under them.
     seed
-        Seeds the network initialisation, the validation split and the batches.
+        Seeds the network initialisation, the validation split, the batches and the
+        augmentation.
     data
         Description of the training data, recorded in the card.
 
@@ -306,10 +484,13 @@ def train_npe(
         The trained reference (save it with :meth:`NPEReference.save`).
     """
     from diffinfer.likelihoods.spectrum import spectrum_bins
-    from diffinfer.validation import check_choice, check_int
+    from diffinfer.validation import check_choice, check_float, check_int
 
     check_choice("summary", summary, SUMMARIES)
     check_int("max_epochs", max_epochs, low=1)
+    check_int("batch_size", batch_size, low=1)
+    check_float("validation_fraction", validation_fraction, low=0, high=1, low_open=True,
+                high_open=True)  # fmt: skip
     rho = as_maps(density, n_pix=field.n_pix, positive=True, what="training map")
     theta_t = as_theta(theta, prior=field.prior)
     if len(theta_t) != len(rho):
@@ -335,62 +516,100 @@ def train_npe(
         },
         "data": data or {},
     }
-    NPE, _, BoxUniform = _import_sbi()
     torch.manual_seed(seed)
     x = summarise(rho, card)
     estimator = build_estimator(card)
-    box = field.prior
-    prior = BoxUniform(torch.tensor(box.low, dtype=torch.float32),
-                       torch.tensor(box.high, dtype=torch.float32))  # fmt: skip
-    try:  # sbi >= 0.26 takes a tracker; the default writes TensorBoard logs into the cwd
-        inference = NPE(prior=prior, density_estimator=lambda t, xx: estimator,
-                        show_progress_bars=False, tracker=_NoTracker())  # fmt: skip
-    except TypeError:
-        inference = NPE(prior=prior, density_estimator=lambda t, xx: estimator,
-                        show_progress_bars=False)  # fmt: skip
-    inference.append_simulations(theta_t.to(torch.float32), x)
+    groups = np.unique(theta_t.numpy(), axis=0, return_inverse=True)[1].reshape(-1)
     start = time.perf_counter()
-    trained = inference.train(
-        training_batch_size=batch_size, learning_rate=learning_rate,
-        max_num_epochs=max_epochs, stop_after_epochs=stop_after_epochs,
-    )  # fmt: skip
-    summary_ = inference.summary
+    history = _fit(estimator, theta_t.to(torch.float32), x, groups,
+                   n_bins=len(edges) - 1, n_pix=field.n_pix,
+                   augment=augment and summary == "power+cnn", batch_size=batch_size,
+                   learning_rate=learning_rate, max_epochs=max_epochs,
+                   stop_after_epochs=stop_after_epochs,
+                   validation_fraction=validation_fraction, seed=seed)  # fmt: skip
     card["training"] = {
         "n_maps": len(rho),
+        "n_cosmologies": int(groups.max()) + 1,
         "seed": seed,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "max_epochs": max_epochs,
         "stop_after_epochs": stop_after_epochs,
-        "epochs": len(summary_["training_loss"]),
-        "best_validation_loss": float(min(summary_["validation_loss"])),
+        "validation": {
+            "fraction": validation_fraction,
+            "by": "cosmology",
+            "n_cosmologies": history["n_validation_cosmologies"],
+        },
+        "augment": "dihedral" if augment and summary == "power+cnn" else "none",
+        "epochs": history["epochs"],
+        "best_epoch": history["best_epoch"],
+        "best_validation_loss": history["best_validation_loss"],
         "seconds": round(time.perf_counter() - start, 1),
+        "trainer": "diffinfer",
         "sbi_version": _version("sbi"),
         "torch_version": torch.__version__,
     }
-    trained.eval()
-    return NPEReference(card=card, estimator=trained)
+    estimator.eval()
+    return NPEReference(card=card, estimator=estimator)
 
 
-class _NoTracker:
-    """An sbi tracker that records nothing (sbi's default writes ./sbi-logs)."""
+def _dihedral(x: torch.Tensor, n_bins: int, n_pix: int, gen: torch.Generator) -> torch.Tensor:
+    """Summaries with a random symmetry of the periodic square applied to each map part."""
+    maps = x[:, n_bins:].reshape(-1, n_pix, n_pix)
+    k = torch.randint(0, 8, (len(x),), generator=gen)
+    out = maps.clone()
+    for g in range(1, 8):
+        sel = k == g
+        if bool(sel.any()):
+            m = maps[sel].transpose(-2, -1) if g >= 4 else maps[sel]
+            out[sel] = torch.rot90(m, g % 4, dims=(-2, -1))
+    return torch.cat([x[:, :n_bins], out.reshape(len(x), -1)], dim=1)
 
-    log_dir = None
 
-    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        pass
-
-    def log_params(self, params: dict) -> None:
-        pass
-
-    def add_figure(self, name: str, figure: object, step: int | None = None) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
+def _fit(estimator: nn.Module, theta: torch.Tensor, x: torch.Tensor, groups: np.ndarray, *,
+         n_bins: int, n_pix: int, augment: bool, batch_size: int, learning_rate: float,
+         max_epochs: int, stop_after_epochs: int, validation_fraction: float,
+         seed: int) -> dict:  # fmt: skip
+    """Maximum-likelihood training with early stopping on held-out cosmologies; the best
+    epoch's weights are loaded into ``estimator``. Returns the training history."""
+    rng = np.random.default_rng(seed)
+    n_groups = int(groups.max()) + 1
+    n_val = max(1, round(validation_fraction * n_groups))
+    if n_val >= n_groups:
+        raise InputError(f"{n_groups} cosmologies are too few to hold out "
+                         f"{validation_fraction:.0%} of them for early stopping")  # fmt: skip
+    held = np.isin(groups, rng.choice(n_groups, n_val, replace=False))
+    train_idx = torch.as_tensor(np.flatnonzero(~held))
+    val_idx = torch.as_tensor(np.flatnonzero(held))
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(estimator.parameters(), lr=learning_rate)
+    best, best_epoch, best_state, history = np.inf, 0, None, []
+    step = min(batch_size, len(train_idx))
+    for epoch in range(max_epochs):
+        estimator.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        for i in range(0, len(order) - step + 1, step):  # whole batches, as sbi
+            idx = order[i : i + step]
+            xb = _dihedral(x[idx], n_bins, n_pix, gen) if augment else x[idx]
+            loss = estimator.loss(theta[idx], condition=xb).mean()
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(estimator.parameters(), max_norm=5.0)
+            opt.step()
+        estimator.eval()
+        with torch.no_grad():
+            val = float(torch.cat([estimator.loss(theta[j], condition=x[j])
+                                   for j in val_idx.split(1024)]).mean())  # fmt: skip
+        history.append(val)
+        if val < best:
+            best, best_epoch = val, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in estimator.state_dict().items()}
+        elif epoch + 1 - best_epoch >= stop_after_epochs:
+            break
+    estimator.load_state_dict(best_state)
+    return {"epochs": len(history), "best_epoch": best_epoch,
+            "best_validation_loss": float(best), "validation_loss": history,
+            "n_validation_cosmologies": n_val}  # fmt: skip
 
 
 def _version(package: str) -> str | None:

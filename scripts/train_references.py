@@ -81,7 +81,7 @@ def main() -> None:
     field = FieldConfig.from_dict(meta["config"])
     data = {"root": str(args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT)
                         else args.data),
-            "simulator": meta["simulator"], "config": meta["config"],
+            "simulator": meta["simulator"], "config": meta["config"], "seed": meta.get("seed"),
             "split": {"fractions": [0.7, 0.15, 0.15], "seed": 0, "by": "cosmology",
                       "used": "train"},
             "n_maps": len(density)}  # fmt: skip

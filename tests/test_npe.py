@@ -324,3 +324,45 @@ def test_an_ensemble_of_disagreeing_members_is_refused(power_reference, second_m
     shutil.rmtree(path / "member-1")
     with pytest.raises(DataFileError, match="member-1"):
         NPEReference.load(path)
+
+
+def test_a_study_reads_every_map_of_a_test_set_simulated_apart(power_reference,
+                                                              tmp_path) -> None:  # fmt: skip
+    """split='all' reads one map of each cosmology of a separately simulated data set;
+    it is refused for the data a reference was trained on, and a reference trained on
+    other maps (another geometry) is refused, naming the difference."""
+    import shutil
+
+    from diffinfer.calibration.config import StudyConfig
+    from diffinfer.calibration.results import load_results
+    from diffinfer.calibration.study import run_study
+    from diffinfer.data import write_synthetic_dataset
+    from diffinfer.data.camels import CamelsMaps
+
+    fresh = tmp_path / "fresh"
+    write_synthetic_dataset(fresh, n_cosmologies=5, maps_per_cosmology=2, config=FIELD, seed=5,
+                            progress=False)  # fmt: skip
+    meta = json.loads((fresh / "dataset.json").read_text())
+
+    def reference(name: str, **data) -> str:
+        path = tmp_path / name
+        shutil.copytree(power_reference, path)
+        card = json.loads((path / "card.json").read_text())
+        card["data"] = {"simulator": "lognormal", "config": meta["config"], "seed": 11, **data}
+        (path / "card.json").write_text(json.dumps(card))  # the weights' sha256 still holds
+        return str(path)
+
+    def study(npe: str, out: str) -> dict:
+        config = StudyConfig(model="none", analyses=["npe-power"], data=str(fresh),
+                             split="all", n_maps=5, n_draws=50, options={"npe": npe})  # fmt: skip
+        return run_study(config, tmp_path / out, progress=False)
+
+    study(reference("apart"), "ok")
+    truths = np.array([r["truth"] for r in load_results(tmp_path / "ok", "npe-power")])
+    maps = CamelsMaps.open(fresh, suite="Lognormal", maps_per_cosmology=2)
+    np.testing.assert_allclose(truths, maps.theta(np.arange(0, 10, 2)))  # one per cosmology
+    with pytest.raises(InputError, match="trained on that data set"):
+        study(reference("same", seed=5), "same")
+    with pytest.raises(InputError, match=r"box_size 500\.0 against 250\.0"):
+        study(reference("other", config={**meta["config"], "box_size": 500.0}), "other")
+    assert not (tmp_path / "same").joinpath("study.json").exists()

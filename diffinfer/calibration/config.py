@@ -18,7 +18,10 @@ from diffinfer.validation import check_choice, check_float, check_int
 STUDY_FILE = "study.json"
 
 
-SPLITS = ("test", "validation")
+SPLITS = ("test", "validation", "all")
+"""Which maps of a data set a study reads: the held-out test or validation split of the
+training data set, or ``"all"``: every map of a test set simulated apart (another seed),
+refused for the data set a model or reference was trained on."""
 
 
 NO_MODEL = "none"
@@ -48,7 +51,10 @@ class StudyConfig:
         ``None``: maps from the log-normal simulator at cosmologies uniform in the prior;
         else a CAMELS-format directory whose ``split`` supplies maps and true parameters.
     split
-        ``"test"`` or ``"validation"`` (e.g. the calibration split for a temperature fit).
+        ``"test"`` or ``"validation"`` (e.g. the calibration split for a temperature fit)
+        of the training data set, or ``"all"``, every map of a data set simulated apart
+        for testing (one map per cosmology first, so ``n_maps`` up to the number of
+        cosmologies gives independent maps).
     seed
         Seeds the cosmologies, the maps and every posterior.
     n_draws

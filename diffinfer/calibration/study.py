@@ -69,6 +69,7 @@ class _DataSource:
     order: np.ndarray
     lognormal: bool
     why_not: str
+    meta: dict
 
 
 def _data_source(config: StudyConfig, model) -> _DataSource:
@@ -109,7 +110,10 @@ def _data_source(config: StudyConfig, model) -> _DataSource:
     fractions = tuple(trained.get("fractions") or split_info.get("fractions")
                       or (0.7, 0.15, 0.15))  # fmt: skip
     split_seed = trained.get("split_seed", split_info.get("seed", 0))
-    chosen = maps.split_maps(config.split, fractions, seed=int(split_seed))
+    if config.split == "all":
+        chosen = np.arange(maps.n_cosmologies * per)
+    else:
+        chosen = maps.split_maps(config.split, fractions, seed=int(split_seed))
     order = chosen.reshape(-1, per).T.ravel()
     # the exact and power-spectrum references hold for log-normal maps of the model's geometry
     simulator = meta.get("simulator") or card_data.get("simulator")
@@ -129,7 +133,8 @@ def _data_source(config: StudyConfig, model) -> _DataSource:
                        f"box, {stored.depth:g} Mpc/h deep; the model describes "
                        f"{mine.n_pix}^2 maps, {mine.box_size:g} Mpc/h, {mine.depth:g} "
                        "deep")  # fmt: skip
-    source = _DataSource(maps=maps, order=order, lognormal=lognormal, why_not=why_not)
+    source = _DataSource(maps=maps, order=order, lognormal=lognormal, why_not=why_not,
+                         meta=meta)  # fmt: skip
     _DATA_CACHE[key] = source
     return source
 
@@ -177,6 +182,22 @@ def check_study(config: StudyConfig) -> None:
                          f"{len(source.order) // per} cosmologies of {per} maps; "
                          f"{config.n_maps} cases of maps_per_theta={config.maps_per_theta} "
                          "ask for more")  # fmt: skip
+    trained = {f"model {config.model}": (model.card.get("data") or {})} if model else {}
+    for analysis in config.analyses:
+        if analysis.startswith("npe"):
+            from diffinfer.likelihoods.npe import npe_reference
+
+            ref = npe_reference(analysis, config.options.get("npe"))
+            _check_reference_data(ref.card, ref.name, source.meta, config.data)
+            trained[f"reference {ref.name}"] = ref.card.get("data") or {}
+    if config.split == "all":
+        for who, data in trained.items():
+            if _same_data(data, source.meta, config.data):
+                raise InputError(
+                    f"split 'all' reads every map of {config.data}, but {who} was trained "
+                    "on that data set: use its held-out split (test or validation), or "
+                    "simulate a test set with another seed (diffinfer simulate --seed)"
+                )
     needs = [a for a in config.analyses
              if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
     if needs and not source.lognormal:
@@ -185,6 +206,38 @@ def check_study(config: StudyConfig) -> None:
             f"{source.why_not}: use analyses=['diffusion'] (a power-spectrum likelihood "
             "fitted to those maps can be given as options['spectrum'])"
         )
+
+
+def _check_reference_data(card: dict, name: str, meta: dict, root: str) -> None:
+    """Refuse a reference trained on maps of another simulator, geometry or settings than
+    the data set's (``dataset.json``), naming the differences."""
+    data = card.get("data") or {}
+    differ = []
+    if data.get("simulator") and meta.get("simulator") and data["simulator"] != meta["simulator"]:
+        differ.append(f"simulator {data['simulator']!r} against {meta['simulator']!r}")
+    mine, theirs = data.get("config") or {}, meta.get("config") or {}
+    for key in sorted(set(mine) & set(theirs)):
+        if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs[key], sort_keys=True):
+            differ.append(f"{key} {mine[key]!r} against {theirs[key]!r}")
+    if differ:
+        raise InputError(f"reference {name} was trained on other maps than those of {root}: "
+                         f"{'; '.join(differ)} (the reference's card against dataset.json); "
+                         "use a reference trained on this simulator and geometry")  # fmt: skip
+
+
+def _same_data(data: dict, meta: dict, root: str) -> bool:
+    """Whether a card's training data is the data set at ``root``: the same simulator,
+    settings and seed, or (for cards that do not record the seed) the same directory."""
+    if not data:
+        return False
+    if "seed" in data and "seed" in meta:
+        same_config = json.dumps(data.get("config"), sort_keys=True) == json.dumps(
+            meta.get("config"), sort_keys=True
+        )
+        return (data.get("simulator") == meta.get("simulator") and same_config
+                and data["seed"] == meta["seed"])  # fmt: skip
+    stored = data.get("root")
+    return bool(stored) and Path(stored).resolve() == Path(root).resolve()
 
 
 def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:

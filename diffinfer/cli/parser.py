@@ -329,7 +329,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                         "of their likelihoods; default 1)")  # fmt: skip
     p.add_argument("--data", help="CAMELS-format data directory (default: simulate maps)")
     p.add_argument("--split", choices=SPLITS, default="test",
-                   help="held-out split of --data (validation: a calibration split)")  # fmt: skip
+                   help="held-out split of --data (validation: a calibration split), or all: "
+                        "every map of a test set simulated apart (another --seed)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seeds cosmologies, maps and posteriors")
     p.add_argument("--n-draws", type=int, default=1000, help="posterior draws kept per map")
     p.add_argument("--temperature", type=float,

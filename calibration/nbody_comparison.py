@@ -6,6 +6,10 @@ writes ``comparison.json`` and ``comparison.md`` into it:
 
 - coverage per analysis: HPD, TARP and SBC-rank curves inside their 99 % bands, z-score
   mean and spread, the study's verdict;
+- the same draws checked by code no one here wrote: sbi's ``check_sbc`` (Kolmogorov–Smirnov
+  p-value of each parameter's ranks, and the C2ST accuracy of the ranks against uniform
+  ones) and TARP's expected coverage from the ``tarp`` package, summarised by sbi's
+  ``check_tarp`` (area to the curve and KS p-value);
 - information gain per map, on the maps every analysis finished: the posterior area
   det(Sigma)^(1/2) of the analysis over that of the power-spectrum likelihood (and over
   that of NPE on P(k) + CNN, when the study has it); the
@@ -81,6 +85,42 @@ def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE)
     return out
 
 
+def independent_checks(results: list[dict], box, seed: int = 0) -> dict:
+    """sbi's SBC checks and the tarp package's coverage on a study's stored draws.
+
+    Ranks are counted as sbi's ``run_sbc`` counts them (draws below the truth, per
+    parameter). TARP's reference points are drawn uniformly in the prior box (the
+    package's ``"random"`` references in the unit box the draws are scaled to).
+    """
+    import torch
+    from sbi.diagnostics import check_sbc, check_tarp
+    from tarp import get_tarp_coverage
+
+    n_draws = min(len(r["draws"]) for r in results)
+    draws = np.stack([np.asarray(r["draws"][:n_draws], dtype=float) for r in results])
+    truths = np.stack([np.asarray(r["truth"], dtype=float) for r in results])
+    ranks = (draws < truths[:, None, :]).sum(1)
+    low, high = np.asarray(box.low, float), np.asarray(box.high, float)
+    torch.manual_seed(seed)
+    sbc = check_sbc(torch.as_tensor(ranks, dtype=torch.float32),
+                    torch.as_tensor(truths, dtype=torch.float32),
+                    torch.as_tensor(draws[:, 0], dtype=torch.float32),
+                    num_posterior_samples=n_draws)  # fmt: skip
+    ecp, alpha = get_tarp_coverage(np.swapaxes((draws - low) / (high - low), 0, 1),
+                                   (truths - low) / (high - low), references="random",
+                                   seed=seed)  # fmt: skip
+    atc, ks = check_tarp(torch.as_tensor(ecp), torch.as_tensor(alpha))
+    return {
+        "n_maps": len(results),
+        "n_draws": n_draws,
+        "sbc_ks_pvalue": dict(zip(PARAM_NAMES, sbc["ks_pvals"].tolist(), strict=True)),
+        "sbc_c2st_ranks": dict(zip(PARAM_NAMES, sbc["c2st_ranks"].tolist(), strict=True)),
+        "tarp_max_deviation": float(np.max(np.abs(ecp - alpha))),
+        "tarp_atc": float(atc),
+        "tarp_ks_pvalue": float(ks),
+    }
+
+
 def one_per_box(results: list[dict]) -> list[dict]:
     """The first map (lowest index) of each box: maps of one box share their θ."""
     seen, kept = set(), []
@@ -140,14 +180,16 @@ def main() -> None:
     coverage = {}
     if args.pool or args.one_per_box:
         study, results = pooled_results([args.study, *args.pool], args.one_per_box)
-        box = study_box(study)
         metrics = {a: {"label": str(res[0]["label"]),
-                       **analysis_metrics(res, box, seed=int(study.get("seed", 0)))}
+                       **analysis_metrics(res, study_box(study),
+                                          seed=int(study.get("seed", 0)))}
                    for a, res in results.items()}  # fmt: skip
     else:
         report = read_json(args.study / "report.json", what="study report")
-        results = study_results(args.study, report["study"])
+        study = report["study"]
+        results = study_results(args.study, study)
         metrics = report["analyses"]
+    box = study_box(study)
     for a, m in metrics.items():
         coverage[a] = {
             "label": m["label"],
@@ -163,6 +205,7 @@ def main() -> None:
             "min_detectable_deviation": m.get("min_detectable_deviation"),
             "mean_std": m["mean_std"],
             "mean_seconds": m["mean_seconds"],
+            "independent": independent_checks(results[a], box, seed=int(study.get("seed", 0))),
         }
     gains = [information_gain(results, ref) for ref in REFERENCES if ref in results]
     out = {"study": str(args.study), "pooled": [str(s) for s in args.pool],
@@ -212,6 +255,17 @@ def table(out: dict) -> str:
         lines.append(f"| {a} | {c['n_maps']} | {'yes' if c['hpd_in_band_99'] else 'no'} "
                      f"({c['hpd_max_deviation']:.3f}) | {'yes' if c['tarp_in_band_99'] else 'no'}"
                      f" | {rk} | {zm} | {zs} | {c['verdict']} |")  # fmt: skip
+    lines += ["", "The same draws checked with sbi (`check_sbc`: KS p-value of the ranks, C2ST "
+              "of ranks against uniform, 0.5 ideal) and the tarp package (TARP curve's maximum "
+              "deviation; sbi's `check_tarp`: area to the curve, KS p-value):", "",
+              "| analysis | SBC KS p Ωm / σ8 | SBC C2ST Ωm / σ8 | TARP max dev. | TARP ATC | "
+              "TARP KS p |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for a, c in out["coverage"].items():
+        i = c["independent"]
+        ks = " / ".join(f"{v:.3f}" for v in i["sbc_ks_pvalue"].values())
+        c2 = " / ".join(f"{v:.3f}" for v in i["sbc_c2st_ranks"].values())
+        lines.append(f"| {a} | {ks} | {c2} | {i['tarp_max_deviation']:.3f} | "
+                     f"{i['tarp_atc']:+.3f} | {i['tarp_ks_pvalue']:.3f} |")  # fmt: skip
     for g in out["information_gain"]:
         lines += ["", f"Posterior area det(Σ)^½ relative to {g['reference']}'s on the "
                   f"{g['n_common_maps']} maps every analysis finished (geometric mean, ±1 "

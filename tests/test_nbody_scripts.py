@@ -94,3 +94,32 @@ def test_emulator_validation_errors_count_boxes_not_maps() -> None:
     a = (np.array([1.0, 2.0]), np.array([0.3, 0.4]))
     b = (np.array([1.5, 2.0]), np.array([0.4, 0.3]))
     assert emulator.chi2(a, b) == pytest.approx(0.5)  # (0.5^2 / 0.5^2 + 0) / 2
+
+
+def test_the_independent_checks_pass_a_calibrated_toy_and_fail_an_overconfident_one() -> None:
+    """sbi's check_sbc and the tarp package on Gaussian posteriors with known calibration:
+    300 maps, truths drawn from each map's posterior (calibrated) or from one twice as wide
+    (draws too narrow by 2)."""
+    pytest.importorskip("sbi")
+    pytest.importorskip("tarp")
+    from diffinfer.parameters import PriorBox
+
+    comparison = _load("calibration/nbody_comparison.py")
+    box = PriorBox(low=(-10.0, -10.0), high=(10.0, 10.0))
+    rng = np.random.default_rng(4)
+    mean = rng.uniform(-3, 3, (300, 2))
+    draws = mean[:, None, :] + rng.normal(size=(300, 500, 2))
+
+    def checks(spread: float) -> dict:
+        truth = mean + spread * rng.normal(size=(300, 2))
+        return comparison.independent_checks(
+            [{"draws": d, "truth": t} for d, t in zip(draws, truth, strict=True)], box, seed=1
+        )
+
+    good, bad = checks(1.0), checks(2.0)
+    assert good["n_maps"] == 300 and good["n_draws"] == 500
+    assert min(good["sbc_ks_pvalue"].values()) > 0.001
+    assert max(bad["sbc_ks_pvalue"].values()) < 1e-6
+    assert max(bad["sbc_c2st_ranks"].values()) > max(good["sbc_c2st_ranks"].values())
+    assert good["tarp_max_deviation"] < 0.1 < bad["tarp_max_deviation"]
+    assert bad["tarp_atc"] < good["tarp_atc"]  # too narrow: ecp below the diagonal

@@ -125,9 +125,7 @@ def _data_source(config: StudyConfig, model) -> _DataSource:
         from diffinfer.fields import FieldConfig
 
         stored, mine = FieldConfig.from_dict(meta["config"]), model.field
-        same = (stored.n_pix == mine.n_pix and math.isclose(stored.box_size, mine.box_size)
-                and math.isclose(stored.depth, mine.depth))  # fmt: skip
-        if not same:
+        if stored.geometry_differences(mine):
             lognormal = False
             why_not = (f"{root} holds {stored.n_pix}^2 maps of a {stored.box_size:g} Mpc/h "
                        f"box, {stored.depth:g} Mpc/h deep; the model describes "

@@ -63,6 +63,18 @@ class FieldConfig:
         """Nyquist wavenumber pi N / L in h/Mpc."""
         return np.pi * self.n_pix / self.box_size
 
+    def geometry_differences(self, other: FieldConfig) -> list[str]:
+        """What differs between two map geometries (pixels, side, depth), as
+        ``"box_size 128 against 500"`` phrases; empty when they describe the same maps."""
+        import math
+
+        out = [] if self.n_pix == other.n_pix else [f"n_pix {self.n_pix} against {other.n_pix}"]
+        for name in ("box_size", "depth"):
+            a, b = getattr(self, name), getattr(other, name)
+            if not math.isclose(a, b, rel_tol=1e-6):
+                out.append(f"{name} {a:g} against {b:g} Mpc/h")
+        return out
+
     def to_dict(self) -> dict:
         """JSON-ready description."""
         return {

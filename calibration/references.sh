@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The N-body references and their coverage on independent boxes (docs/nbody.md,
+# "References on independent boxes"). Every step resumes where it stopped. Run from the
+# repository root:
+#   bash calibration/references.sh [simulate|train|select|fresh|all]
+# simulate: the training data (1,000 boxes, seed 0) and a test set of 400 boxes simulated
+#   with a seed never used for training or selection (about 50 and 20 minutes on one core
+#   of a 2-core AMD EPYC);
+# train: the NPE ensembles (P(k): 5 flows; P(k) + CNN: K flows, two processes);
+# select: the shipped and ensemble references on the held-out splits of the training data
+#   (one map per box, 300 boxes), where the ensemble size is chosen;
+# fresh: the same on the 400 fresh boxes, one map each: the coverage that is reported.
+set -euo pipefail
+DI=${DI:-.venv/bin/diffinfer}
+PY=${PY:-.venv/bin/python}
+WHAT=${1:-all}
+CNN_MEMBERS=${CNN_MEMBERS:-2}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+COMMON=(--n-draws 500 --no-progress --set spectrum=models/nbody64-power.npz)
+
+if [[ $WHAT == simulate || $WHAT == all ]]; then
+  $DI simulate --simulator nbody --out data/nbody64 --no-progress &
+  $DI simulate --simulator nbody --out data/nbody64-fresh --seed 20261207 \
+    --n-cosmologies 400 --no-progress
+  wait
+fi
+
+if [[ $WHAT == train || $WHAT == all ]]; then
+  $PY scripts/train_references.py --only npe-power --members 5 --threads 1
+  $PY scripts/train_references.py --only npe --members "$CNN_MEMBERS" \
+    --seeds $(seq 0 2 $((CNN_MEMBERS - 1))) --threads 1 &
+  $PY scripts/train_references.py --only npe --members "$CNN_MEMBERS" \
+    --seeds $(seq 1 2 $((CNN_MEMBERS - 1))) --threads 1
+  wait
+  $PY scripts/train_references.py --only npe --members "$CNN_MEMBERS"  # the card
+fi
+
+# study NAME ANALYSES [--set npe=REFERENCE]: on the held-out splits (select) or the fresh
+# boxes (fresh), one map per box
+study() {
+  local name=$1 analyses=$2; shift 2
+  if [[ $WHAT == select || $WHAT == all ]]; then
+    for split in validation test; do
+      $DI calibrate --model none --data data/nbody64 --split $split --n-maps 150 \
+        --analyses "$analyses" "${COMMON[@]}" "$@" --out "calibration/$name-$split"
+    done
+    $PY calibration/nbody_comparison.py "calibration/$name-validation" \
+      --pool "calibration/$name-test" --name held-out
+  fi
+  if [[ $WHAT == fresh || $WHAT == all ]]; then
+    $DI calibrate --model none --data data/nbody64-fresh --split all --n-maps 400 \
+      --analyses "$analyses" "${COMMON[@]}" "$@" --out "calibration/$name-fresh"
+    $PY calibration/nbody_comparison.py "calibration/$name-fresh"
+  fi
+}
+
+if [[ $WHAT == select || $WHAT == fresh || $WHAT == all ]]; then
+  study nbody64-references npe,npe-power,power
+  study nbody64-npe-power-ensemble npe-power,power --set npe=nbody64-npe-power-ensemble
+  study nbody64-npe-ensemble npe,power --set npe=nbody64-npe-ensemble
+fi

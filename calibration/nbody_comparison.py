@@ -112,6 +112,7 @@ def independent_checks(results: list[dict], box, seed: int = 0) -> dict:
     atc, ks = check_tarp(torch.as_tensor(ecp), torch.as_tensor(alpha))
     return {
         "n_maps": len(results),
+        "n_boxes": len(np.unique(np.round(truths, 9), axis=0)),
         "n_draws": n_draws,
         "sbc_ks_pvalue": dict(zip(PARAM_NAMES, sbc["ks_pvals"].tolist(), strict=True)),
         "sbc_c2st_ranks": dict(zip(PARAM_NAMES, sbc["c2st_ranks"].tolist(), strict=True)),
@@ -249,6 +250,11 @@ def table(out: dict) -> str:
              "(Ωm, σ8) | z mean Ωm / σ8 | z std Ωm / σ8 | verdict |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for a, c in out["coverage"].items():
+        boxes = c["independent"]["n_boxes"]
+        if boxes < c["n_maps"]:
+            lines.insert(0, f"**{a}: {c['n_maps']} maps from {boxes} boxes**: maps of one box "
+                         "are not independent, and the bands below assume they are; "
+                         "`--one-per-box` keeps one map of each.\n")  # fmt: skip
         zm = " / ".join(f"{v[0]:+.2f}±{v[1]:.2f}" for v in c["z_mean"].values())
         zs = " / ".join(f"{v[0]:.2f}±{v[1]:.2f}" for v in c["z_std"].values())
         rk = ", ".join("yes" if v else "no" for v in c["ranks_in_band_99"].values())

@@ -117,7 +117,7 @@ def test_the_independent_checks_pass_a_calibrated_toy_and_fail_an_overconfident_
         )
 
     good, bad = checks(1.0), checks(2.0)
-    assert good["n_maps"] == 300 and good["n_draws"] == 500
+    assert good["n_maps"] == good["n_boxes"] == 300 and good["n_draws"] == 500
     assert min(good["sbc_ks_pvalue"].values()) > 0.001
     assert max(bad["sbc_ks_pvalue"].values()) < 1e-6
     assert max(bad["sbc_c2st_ranks"].values()) > max(good["sbc_c2st_ranks"].values())

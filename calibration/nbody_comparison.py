@@ -169,6 +169,9 @@ def main() -> None:
                    help="another study whose maps join these (repeatable)")  # fmt: skip
     p.add_argument("--one-per-box", action="store_true",
                    help="keep the first map of each box (maps of a box share their θ)")  # fmt: skip
+    p.add_argument("--record", default=None, metavar="REFERENCE",
+                   help="write the coverage of the study's NPE analysis into this reference's "
+                        "card (a study of independent maps: one per box)")  # fmt: skip
     p.add_argument(
         "--name",
         default=None,
@@ -213,11 +216,32 @@ def main() -> None:
            "one_per_box": args.one_per_box, "coverage": coverage,
            "information_gain": gains}  # fmt: skip
     write_json_atomic(args.study / f"{stem}.json", out)
+    if args.record:
+        record(args.record, args.study, study, coverage)
     text = table(out)
     write_text_atomic(args.study / f"{stem}.md", text)
     if gains and any(isinstance(e, dict) for e in gains[0].values()):
         area_figure(gains[0], args.study / "figures" / f"{stem}-area.png")
     print(text)
+
+
+def record(reference: str, path: Path, study: dict, coverage: dict) -> None:
+    """Store the coverage of the study's NPE analysis in the reference's card."""
+    from diffinfer.likelihoods.npe import record_coverage
+
+    found = [a for a in coverage if a.startswith("npe")]
+    if len(found) != 1:
+        raise SystemExit(f"nbody_comparison: --record needs a study of one NPE analysis; "
+                         f"{path} has {found or 'none'}")  # fmt: skip
+    analysis = found[0]
+    c = coverage[analysis]
+    if c["independent"]["n_boxes"] < c["n_maps"]:
+        raise SystemExit(f"nbody_comparison: {path} holds {c['n_maps']} maps of "
+                         f"{c['independent']['n_boxes']} boxes; record a study of one map "
+                         "per box")  # fmt: skip
+    entry = {"study": str(path), "data": study.get("data"), "split": study.get("split"),
+             "analysis": analysis, **{k: v for k, v in c.items() if k != "label"}}  # fmt: skip
+    print(f"recorded in {record_coverage(reference, entry)}")
 
 
 def area_figure(gain: dict, path: Path) -> None:

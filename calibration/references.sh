@@ -51,12 +51,14 @@ study() {
   if [[ $WHAT == fresh || $WHAT == all ]]; then
     $DI calibrate --model none --data data/nbody64-fresh --split all --n-maps 400 \
       --analyses "$analyses" "${COMMON[@]}" "$@" --out "calibration/$name-fresh"
-    $PY calibration/nbody_comparison.py "calibration/$name-fresh"
+    $PY calibration/nbody_comparison.py "calibration/$name-fresh" ${RECORD:+--record "$RECORD"}
   fi
 }
 
 if [[ $WHAT == select || $WHAT == fresh || $WHAT == all ]]; then
-  study nbody64-references npe,npe-power,power
-  study nbody64-npe-power-ensemble npe-power,power --set npe=nbody64-npe-power-ensemble
-  study nbody64-npe-ensemble npe,power --set npe=nbody64-npe-ensemble
+  RECORD= study nbody64-references npe,npe-power,power
+  RECORD=nbody64-npe-power-ensemble study nbody64-npe-power-ensemble npe-power,power \
+    --set npe=nbody64-npe-power-ensemble
+  RECORD=nbody64-npe-ensemble study nbody64-npe-ensemble npe,power \
+    --set npe=nbody64-npe-ensemble
 fi

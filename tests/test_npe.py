@@ -291,6 +291,13 @@ def test_an_ensemble_is_the_mixture_of_its_members(power_reference, second_membe
     post = di.posterior(maps[3], model=None, likelihood="npe-power", npe=str(path),
                         progress=False)  # fmt: skip
     assert "ln16-ensemble" in post.info["likelihood"]
+    # a study's coverage goes into the card; the members' digests still hold
+    from diffinfer.likelihoods.npe import record_coverage
+
+    record_coverage(path, {"n_maps": 400, "verdict": "calibrated"})
+    assert NPEReference.load(path).card["coverage"]["verdict"] == "calibrated"
+    with pytest.raises(DataFileError, match="not an NPE reference card"):
+        record_coverage("lognormal64", {"n_maps": 1})
 
 
 def test_an_ensemble_of_disagreeing_members_is_refused(power_reference, second_member,

@@ -380,6 +380,27 @@ def _check_members(cards: list[dict], names: list[str]) -> None:
                          "trained members (another seed each)")  # fmt: skip
 
 
+def record_coverage(name_or_path: str | os.PathLike, coverage: dict) -> Path:
+    """Write a coverage study's summary into a reference's card (entry ``"coverage"``),
+    atomically; the weights and their digests are untouched. Returns the card's path.
+
+    Raises
+    ------
+    DataFileError
+        The directory holds no NPE reference or ensemble card.
+    """
+    from diffinfer.diffusion.checkpoint import resolve_model_dir
+
+    path = resolve_model_dir(name_or_path) / CARD_FILE
+    card = read_json(path, what="NPE reference card")
+    if card.get("format") not in (CARD_FORMAT, ENSEMBLE_FORMAT):
+        raise DataFileError(f"{path} is not an NPE reference card (format "
+                            f"{card.get('format')!r})")  # fmt: skip
+    card["coverage"] = coverage
+    write_json_atomic(path, card)
+    return path
+
+
 def summarise(density: np.ndarray | torch.Tensor, card: dict) -> torch.Tensor:
     """Summary vectors of density maps as a reference's ``card`` defines them."""
     field = FieldConfig.from_dict(card["field"])

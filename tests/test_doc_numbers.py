@@ -310,3 +310,42 @@ def test_the_scale_cut_tables_are_the_scripts() -> None:
     assert (len(examples), len(curve)) == (37, 8)
     for line in examples + curve:
         assert line in doc, line
+
+
+def _reference_row(comparison: str, analysis: str) -> str:
+    """The coverage cells of a reference's row in docs/nbody.md's fresh-box tables."""
+    c = _json(comparison)["coverage"][analysis]
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    zm = " / ".join(_pm(*v) for v in c["z_mean"].values())
+    zs = " / ".join(f"{v[0]:.2f} ± {v[1]:.2f}" for v in c["z_std"].values())
+    ranks = " / ".join(yes(v) for v in c["ranks_in_band_99"].values())
+    return (f"| {c['hpd_max_deviation']:.3f} ({yes(c['hpd_in_band_99'])}) | "
+            f"{yes(c['tarp_in_band_99'])} | {ranks} | {zm} | {zs} |")  # fmt: skip
+
+
+def test_the_reference_tables_are_the_studies() -> None:
+    """The rows of docs/nbody.md's tables of references on held-out and fresh boxes, and the
+    ensemble's area, against the committed comparisons."""
+    text = " ".join((ROOT / "docs/nbody.md").read_text().replace("**", "").split())
+    fresh = "calibration/nbody64-references-fresh/comparison.json"
+    ens = "calibration/nbody64-npe-power-ensemble-fresh/comparison.json"
+    held = "calibration/{}-validation/comparison-held-out.json"
+    rows = [(fresh, "npe"), (fresh, "npe-power"), (fresh, "power"), (ens, "npe-power"),
+            (held.format("nbody64-npe-power-member0"), "npe-power"),
+            (held.format("nbody64-npe-power-ensemble"), "npe-power")]  # fmt: skip
+    for path, analysis in rows:
+        row = _reference_row(path, analysis)
+        assert row in text, (path, analysis, row)
+    for path in (ens, held.format("nbody64-npe-power-ensemble"),
+                 held.format("nbody64-npe-power-member0")):  # fmt: skip
+        (gain,) = [g for g in _json(path)["information_gain"] if g["reference"] == "power"]
+        e = gain["npe-power"]
+        lo, hi = e["area_ratio_interval_1se"]
+        cell = f"{e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f})"
+        assert cell in text, (path, cell)
+    card = _json("models/nbody64-npe-power-ensemble/card.json")["coverage"]
+    assert card["study"] == "calibration/nbody64-npe-power-ensemble-fresh"
+    assert card["hpd_max_deviation"] == _json(ens)["coverage"]["npe-power"]["hpd_max_deviation"]

@@ -13,7 +13,9 @@ Resumable: a reference already written is kept (delete its directory to retrain)
 
 ``--members K`` trains an ensemble instead: K flows of one summary with seeds 0..K-1,
 each written to ``models/<name>-<kind>-ensemble/member-<seed>`` as it finishes, and the
-ensemble's card once all K exist. ``--seeds`` picks the members one process trains, so that
+ensemble's card once all K exist. A member's training state is checkpointed every 5
+minutes (``.member-<seed>.state.safetensors`` beside them): the same command continues an
+interrupted member. ``--seeds`` picks the members one process trains, so that
 two processes can share the work (the last to finish writes the card; a rerun without
 ``--seeds`` writes it too):
 
@@ -123,10 +125,15 @@ def train_ensemble(args, kind, summary, density, theta, field, data) -> None:
         if (member / "card.json").is_file():
             print(f"{member} exists; kept")
             continue
+        state = out / f".member-{seed}.state.safetensors"
+        def log(line: str, s: int = seed) -> None:
+            print(f"member {s}: {line}", flush=True)
+
         ref = train_npe(density, theta, field, summary=summary, max_epochs=args.max_epochs,
-                        seed=seed, data=data)  # fmt: skip
+                        seed=seed, data=data, checkpoint=state, log=log)  # fmt: skip
         ref.card["name"] = f"{out.name}/{member.name}"
         ref.save(member)
+        state.unlink(missing_ok=True)
         print(f"wrote {member}: {json.dumps(ref.card['training'])}", flush=True)
     dirs = [out / f"member-{seed}" for seed in range(args.members)]
     if all((d / "card.json").is_file() for d in dirs):

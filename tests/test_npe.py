@@ -373,3 +373,41 @@ def test_a_study_reads_every_map_of_a_test_set_simulated_apart(power_reference,
     with pytest.raises(InputError, match=r"box_size 500\.0 against 250\.0"):
         study(reference("other", config={**meta["config"], "box_size": 500.0}), "other")
     assert not (tmp_path / "same").joinpath("study.json").exists()
+
+
+def test_an_interrupted_training_resumes_where_it_stopped(training_set, tmp_path) -> None:
+    """Three epochs, then three more from the checkpoint, give the six-epoch run (same
+    validation losses and weights); a checkpoint of other settings or a damaged one is
+    refused, naming the fix."""
+    maps, theta = training_set
+    kwargs = dict(summary="power", hidden_features=16, num_transforms=2, seed=3,
+                  stop_after_epochs=50)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = train_npe(maps, theta, FIELD, max_epochs=6, **kwargs)
+        state = tmp_path / "state.safetensors"
+        lines: list[str] = []
+        first = train_npe(maps, theta, FIELD, max_epochs=3, checkpoint=state, **kwargs)
+        assert first.card["training"]["epochs"] == 3 and state.is_file()
+        resumed = train_npe(maps, theta, FIELD, max_epochs=6, checkpoint=state, log=lines.append,
+                            **kwargs)  # fmt: skip
+        assert lines[0].startswith("resumed from") and "after epoch 3" in lines[0]
+        assert len(lines) == 4  # the resume and epochs 4-6
+        for key in ("epochs", "best_epoch"):
+            assert resumed.card["training"][key] == straight.card["training"][key]
+        np.testing.assert_allclose(resumed.card["training"]["best_validation_loss"],
+                                   straight.card["training"]["best_validation_loss"],
+                                   rtol=1e-6)  # fmt: skip
+        x = straight.summarise(maps[0])
+        torch.testing.assert_close(resumed.log_prob(theta[:4], x),
+                                   straight.log_prob(theta[:4], x), rtol=1e-5,
+                                   atol=1e-5)  # fmt: skip
+        with pytest.raises(InputError, match="learning_rate"):
+            train_npe(maps, theta, FIELD, max_epochs=6, checkpoint=state, learning_rate=1e-3,
+                      **kwargs)  # fmt: skip
+        state.write_bytes(b"not a state")
+        with pytest.raises(DataFileError, match="delete it to start again"):
+            train_npe(maps, theta, FIELD, max_epochs=6, checkpoint=state, **kwargs)
+    finally:
+        torch.set_num_threads(threads)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -460,6 +461,8 @@ def train_npe(
     augment: bool = True,
     seed: int = 0,
     data: dict | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> NPEReference:
     """Train an NPE reference on labelled maps.
 
@@ -498,6 +501,12 @@ def train_npe(
         augmentation.
     data
         Description of the training data, recorded in the card.
+    checkpoint
+        A file for the training state, written every 5 minutes: an interrupted run given
+        the same file and settings continues from it (delete it once the reference is
+        saved). A state written with other settings is refused.
+    log
+        Called with a line per epoch (validation loss).
 
     Returns
     -------
@@ -547,7 +556,9 @@ def train_npe(
                    augment=augment and summary == "power+cnn", batch_size=batch_size,
                    learning_rate=learning_rate, max_epochs=max_epochs,
                    stop_after_epochs=stop_after_epochs,
-                   validation_fraction=validation_fraction, seed=seed)  # fmt: skip
+                   validation_fraction=validation_fraction, seed=seed,
+                   checkpoint=None if checkpoint is None else Path(checkpoint),
+                   log=log)  # fmt: skip
     card["training"] = {
         "n_maps": len(rho),
         "n_cosmologies": int(groups.max()) + 1,
@@ -590,9 +601,15 @@ def _dihedral(x: torch.Tensor, n_bins: int, n_pix: int, gen: torch.Generator) ->
 def _fit(estimator: nn.Module, theta: torch.Tensor, x: torch.Tensor, groups: np.ndarray, *,
          n_bins: int, n_pix: int, augment: bool, batch_size: int, learning_rate: float,
          max_epochs: int, stop_after_epochs: int, validation_fraction: float,
-         seed: int) -> dict:  # fmt: skip
+         seed: int, checkpoint: Path | None = None, every_minutes: float = 5.0,
+         log: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Maximum-likelihood training with early stopping on held-out cosmologies; the best
-    epoch's weights are loaded into ``estimator``. Returns the training history."""
+    epoch's weights are loaded into ``estimator``. Returns the training history.
+
+    With ``checkpoint``, the state after an epoch (weights, best weights, optimizer,
+    batch generator, history) is written there atomically every ``every_minutes`` and at
+    the end, and a run started again with the same settings continues from it (with a
+    larger ``max_epochs``, a finished run trains on)."""
     rng = np.random.default_rng(seed)
     n_groups = int(groups.max()) + 1
     n_val = max(1, round(validation_fraction * n_groups))
@@ -605,8 +622,21 @@ def _fit(estimator: nn.Module, theta: torch.Tensor, x: torch.Tensor, groups: np.
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(estimator.parameters(), lr=learning_rate)
     best, best_epoch, best_state, history = np.inf, 0, None, []
+    settings = {"n_maps": len(theta), "n_cosmologies": n_groups, "augment": augment,
+                "batch_size": batch_size, "learning_rate": learning_rate,
+                "stop_after_epochs": stop_after_epochs,
+                "validation_fraction": validation_fraction, "seed": seed,
+                "parameters": sum(p.numel() for p in estimator.parameters())}  # fmt: skip
+    if checkpoint is not None and Path(checkpoint).is_file():
+        resumed = _load_fit_state(Path(checkpoint), settings, estimator, opt, gen)
+        best, best_epoch, best_state, history = resumed
+        if log:
+            log(f"resumed from {checkpoint} after epoch {len(history)}")
     step = min(batch_size, len(train_idx))
-    for epoch in range(max_epochs):
+    saved = time.monotonic()
+    for epoch in range(len(history), max_epochs):
+        if epoch + 1 - best_epoch > stop_after_epochs and history:
+            break  # a resumed run that had already stopped
         estimator.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for i in range(0, len(order) - step + 1, step):  # whole batches, as sbi
@@ -625,12 +655,72 @@ def _fit(estimator: nn.Module, theta: torch.Tensor, x: torch.Tensor, groups: np.
         if val < best:
             best, best_epoch = val, epoch + 1
             best_state = {k: v.detach().clone() for k, v in estimator.state_dict().items()}
-        elif epoch + 1 - best_epoch >= stop_after_epochs:
+        if log:
+            log(f"epoch {epoch + 1}: validation loss {val:.4f} (best {best:.4f} at "
+                f"{best_epoch})")  # fmt: skip
+        stop = epoch + 1 - best_epoch >= stop_after_epochs
+        last = stop or epoch + 1 == max_epochs
+        if checkpoint is not None and (time.monotonic() - saved > 60 * every_minutes or last):
+            _save_fit_state(Path(checkpoint), settings, estimator, opt, gen,
+                            (best, best_epoch, best_state, history))  # fmt: skip
+            saved = time.monotonic()
+        if stop:
             break
     estimator.load_state_dict(best_state)
     return {"epochs": len(history), "best_epoch": best_epoch,
             "best_validation_loss": float(best), "validation_loss": history,
             "n_validation_cosmologies": n_val}  # fmt: skip
+
+
+def _save_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen,
+                    progress: tuple) -> None:  # fmt: skip
+    """Write the training state as safetensors with a JSON header, atomically."""
+    import json
+
+    from safetensors.torch import save_file
+
+    best, best_epoch, best_state, history = progress
+    tensors = {f"model.{k}": v for k, v in estimator.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    for i, state in opt.state_dict()["state"].items():
+        tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    tensors["generator"] = gen.get_state()
+    meta = {"settings": settings, "best": best, "best_epoch": best_epoch, "history": history}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+              metadata={"state": json.dumps(meta)})  # fmt: skip
+    os.replace(tmp, path)
+
+
+def _load_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen) -> tuple:
+    """Restore a state written by :func:`_save_fit_state`; refused if its settings differ."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # a damaged file: name it and the fix
+        raise DataFileError(f"cannot resume from {path}: it is damaged or not an NPE training "
+                            f"state ({exc}); delete it to start again") from exc  # fmt: skip
+    differ = [k for k in settings if meta["settings"].get(k) != settings[k]]
+    if differ:
+        raise InputError(f"cannot resume from {path}: it was written with other settings "
+                         f"({', '.join(differ)}); delete it or train with its "
+                         "settings")  # fmt: skip
+    estimator.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    state = opt.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state["state"].setdefault(int(i), {})[name] = value
+    opt.load_state_dict(state)
+    gen.set_state(tensors["generator"])
+    return meta["best"], meta["best_epoch"], best_state, meta["history"]
 
 
 def _version(package: str) -> str | None:

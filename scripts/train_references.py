@@ -126,6 +126,7 @@ def train_ensemble(args, kind, summary, density, theta, field, data) -> None:
             print(f"{member} exists; kept")
             continue
         state = out / f".member-{seed}.state.safetensors"
+
         def log(line: str, s: int = seed) -> None:
             print(f"member {s}: {line}", flush=True)
 

@@ -6,7 +6,8 @@
 # simulate: the training data (1,000 boxes, seed 0) and a test set of 400 boxes simulated
 #   with a seed never used for training or selection (about 50 and 20 minutes on one core
 #   of a 2-core AMD EPYC);
-# train: the NPE ensembles (P(k): 5 flows; P(k) + CNN: K flows, two processes);
+# train: the NPE ensembles (P(k): 5 flows, about 4 minutes; P(k) + CNN: CNN_MEMBERS flows in
+#   two processes, each more than 75 minutes on one thread; checkpointed, so rerun to go on);
 # select: the shipped and ensemble references on the held-out splits of the training data
 #   (one map per box, 300 boxes), where the ensemble size is chosen;
 # fresh: the same on the 400 fresh boxes, one map each: the coverage that is reported.

@@ -76,7 +76,7 @@ def main() -> None:
         p.error("--seeds picks members of an ensemble: give --members")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from diffinfer.likelihoods.npe import train_npe
+    from diffinfer.likelihoods.npe_training import train_npe
     from diffinfer.likelihoods.spectrum import PowerSpectrumLikelihood
 
     density, theta, meta = training_split(args.data)
@@ -114,7 +114,8 @@ def main() -> None:
 
 def train_ensemble(args, kind, summary, density, theta, field, data) -> None:
     """Train the missing members of one ensemble, then write its card once all exist."""
-    from diffinfer.likelihoods.npe import NPEEnsemble, NPEReference, train_npe
+    from diffinfer.likelihoods.npe import NPEEnsemble, NPEReference
+    from diffinfer.likelihoods.npe_training import train_npe
 
     out = args.out / f"{args.name}-{kind}-ensemble"
     if (out / "card.json").is_file():

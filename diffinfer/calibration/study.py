@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from diffinfer.calibration.config import NO_MODEL, STUDY_FILE, StudyConfig, posterior_kwargs
+from diffinfer.calibration.data_checks import check_training_data
 from diffinfer.calibration.executor import make_executor, sigterm_as_interrupt, stop_workers
 from diffinfer.calibration.results import load_result, result_path
 from diffinfer.errors import DataFileError, DiffinferError, InputError
@@ -180,22 +181,7 @@ def check_study(config: StudyConfig) -> None:
                          f"{len(source.order) // per} cosmologies of {per} maps; "
                          f"{config.n_maps} cases of maps_per_theta={config.maps_per_theta} "
                          "ask for more")  # fmt: skip
-    trained = {f"model {config.model}": (model.card.get("data") or {})} if model else {}
-    for analysis in config.analyses:
-        if analysis.startswith("npe"):
-            from diffinfer.likelihoods.npe import npe_reference
-
-            ref = npe_reference(analysis, config.options.get("npe"))
-            _check_reference_data(ref.card, ref.name, source.meta, config.data)
-            trained[f"reference {ref.name}"] = ref.card.get("data") or {}
-    if config.split == "all":
-        for who, data in trained.items():
-            if _same_data(data, source.meta, config.data):
-                raise InputError(
-                    f"split 'all' reads every map of {config.data}, but {who} was trained "
-                    "on that data set: use its held-out split (test or validation), or "
-                    "simulate a test set with another seed (diffinfer simulate --seed)"
-                )
+    check_training_data(config, model, source.meta)
     needs = [a for a in config.analyses
              if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
     if needs and not source.lognormal:
@@ -204,38 +190,6 @@ def check_study(config: StudyConfig) -> None:
             f"{source.why_not}: use analyses=['diffusion'] (a power-spectrum likelihood "
             "fitted to those maps can be given as options['spectrum'])"
         )
-
-
-def _check_reference_data(card: dict, name: str, meta: dict, root: str) -> None:
-    """Refuse a reference trained on maps of another simulator, geometry or settings than
-    the data set's (``dataset.json``), naming the differences."""
-    data = card.get("data") or {}
-    differ = []
-    if data.get("simulator") and meta.get("simulator") and data["simulator"] != meta["simulator"]:
-        differ.append(f"simulator {data['simulator']!r} against {meta['simulator']!r}")
-    mine, theirs = data.get("config") or {}, meta.get("config") or {}
-    for key in sorted(set(mine) & set(theirs)):
-        if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs[key], sort_keys=True):
-            differ.append(f"{key} {mine[key]!r} against {theirs[key]!r}")
-    if differ:
-        raise InputError(f"reference {name} was trained on other maps than those of {root}: "
-                         f"{'; '.join(differ)} (the reference's card against dataset.json); "
-                         "use a reference trained on this simulator and geometry")  # fmt: skip
-
-
-def _same_data(data: dict, meta: dict, root: str) -> bool:
-    """Whether a card's training data is the data set at ``root``: the same simulator,
-    settings and seed, or (for cards that do not record the seed) the same directory."""
-    if not data:
-        return False
-    if "seed" in data and "seed" in meta:
-        same_config = json.dumps(data.get("config"), sort_keys=True) == json.dumps(
-            meta.get("config"), sort_keys=True
-        )
-        return (data.get("simulator") == meta.get("simulator") and same_config
-                and data["seed"] == meta["seed"])  # fmt: skip
-    stored = data.get("root")
-    return bool(stored) and Path(stored).resolve() == Path(root).resolve()
 
 
 def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:

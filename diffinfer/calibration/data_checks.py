@@ -1,0 +1,67 @@
+"""Checks of a study's data set against what was trained on it: a reference trained on other
+maps, and a test set that is a model's or reference's own training data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from diffinfer.errors import InputError
+
+if TYPE_CHECKING:
+    from diffinfer.calibration.config import StudyConfig
+
+
+def check_training_data(config: StudyConfig, model: object, meta: dict) -> None:
+    """Refuse an NPE reference of the study trained on other maps than the data set's, and
+    ``split="all"`` on the data set that the model or a reference was trained on."""
+    card = getattr(model, "card", None) or {}
+    trained = {f"model {config.model}": card.get("data") or {}} if model is not None else {}
+    for analysis in config.analyses:
+        if analysis.startswith("npe"):
+            from diffinfer.likelihoods.npe import npe_reference
+
+            ref = npe_reference(analysis, config.options.get("npe"))
+            check_reference_data(ref.card, ref.name, meta, config.data)
+            trained[f"reference {ref.name}"] = ref.card.get("data") or {}
+    if config.split == "all":
+        for who, data in trained.items():
+            if is_training_data(data, meta, config.data):
+                raise InputError(
+                    f"split 'all' reads every map of {config.data}, but {who} was trained "
+                    "on that data set: use its held-out split (test or validation), or "
+                    "simulate a test set with another seed (diffinfer simulate --seed)"
+                )
+
+
+def check_reference_data(card: dict, name: str, meta: dict, root: str) -> None:
+    """Refuse a reference trained on maps of another simulator, geometry or settings than
+    the data set's (``dataset.json``), naming the differences."""
+    data = card.get("data") or {}
+    differ = []
+    if data.get("simulator") and meta.get("simulator") and data["simulator"] != meta["simulator"]:
+        differ.append(f"simulator {data['simulator']!r} against {meta['simulator']!r}")
+    mine, theirs = data.get("config") or {}, meta.get("config") or {}
+    for key in sorted(set(mine) & set(theirs)):
+        if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs[key], sort_keys=True):
+            differ.append(f"{key} {mine[key]!r} against {theirs[key]!r}")
+    if differ:
+        raise InputError(f"reference {name} was trained on other maps than those of {root}: "
+                         f"{'; '.join(differ)} (the reference's card against dataset.json); "
+                         "use a reference trained on this simulator and geometry")  # fmt: skip
+
+
+def is_training_data(data: dict, meta: dict, root: str) -> bool:
+    """Whether a card's training data is the data set at ``root``: the same simulator,
+    settings and seed, or (for cards that do not record the seed) the same directory."""
+    if not data:
+        return False
+    if "seed" in data and "seed" in meta:
+        same_config = json.dumps(data.get("config"), sort_keys=True) == json.dumps(
+            meta.get("config"), sort_keys=True
+        )
+        return (data.get("simulator") == meta.get("simulator") and same_config
+                and data["seed"] == meta["seed"])  # fmt: skip
+    stored = data.get("root")
+    return bool(stored) and Path(stored).resolve() == Path(root).resolve()

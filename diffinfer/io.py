@@ -62,6 +62,14 @@ def json_safe(obj: object) -> object:
     return obj
 
 
+def same_json(a: object, b: object) -> bool:
+    """Whether two JSON-like values are equal as JSON, whatever the order of their keys
+    (settings read from cards and data set descriptions are compared this way)."""
+    return json.dumps(json_safe(a), sort_keys=True, default=str) == json.dumps(
+        json_safe(b), sort_keys=True, default=str
+    )
+
+
 def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
     """Write JSON atomically (see :func:`write_text_atomic`): strict JSON, with NaN and
     infinities written as ``null`` (:func:`json_safe`)."""

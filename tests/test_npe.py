@@ -197,6 +197,13 @@ def test_the_power_and_cnn_reference_trains_saves_and_loads(training_set, tmp_pa
     draws = loaded.sample(200, x, seed=0)
     assert draws.shape == (200, 2)
     assert np.all((draws >= FIELD.prior.low) & (draws <= FIELD.prior.high))
+    # the map is embedded once per call; sbi's own log_prob embeds it for every θ
+    inside = theta[:50]
+    with torch.no_grad():
+        sbi_lp = loaded.estimator.log_prob(torch.as_tensor(inside, dtype=torch.float32)
+                                           .unsqueeze(1), condition=x.float())  # fmt: skip
+    torch.testing.assert_close(loaded.log_prob(inside, x), sbi_lp.reshape(-1).double(),
+                               atol=1e-4, rtol=1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,11 @@ maps, and a test set that is a model's or reference's own training data."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from diffinfer.errors import InputError
+from diffinfer.io import same_json
 
 if TYPE_CHECKING:
     from diffinfer.calibration.config import StudyConfig
@@ -44,7 +44,7 @@ def check_reference_data(card: dict, name: str, meta: dict, root: str) -> None:
         differ.append(f"simulator {data['simulator']!r} against {meta['simulator']!r}")
     mine, theirs = data.get("config") or {}, meta.get("config") or {}
     for key in sorted(set(mine) & set(theirs)):
-        if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs[key], sort_keys=True):
+        if not same_json(mine[key], theirs[key]):
             differ.append(f"{key} {mine[key]!r} against {theirs[key]!r}")
     if differ:
         raise InputError(f"reference {name} was trained on other maps than those of {root}: "
@@ -58,9 +58,7 @@ def is_training_data(data: dict, meta: dict, root: str) -> bool:
     if not data:
         return False
     if "seed" in data and "seed" in meta:
-        same_config = json.dumps(data.get("config"), sort_keys=True) == json.dumps(
-            meta.get("config"), sort_keys=True
-        )
+        same_config = same_json(data.get("config"), meta.get("config"))
         return (data.get("simulator") == meta.get("simulator") and same_config
                 and data["seed"] == meta["seed"])  # fmt: skip
     stored = data.get("root")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from diffinfer.data.camels import (
 )
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig
-from diffinfer.io import directory_lock, read_json, write_json_atomic
+from diffinfer.io import directory_lock, read_json, same_json, write_json_atomic
 from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
 from diffinfer.simulators.lognormal import LognormalSimulator
 from diffinfer.simulators.nbody import NBODY_SUITE
@@ -78,9 +77,7 @@ def _description(sim, n_cosmologies: int, maps_per_cosmology: int, seed: int, fi
 def _same(a: dict, b: dict) -> bool:
     keys = ("simulator", "field", "suite", "set", "n_cosmologies", "maps_per_cosmology",
             "seed", "config")  # fmt: skip
-    return json.dumps([a.get(k) for k in keys], sort_keys=True) == json.dumps(
-        [b.get(k) for k in keys], sort_keys=True
-    )
+    return same_json([a.get(k) for k in keys], [b.get(k) for k in keys])
 
 
 def _claim(out: Path, meta: dict, maps_name: str) -> str:

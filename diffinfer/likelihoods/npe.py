@@ -32,7 +32,7 @@ from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.fields.transform import Transform
-from diffinfer.io import read_json, write_json_atomic
+from diffinfer.io import read_json, same_json, write_json_atomic
 from diffinfer.likelihoods.built import BuiltLikelihood
 from diffinfer.parameters import PriorBox, as_theta
 
@@ -150,7 +150,7 @@ class NPEReference:
         inside = torch.as_tensor(self.prior.contains(t.detach()))
         with torch.no_grad():
             cond = x.reshape(1, -1).to(torch.float32)
-            lp = self.estimator.log_prob(t.to(torch.float32).unsqueeze(1), condition=cond)
+            lp = _flow_log_prob(self.estimator, t.to(torch.float32), cond)
         lp = lp.reshape(-1).to(torch.float64)
         return torch.where(inside, lp, torch.full_like(lp, -torch.inf))
 
@@ -343,16 +343,28 @@ class NPEEnsemble(NPEReference):
         except InputError as exc:
             raise DataFileError(f"{path}: {exc}") from exc
         for key in SHARED_SETTINGS:
-            if key in card and _canonical(card[key]) != _canonical(members[0].card.get(key)):
+            if key in card and not same_json(card[key], members[0].card.get(key)):
                 raise DataFileError(f"{path / CARD_FILE}: {key!r} differs from its members'")
         card["name"] = path.name
         return cls(card=card, estimator=None, members=members)  # type: ignore[arg-type]
 
 
-def _canonical(value: object) -> str:
-    import json
+def _flow_log_prob(estimator: nn.Module, theta: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """log q(theta | x) of an sbi estimator for B parameter vectors (B, 2) and one summary
+    (1, D), with the summary embedded once.
 
-    return json.dumps(value, sort_keys=True)
+    sbi's ``log_prob`` repeats the condition for every θ and runs the embedding (the CNN)
+    B times; for an nflows flow the same density is its transform and base distribution
+    applied to the embedding computed once (``nflows.flows.base.Flow._log_prob``). Other
+    estimators take sbi's path.
+    """
+    net = getattr(estimator, "net", None)
+    parts = ("_embedding_net", "_transform", "_distribution")
+    if net is None or not all(hasattr(net, a) for a in parts):
+        return estimator.log_prob(theta.unsqueeze(1), condition=cond).reshape(-1)
+    context = net._embedding_net(cond).expand(len(theta), -1)
+    noise, logabsdet = net._transform(theta, context=context)
+    return net._distribution.log_prob(noise, context=context) + logabsdet
 
 
 def _digest(shas: list[str]) -> str:
@@ -366,10 +378,10 @@ def _check_members(cards: list[dict], names: list[str]) -> None:
     first = cards[0]
     for name, card in zip(names[1:], cards[1:], strict=True):
         differ = [k for k in SHARED_SETTINGS
-                  if _canonical(card.get(k)) != _canonical(first.get(k))]  # fmt: skip
+                  if not same_json(card.get(k), first.get(k))]  # fmt: skip
         train, train0 = card.get("training") or {}, first.get("training") or {}
         differ += [f"training.{k}" for k in SHARED_TRAINING
-                   if _canonical(train.get(k)) != _canonical(train0.get(k))]  # fmt: skip
+                   if not same_json(train.get(k), train0.get(k))]  # fmt: skip
         if differ:
             raise InputError(f"{name} differs from {names[0]} in {', '.join(differ)}: the "
                              "members of an ensemble must share the summary, the flow and "

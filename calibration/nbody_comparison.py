@@ -217,7 +217,7 @@ def main() -> None:
            "information_gain": gains}  # fmt: skip
     write_json_atomic(args.study / f"{stem}.json", out)
     if args.record:
-        record(args.record, args.study, study, coverage)
+        record(args.record, args.study, study, coverage, pooled=args.pool)
     text = table(out)
     write_text_atomic(args.study / f"{stem}.md", text)
     if gains and any(isinstance(e, dict) for e in gains[0].values()):
@@ -225,8 +225,10 @@ def main() -> None:
     print(text)
 
 
-def record(reference: str, path: Path, study: dict, coverage: dict) -> None:
-    """Store the coverage of the study's NPE analysis in the reference's card."""
+def record(reference: str, path: Path, study: dict, coverage: dict,
+           pooled: list[Path] = ()) -> None:  # fmt: skip
+    """Store the coverage of the study's NPE analysis (with the maps of the ``pooled``
+    studies) in the reference's card."""
     from diffinfer.likelihoods.npe import record_coverage
 
     found = [a for a in coverage if a.startswith("npe")]
@@ -240,7 +242,8 @@ def record(reference: str, path: Path, study: dict, coverage: dict) -> None:
                          f"{c['independent']['n_boxes']} boxes; record a study of one map "
                          "per box")  # fmt: skip
     entry = {"study": str(path), "data": study.get("data"), "split": study.get("split"),
-             "analysis": analysis, **{k: v for k, v in c.items() if k != "label"}}  # fmt: skip
+             "pooled": [str(p) for p in pooled], "analysis": analysis,
+             **{k: v for k, v in c.items() if k != "label"}}  # fmt: skip
     print(f"recorded in {record_coverage(reference, entry)}")
 
 

@@ -3,14 +3,15 @@
 # "References on independent boxes"). Every step resumes where it stopped. Run from the
 # repository root:
 #   bash calibration/references.sh [simulate|train|select|fresh|all]
-# simulate: the training data (1,000 boxes, seed 0) and a test set of 400 boxes simulated
-#   with a seed never used for training or selection (about 50 and 20 minutes on one core
-#   of a 2-core AMD EPYC);
+# simulate: the training data (1,000 boxes, seed 0) and two test sets simulated with seeds
+#   never used for training or selection: 400 boxes (seed 20261207) and 600 more (seed
+#   20261208) (about 50, 20 and 30 minutes on one core of a 2-core AMD EPYC);
 # train: the NPE ensembles (P(k): 5 flows, about 4 minutes; P(k) + CNN: CNN_MEMBERS flows in
 #   two processes, each more than 75 minutes on one thread; checkpointed, so rerun to go on);
 # select: the shipped and ensemble references on the held-out splits of the training data
 #   (one map per box, 300 boxes), where the ensemble size is chosen;
-# fresh: the same on the 400 fresh boxes, one map each: the coverage that is reported.
+# fresh: the same on the fresh boxes, one map each: the 400 boxes alone, and pooled with the
+#   600 more (1,000 boxes): the coverage that is reported and recorded in the cards.
 set -euo pipefail
 DI=${DI:-.venv/bin/diffinfer}
 PY=${PY:-.venv/bin/python}
@@ -24,6 +25,8 @@ if [[ $WHAT == simulate || $WHAT == all ]]; then
   $DI simulate --simulator nbody --out data/nbody64 --no-progress &
   $DI simulate --simulator nbody --out data/nbody64-fresh --seed 20261207 \
     --n-cosmologies 400 --no-progress
+  $DI simulate --simulator nbody --out data/nbody64-fresh2 --seed 20261208 \
+    --n-cosmologies 600 --no-progress
   wait
 fi
 
@@ -52,7 +55,11 @@ study() {
   if [[ $WHAT == fresh || $WHAT == all ]]; then
     $DI calibrate --model none --data data/nbody64-fresh --split all --n-maps 400 \
       --analyses "$analyses" "${COMMON[@]}" "$@" --out "calibration/$name-fresh"
-    $PY calibration/nbody_comparison.py "calibration/$name-fresh" ${RECORD:+--record "$RECORD"}
+    $DI calibrate --model none --data data/nbody64-fresh2 --split all --n-maps 600 \
+      --analyses "$analyses" "${COMMON[@]}" "$@" --out "calibration/$name-fresh2"
+    $PY calibration/nbody_comparison.py "calibration/$name-fresh"
+    $PY calibration/nbody_comparison.py "calibration/$name-fresh" --name fresh-1000 \
+      --pool "calibration/$name-fresh2" ${RECORD:+--record "$RECORD"}
   fi
 }
 

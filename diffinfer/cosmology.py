@@ -267,6 +267,18 @@ def _lagrange_matrix(q: np.ndarray, weights: np.ndarray, n_rows: int) -> np.ndar
     return mat
 
 
+@lru_cache(maxsize=16)
+def _projection_matrix(k_bytes: bytes, depth: float) -> torch.Tensor:
+    """The (Q, K) matrix of :class:`SlabProjection` (transposed), computed once per set of
+    wavenumbers and depth in a process (every posterior of a study builds the same one);
+    read-only."""
+    k = np.frombuffer(k_bytes, dtype=np.float64)
+    kz, wz = _los_quadrature(depth)
+    q = np.sqrt(k[:, None] ** 2 + kz[None, :] ** 2)
+    w = np.broadcast_to(wz, q.shape)
+    return torch.as_tensor(_lagrange_matrix(q, w, k.size).T.copy())
+
+
 class SlabProjection:
     """The 2D power spectrum of a slab of depth d at fixed transverse wavenumbers.
 
@@ -290,12 +302,9 @@ class SlabProjection:
         k = np.asarray(torch.as_tensor(k, dtype=_DTYPE).reshape(-1))
         if np.any(k < 0) or not np.all(np.isfinite(k)):
             raise InputError("wavenumbers must be finite and non-negative")
-        kz, wz = _los_quadrature(float(depth))
-        q = np.sqrt(k[:, None] ** 2 + kz[None, :] ** 2)
-        w = np.broadcast_to(wz, q.shape)
         self.k = torch.as_tensor(k)
         self.depth = float(depth)
-        self._matrix_t = torch.as_tensor(_lagrange_matrix(q, w, k.size).T.copy())
+        self._matrix_t = _projection_matrix(k.tobytes(), float(depth))
 
     def __call__(self, theta: torch.Tensor, *, chunk: int = 64) -> torch.Tensor:
         """P_2D in (Mpc/h)^2 for parameters ``theta`` (B, 2); shape (B, K), float64.

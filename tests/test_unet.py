@@ -59,3 +59,31 @@ def test_bad_map_shapes():
         net(torch.zeros(1, 1, 18, 18), torch.tensor([1]), torch.tensor([[0.3, 0.8]]))
     with pytest.raises(InputError, match="shape"):
         net(torch.zeros(1, 18, 18), torch.tensor([1]), torch.tensor([[0.3, 0.8]]))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_periodic_convolution_is_the_circular_conv2d_with_its_own_gradient(stride) -> None:
+    """PeriodicConv2d computes nn.Conv2d(padding_mode="circular")'s function and gradients
+    (its own backward folds the padding onto the edges); their weights load into each
+    other, so the shipped models keep theirs."""
+    from torch import nn
+
+    from diffinfer.diffusion.unet import PeriodicConv2d, _CircularPad
+
+    torch.manual_seed(0)
+    ref = nn.Conv2d(3, 4, 3, stride=stride, padding=1, padding_mode="circular").double()
+    conv = PeriodicConv2d(3, 4, stride=stride).double()
+    conv.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 8, 6, dtype=torch.float64, requires_grad=True)
+    y_ref, y = ref(x), conv(x)
+    torch.testing.assert_close(y, y_ref)
+    w = torch.randn_like(y)
+    g_ref = torch.autograd.grad((y_ref * w).sum(), (x, ref.weight, ref.bias))
+    g = torch.autograd.grad((y * w).sum(), (x, conv.weight, conv.bias))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():  # the path without a gradient
+        torch.testing.assert_close(conv(x), y_ref)
+    small = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_CircularPad.apply, (small,))
+    assert torch.autograd.gradgradcheck(_CircularPad.apply, (small,))

@@ -87,8 +87,49 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return nn.functional.pad(emb, (0, dim % 2))
 
 
+class _CircularPad(torch.autograd.Function):
+    """Periodic padding by one pixel on each side of the last two axes.
+
+    The same values as ``F.pad(x, (1, 1, 1, 1), mode="circular")``; its gradient folds the
+    four borders back onto the edges they copy, in place of autograd's path through the
+    slices of that padding (a zero tensor and a copy per slice), which took about 40 % of a
+    small CNN's training step on a CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        gx = g[..., 1:-1, :].clone()  # rows: fold the padded rows onto the rows they copy
+        gx[..., 0, :] += g[..., -1, :]
+        gx[..., -1, :] += g[..., 0, :]
+        out = gx[..., :, 1:-1].clone()  # then the columns (the corners come with the rows)
+        out[..., :, 0] += gx[..., :, -1]
+        out[..., :, -1] += gx[..., :, 0]
+        return out
+
+
+class PeriodicConv2d(nn.Conv2d):
+    """A 3x3 convolution on the periodic square: circular padding by one pixel, then the
+    convolution (strided for downsampling). The same function and parameters as
+    ``nn.Conv2d(c_in, c_out, 3, stride, padding=1, padding_mode="circular")``, with a faster
+    gradient; weights of either load into the other."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__(c_in, c_out, 3, stride=stride, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            padded = _CircularPad.apply(x)
+        else:  # no gradient to take: the plain padding, without a custom function's overhead
+            padded = nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+        return self._conv_forward(padded, self.weight, self.bias)
+
+
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, padding_mode="circular")
+    return PeriodicConv2d(c_in, c_out, stride=stride)
 
 
 class ResBlock(nn.Module):

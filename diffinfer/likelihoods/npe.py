@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffinfer.diffusion.unet import PeriodicConv2d
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
@@ -83,8 +84,7 @@ class MapEmbedding(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, padding_mode="circular"), nn.GELU(),
-                       nn.Conv2d(c, c, 3, padding=1, padding_mode="circular"), nn.GELU(),
+            layers += [PeriodicConv2d(c_in, c), nn.GELU(), PeriodicConv2d(c, c), nn.GELU(),
                        nn.AvgPool2d(2)]  # fmt: skip
             c_in = c
         self.conv = nn.Sequential(*layers)

@@ -63,10 +63,17 @@ study() {
   fi
 }
 
+# STUDIES picks the studies of select and fresh (default all three)
+STUDIES=${STUDIES:-"references npe-power-ensemble npe-ensemble"}
 if [[ $WHAT == select || $WHAT == fresh || $WHAT == all ]]; then
-  RECORD= study nbody64-references npe,npe-power,power
-  RECORD=nbody64-npe-power-ensemble study nbody64-npe-power-ensemble npe-power,power \
-    --set npe=nbody64-npe-power-ensemble
-  RECORD=nbody64-npe-ensemble study nbody64-npe-ensemble npe,power \
-    --set npe=nbody64-npe-ensemble
+  for s in $STUDIES; do
+    case $s in
+      references) RECORD= study nbody64-references npe,npe-power,power ;;
+      npe-power-ensemble) RECORD=nbody64-npe-power-ensemble study nbody64-npe-power-ensemble \
+        npe-power,power --set npe=nbody64-npe-power-ensemble ;;
+      npe-ensemble) RECORD=nbody64-npe-ensemble study nbody64-npe-ensemble npe,power \
+        --set npe=nbody64-npe-ensemble ;;
+      *) echo "references.sh: unknown study $s" >&2; exit 2 ;;
+    esac
+  done
 fi

@@ -137,17 +137,45 @@ def one_per_box(results: list[dict]) -> list[dict]:
 POOLABLE = {"split", "n_maps", "analyses"}
 
 
+def same_simulation(data: Path, other: Path, study: Path) -> object:
+    """The seed of data set ``other``, after checking that it comes from the simulator and
+    settings of ``data`` (their ``dataset.json``): test sets simulated apart, with other
+    seeds, may be pooled. Refused, naming the difference, otherwise."""
+    from diffinfer.io import same_json
+
+    a = read_json(data / "dataset.json", what="data set description")
+    b = read_json(other / "dataset.json", what="data set description")
+    differ = [key for key in ("simulator", "field", "suite", "set", "config")
+              if not same_json(a.get(key), b.get(key))]  # fmt: skip
+    if differ:
+        raise SystemExit(f"nbody_comparison: {other} holds other maps than {data} (of "
+                         f"{study}'s study): {', '.join(differ)} differ; only maps of one "
+                         "simulator and geometry can be pooled")  # fmt: skip
+    return b.get("seed")
+
+
 def pooled_results(studies: list[Path], box_once: bool) -> tuple[dict, dict[str, list[dict]]]:
     """The first study's description and the results of its analyses over all ``studies``
     (map indices of the k-th study offset by k × 10⁶ so they stay distinct), optionally one
     map per box. Studies whose posteriors were computed with other settings (model,
-    likelihood, temperature, options, data set, ...) are refused, naming the settings."""
+    likelihood, temperature, options, ...) are refused, naming the settings; studies of
+    other data sets only where these were simulated with the same simulator and settings
+    and another seed (:func:`same_simulation`)."""
     specs = [read_json(path / "study.json", what="study description") for path in studies]
     first = specs[0]
+    poolable = set(POOLABLE)
+    datas = list(dict.fromkeys(str(study.get("data")) for study in specs))
+    if len(datas) > 1 and all(d != "None" for d in datas):
+        seeds = {d: same_simulation(Path(datas[0]), Path(d), studies[0]) for d in datas}
+        if len(set(map(str, seeds.values()))) < len(seeds):
+            raise SystemExit(f"nbody_comparison: the data sets {', '.join(datas)} were "
+                             f"simulated with the seeds {list(seeds.values())}: a repeated "
+                             "seed repeats boxes, which pooling would count twice")  # fmt: skip
+        poolable.add("data")
     pooled: dict[str, list[dict]] = {}
     for k, (path, study) in enumerate(zip(studies, specs, strict=True)):
         differ = sorted(key for key in set(first) | set(study)
-                        if key not in POOLABLE and first.get(key) != study.get(key))  # fmt: skip
+                        if key not in poolable and first.get(key) != study.get(key))  # fmt: skip
         if differ:
             raise SystemExit(f"nbody_comparison: {path} differs from {studies[0]} in "
                              f"{', '.join(differ)}: only studies with the same settings "

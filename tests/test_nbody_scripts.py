@@ -76,6 +76,33 @@ def test_pooling_refuses_studies_computed_with_other_settings(tmp_path) -> None:
         comparison.pooled_results([tmp_path / "a", tmp_path / "c"], box_once=False)
 
 
+def test_pooling_takes_test_sets_simulated_apart_and_refuses_others(tmp_path) -> None:
+    """Studies of two data sets pool when the sets come from one simulator and geometry
+    with other seeds; other maps, or the same seed (the same boxes twice), are refused."""
+    import json
+
+    comparison = _load("calibration/nbody_comparison.py")
+    config = {"n_pix": 64, "box_size": 250.0}
+    sets = {"fresh": (20261207, config), "fresh2": (20261208, config),
+            "again": (20261207, config), "other": (5, {**config, "box_size": 500.0})}  # fmt: skip
+    for name, (seed, cfg) in sets.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        meta = {"simulator": "nbody", "field": "Mtot", "suite": "Nbody", "set": "LH",
+                "seed": seed, "config": cfg}  # fmt: skip
+        (tmp_path / "data" / name / "dataset.json").write_text(json.dumps(meta))
+        study = {"model": "none", "analyses": ["npe"], "n_maps": 5, "split": "all",
+                 "data": str(tmp_path / "data" / name), "options": {}}  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.json").write_text(json.dumps(study))
+    first, pooled = comparison.pooled_results([tmp_path / "fresh", tmp_path / "fresh2"],
+                                              box_once=True)  # fmt: skip
+    assert first["data"].endswith("fresh") and pooled == {}
+    with pytest.raises(SystemExit, match=r"seeds .* repeated seed"):
+        comparison.pooled_results([tmp_path / "fresh", tmp_path / "again"], box_once=True)
+    with pytest.raises(SystemExit, match=r"config differ"):
+        comparison.pooled_results([tmp_path / "fresh", tmp_path / "other"], box_once=True)
+
+
 def test_emulator_validation_errors_count_boxes_not_maps() -> None:
     emulator = _load("scripts/nbody_emulator_validation.py")
     rng = np.random.default_rng(1)

@@ -148,5 +148,9 @@ def test_the_independent_checks_pass_a_calibrated_toy_and_fail_an_overconfident_
     assert min(good["sbc_ks_pvalue"].values()) > 0.001
     assert max(bad["sbc_ks_pvalue"].values()) < 1e-6
     assert max(bad["sbc_c2st_ranks"].values()) > max(good["sbc_c2st_ranks"].values())
+    # the calibrated toy's C2ST is that of exactly uniform ranks, which is not 0.5
+    for name, value in good["sbc_c2st_ranks"].items():
+        assert abs(value - good["sbc_c2st_uniform_ranks"][name]) < 0.07
+    assert min(bad["sbc_c2st_ranks"].values()) > max(bad["sbc_c2st_uniform_ranks"].values())
     assert good["tarp_max_deviation"] < 0.1 < bad["tarp_max_deviation"]
     assert bad["tarp_atc"] < good["tarp_atc"]  # too narrow: ecp below the diagonal

@@ -330,16 +330,19 @@ def test_the_reference_tables_are_the_studies() -> None:
     """The rows of docs/nbody.md's tables of references on held-out and fresh boxes, and the
     ensemble's area, against the committed comparisons."""
     text = " ".join((ROOT / "docs/nbody.md").read_text().replace("**", "").split())
-    fresh = "calibration/nbody64-references-fresh/comparison.json"
-    ens = "calibration/nbody64-npe-power-ensemble-fresh/comparison.json"
+    fresh = "calibration/nbody64-references-fresh/comparison{}.json"
+    ens = "calibration/nbody64-npe-power-ensemble-fresh/comparison{}.json"
     held = "calibration/{}-validation/comparison-held-out.json"
-    rows = [(fresh, "npe"), (fresh, "npe-power"), (fresh, "power"), (ens, "npe-power"),
-            (held.format("nbody64-npe-power-member0"), "npe-power"),
+    rows = [(held.format("nbody64-npe-power-member0"), "npe-power"),
             (held.format("nbody64-npe-power-ensemble"), "npe-power")]  # fmt: skip
+    for which in ("", "-fresh-1000"):  # the 400 fresh boxes, and the 1,000
+        rows += [(fresh.format(which), a) for a in ("npe", "npe-power", "power")]
+        rows.append((ens.format(which), "npe-power"))
     for path, analysis in rows:
         row = _reference_row(path, analysis)
         assert row in text, (path, analysis, row)
-    for path in (ens, held.format("nbody64-npe-power-ensemble"),
+    for path in (ens.format(""), ens.format("-fresh-1000"),
+                 held.format("nbody64-npe-power-ensemble"),
                  held.format("nbody64-npe-power-member0")):  # fmt: skip
         (gain,) = [g for g in _json(path)["information_gain"] if g["reference"] == "power"]
         e = gain["npe-power"]
@@ -348,4 +351,7 @@ def test_the_reference_tables_are_the_studies() -> None:
         assert cell in text, (path, cell)
     card = _json("models/nbody64-npe-power-ensemble/card.json")["coverage"]
     assert card["study"] == "calibration/nbody64-npe-power-ensemble-fresh"
-    assert card["hpd_max_deviation"] == _json(ens)["coverage"]["npe-power"]["hpd_max_deviation"]
+    assert card["pooled"] == ["calibration/nbody64-npe-power-ensemble-fresh2"]
+    pooled = _json(ens.format("-fresh-1000"))["coverage"]["npe-power"]
+    assert card["n_maps"] == pooled["n_maps"] == 1000
+    assert card["hpd_max_deviation"] == pooled["hpd_max_deviation"]

@@ -240,7 +240,7 @@ def test_a_study_refuses_to_mix_likelihood_temperatures(tmp_path):
     run_study(cfg, tmp_path, progress=False)
     hotter = StudyConfig(**{**cfg.__dict__, "options": {**CHEAP, "temperature": 2.0}})
     with pytest.raises(InputError, match=r"temperature 1, this map's would be at 2 .*"
-                                         r"--temperature 1"):  # fmt: skip
+                                         r"--set temperature=1"):  # fmt: skip
         run_one(dict(hotter.__dict__), "exact", 2, str(tmp_path))
     assert not result_path(tmp_path, "exact", 2).exists()
     # the same temperature grows the study as before

@@ -131,6 +131,11 @@ class StudyConfig:
         if self.temperature is not None:
             self.temperature = check_float("temperature", self.temperature, low=0,
                                            low_open=True)  # fmt: skip
+            if "diffusion" not in self.analyses:
+                raise InputError(f"temperature tempers the diffusion analysis, and this study "
+                                 f"has none (analyses {self.analyses}): drop it, or temper "
+                                 "every analysis with options={'temperature': t} (--set "
+                                 "temperature=T)")  # fmt: skip
         self.noise_sigma = check_float("noise_sigma", self.noise_sigma, low=0,
                                        what="model-space pixel noise")  # fmt: skip
         if self.model == NO_MODEL and self.noise_sigma > 0:

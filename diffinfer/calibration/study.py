@@ -316,11 +316,13 @@ def _check_temperature(path: Path, temperature: float) -> None:
         old = float(result["temperature"])
         if not math.isclose(old, temperature, rel_tol=1e-9):
             study = path.parent.parent.parent
+            grow = (f"--temperature {old:.6g}" if path.parent.name == "diffusion"
+                    else f"--set temperature={old:.6g}")  # fmt: skip
             raise InputError(
                 f"{study}: its {path.parent.name} results were computed at likelihood "
                 f"temperature {old:.6g}, this map's would be at {temperature:.6g} (has the "
                 f"model card been recalibrated since the study began?); grow it with "
-                f"--temperature {old:.6g}, or start a new study with another --out"
+                f"{grow}, or start a new study with another --out"
             )
         return
 

@@ -131,6 +131,23 @@ def independent_checks(results: list[dict], box, seed: int = 0) -> dict:
     }
 
 
+def z_by_quartile(results: list[dict]) -> dict:
+    """Per parameter: the z-score mean (± s.e.) in each quartile of the posterior mean (a
+    calibrated posterior has mean z 0 given its own mean, unlike given the truth, where
+    means shrink towards the prior's centre)."""
+    mean = np.stack([np.mean(np.asarray(r["draws"], float), 0) for r in results])
+    sd = np.stack([np.std(np.asarray(r["draws"], float), 0) for r in results])
+    z = (mean - np.stack([np.asarray(r["truth"], float) for r in results])) / sd
+    out = {}
+    for j, name in enumerate(PARAM_NAMES):
+        groups = np.array_split(np.argsort(mean[:, j], kind="stable"), 4)
+        out[name] = [{"posterior_mean": [float(mean[g[0], j]), float(mean[g[-1], j])],
+                      "n_maps": len(g), "z_mean": float(z[g, j].mean()),
+                      "z_mean_se": float(z[g, j].std(ddof=1) / math.sqrt(len(g)))}
+                     for g in groups]  # fmt: skip
+    return out
+
+
 def one_per_box(results: list[dict]) -> list[dict]:
     """The first map (lowest index) of each box: maps of one box share their θ."""
     seen, kept = set(), []
@@ -247,6 +264,7 @@ def main() -> None:
             "mean_std": m["mean_std"],
             "mean_seconds": m["mean_seconds"],
             "independent": independent_checks(results[a], box, seed=int(study.get("seed", 0))),
+            "z_by_posterior_mean_quartile": z_by_quartile(results[a]),
         }
     gains = [information_gain(results, ref) for ref in REFERENCES if ref in results]
     out = {"study": str(args.study), "pooled": [str(s) for s in args.pool],
@@ -339,6 +357,15 @@ def table(out: dict) -> str:
             c2 += " (" + " / ".join(f"{v:.3f}" for v in i["sbc_c2st_uniform_ranks"].values()) + ")"
         lines.append(f"| {a} | {ks} | {c2} | {i['tarp_max_deviation']:.3f} | "
                      f"{i['tarp_atc']:+.3f} | {i['tarp_ks_pvalue']:.3f} |")  # fmt: skip
+    lines += ["", "Mean z-score (± s.e.) by quartile of the posterior mean (0 in every quartile "
+              "if calibrated):", "", "| analysis | Ωm quartiles | σ8 quartiles |",
+              "|---|---|---|"]  # fmt: skip
+    for a, c in out["coverage"].items():
+        q = c.get("z_by_posterior_mean_quartile")
+        if q:
+            cells = [", ".join(f"{e['z_mean']:+.2f}±{e['z_mean_se']:.2f}" for e in q[name])
+                     for name in PARAM_NAMES]  # fmt: skip
+            lines.append(f"| {a} | {cells[0]} | {cells[1]} |")
     for g in out["information_gain"]:
         lines += ["", f"Posterior area det(Σ)^½ relative to {g['reference']}'s on the "
                   f"{g['n_common_maps']} maps every analysis finished (geometric mean, ±1 "

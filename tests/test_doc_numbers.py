@@ -333,19 +333,26 @@ def test_the_reference_tables_are_the_studies() -> None:
     fresh = "calibration/nbody64-references-fresh/comparison{}.json"
     ens = "calibration/nbody64-npe-power-ensemble-fresh/comparison{}.json"
     held = "calibration/{}-validation/comparison-held-out.json"
+    cnn = "calibration/nbody64-npe-ensemble-fresh/comparison{}.json"
     rows = [(held.format("nbody64-npe-power-member0"), "npe-power"),
-            (held.format("nbody64-npe-power-ensemble"), "npe-power")]  # fmt: skip
+            (held.format("nbody64-npe-power-ensemble"), "npe-power"),
+            (held.format("nbody64-npe-member0"), "npe"),
+            (held.format("nbody64-npe-ensemble"), "npe")]  # fmt: skip
     for which in ("", "-fresh-1000"):  # the 400 fresh boxes, and the 1,000
         rows += [(fresh.format(which), a) for a in ("npe", "npe-power", "power")]
-        rows.append((ens.format(which), "npe-power"))
+        rows += [(ens.format(which), "npe-power"), (cnn.format(which), "npe")]
     for path, analysis in rows:
         row = _reference_row(path, analysis)
         assert row in text, (path, analysis, row)
-    for path in (ens.format(""), ens.format("-fresh-1000"),
-                 held.format("nbody64-npe-power-ensemble"),
-                 held.format("nbody64-npe-power-member0")):  # fmt: skip
+    areas = [(ens.format(""), "npe-power"), (ens.format("-fresh-1000"), "npe-power"),
+             (held.format("nbody64-npe-power-ensemble"), "npe-power"),
+             (held.format("nbody64-npe-power-member0"), "npe-power"),
+             (cnn.format(""), "npe"), (cnn.format("-fresh-1000"), "npe"),
+             (held.format("nbody64-npe-ensemble"), "npe"),
+             (held.format("nbody64-npe-member0"), "npe")]  # fmt: skip
+    for path, analysis in areas:
         (gain,) = [g for g in _json(path)["information_gain"] if g["reference"] == "power"]
-        e = gain["npe-power"]
+        e = gain[analysis]
         lo, hi = e["area_ratio_interval_1se"]
         cell = f"{e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f})"
         assert cell in text, (path, cell)
@@ -355,3 +362,10 @@ def test_the_reference_tables_are_the_studies() -> None:
     pooled = _json(ens.format("-fresh-1000"))["coverage"]["npe-power"]
     assert card["n_maps"] == pooled["n_maps"] == 1000
     assert card["hpd_max_deviation"] == pooled["hpd_max_deviation"]
+    card = _json("models/nbody64-npe-ensemble/card.json")["coverage"]
+    pooled = _json(cnn.format("-fresh-1000"))["coverage"]["npe"]
+    assert card["n_maps"] == pooled["n_maps"] == 1000
+    assert card["verdict"] == pooled["verdict"] == "miscalibrated"
+    q = [f"{e['z_mean']:+.2f} ± {e['z_mean_se']:.2f}".replace("-", "\u2212")
+         for e in pooled["z_by_posterior_mean_quartile"]["Omega_m"]]  # fmt: skip
+    assert f"{q[0]} in the lowest quartile" in text, q

@@ -7,7 +7,9 @@
 #   never used for training or selection: 400 boxes (seed 20261207) and 600 more (seed
 #   20261208) (about 50, 20 and 30 minutes on one core of a 2-core AMD EPYC);
 # train: the NPE ensembles (P(k): 5 flows, about 4 minutes; P(k) + CNN: CNN_MEMBERS flows in
-#   two processes, each more than 75 minutes on one thread; checkpointed, so rerun to go on);
+#   two processes, 66 and 69 minutes for the two shipped members, one thread each; a member's
+#   state is checkpointed every 5 minutes, so rerun to go on; to add members to a finished
+#   ensemble, delete its card.json and rerun with a larger CNN_MEMBERS);
 # select: the shipped and ensemble references on the held-out splits of the training data
 #   (one map per box, 300 boxes), where the ensemble size is chosen;
 # fresh: the same on the fresh boxes, one map each: the 400 boxes alone, and pooled with the

@@ -192,7 +192,8 @@ def pooled_results(studies: list[Path], box_once: bool) -> tuple[dict, dict[str,
     poolable = set(POOLABLE)
     datas = list(dict.fromkeys(str(study.get("data")) for study in specs))
     if len(datas) > 1 and all(d != "None" for d in datas):
-        seeds = {d: same_simulation(Path(datas[0]), Path(d), studies[0]) for d in datas}
+        study_of = {str(spec.get("data")): path for path, spec in zip(studies, specs, strict=True)}
+        seeds = {d: same_simulation(Path(datas[0]), Path(d), study_of[d]) for d in datas}
         if len(set(map(str, seeds.values()))) < len(seeds):
             raise SystemExit(f"nbody_comparison: the data sets {', '.join(datas)} were "
                              f"simulated with the seeds {list(seeds.values())}: a repeated "

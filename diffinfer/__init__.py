@@ -10,13 +10,15 @@ posteriors (``diffinfer.posterior(field).sample()``) and calibration studies
 The package has one folder per stage of the flow: ``fields`` (map geometry, transform,
 statistics), ``simulators``, ``data``, ``diffusion``, ``training``, ``likelihoods``,
 ``inference``, ``calibration`` and ``cli``; ``store`` finds and verifies model directories.
-``diffinfer.posterior`` is the function; its module is ``diffinfer.inference.posterior``.
+``diffinfer.posterior`` is the function; its module is ``diffinfer.inference.posterior``;
+``diffinfer.posteriors`` gives the posteriors of many maps in one pass.
 """
 
 from diffinfer.data import CamelsMaps, write_synthetic_dataset
 from diffinfer.diffusion import DiffusionModel, load_model, save_model
 from diffinfer.errors import DataFileError, DiffinferError, InputError, OutsidePriorError
 from diffinfer.fields import FieldConfig, Transform, one_point_pdf, power_spectrum
+from diffinfer.inference.many import posteriors
 from diffinfer.inference.posterior import Posterior, posterior
 from diffinfer.inference.samples import Samples, arviz_labeller
 from diffinfer.likelihoods.diffusion import DiffusionLikelihood
@@ -50,6 +52,7 @@ __all__ = [
     "load_model",
     "one_point_pdf",
     "posterior",
+    "posteriors",
     "power_spectrum",
     "save_model",
     "write_synthetic_dataset",

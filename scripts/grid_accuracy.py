@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from diffinfer.calibration.config import StudyConfig
-from diffinfer.calibration.study import test_case
+from diffinfer.calibration.cases import test_case
 from diffinfer.inference.posterior import posterior
 
 

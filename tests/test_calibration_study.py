@@ -8,7 +8,7 @@ import pytest
 
 from diffinfer.calibration.config import StudyConfig
 from diffinfer.calibration.results import load_results, result_path
-from diffinfer.calibration.study import run_one, run_study
+from diffinfer.calibration.study import run_maps, run_study
 from diffinfer.errors import InputError
 from diffinfer.io import read_json
 from diffinfer.likelihoods.temperature import fit_temperature, store_temperature
@@ -241,8 +241,8 @@ def test_a_study_refuses_to_mix_likelihood_temperatures(tmp_path):
     hotter = StudyConfig(**{**cfg.__dict__, "options": {**CHEAP, "temperature": 2.0}})
     with pytest.raises(InputError, match=r"temperature 1, this map's would be at 2 .*"
                                          r"--set temperature=1"):  # fmt: skip
-        run_one(dict(hotter.__dict__), "exact", 2, str(tmp_path))
+        run_maps(dict(hotter.__dict__), "exact", [2], str(tmp_path))
     assert not result_path(tmp_path, "exact", 2).exists()
     # the same temperature grows the study as before
-    run_one({**cfg.__dict__}, "exact", 2, str(tmp_path))
+    run_maps({**cfg.__dict__}, "exact", [2], str(tmp_path))
     assert result_path(tmp_path, "exact", 2).exists()

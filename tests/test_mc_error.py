@@ -12,7 +12,7 @@ import torch
 import diffinfer as di
 from diffinfer.calibration.config import StudyConfig
 from diffinfer.calibration.results import load_result, result_path
-from diffinfer.calibration.study import run_one
+from diffinfer.calibration.study import run_maps
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.errors import InputError
 from diffinfer.inference.mc_control import MonteCarloWarning
@@ -205,7 +205,7 @@ def test_a_study_gives_every_map_the_users_seed_and_records_the_error(tmp_path):
     not grown with the new ones."""
     cfg = StudyConfig(model="oracle", analyses=["diffusion"], n_maps=2, n_draws=100)
     for i in range(2):
-        run_one(dict(cfg.__dict__), "diffusion", i, str(tmp_path))
+        run_maps(dict(cfg.__dict__), "diffusion", [i], str(tmp_path))
     r = load_result(result_path(tmp_path, "diffusion", 1))
     assert int(r["likelihood_seed"]) == 0
     assert r["mc_error_mean"].shape == (2,) and np.all(np.isfinite(r["mc_error_mean"]))
@@ -216,7 +216,7 @@ def test_a_study_gives_every_map_the_users_seed_and_records_the_error(tmp_path):
     np.savez(result_path(tmp_path, "diffusion", 0), **old)
     result_path(tmp_path, "diffusion", 1).unlink()
     with pytest.raises(InputError, match="likelihood seed seed \\+ map index"):
-        run_one(dict(cfg.__dict__), "diffusion", 1, str(tmp_path))
+        run_maps(dict(cfg.__dict__), "diffusion", [1], str(tmp_path))
 
 
 # ------------------------------------------------------------------ goodness of fit

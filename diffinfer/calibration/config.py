@@ -168,6 +168,7 @@ def _check_options(config: StudyConfig) -> None:
     accepts for the study's method (every analysis sees the options it understands)."""
     from diffinfer.inference.options import (
         LIKELIHOOD_OPTIONS,
+        MC_OPTIONS,
         SAMPLER_OPTIONS,
         check_posterior_options,
     )
@@ -178,7 +179,7 @@ def _check_options(config: StudyConfig) -> None:
     if "noise_sigma" in options:
         raise InputError("give the pixel noise as noise_sigma (--noise-sigma), not as a "
                          "posterior option: it is added to the test maps and modelled")  # fmt: skip
-    names = (*LIKELIHOOD_OPTIONS, *SAMPLER_OPTIONS[config.method])
+    names = (*LIKELIHOOD_OPTIONS, *MC_OPTIONS, *SAMPLER_OPTIONS[config.method])
     allowed = [o for o in names if o != "noise_sigma"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:

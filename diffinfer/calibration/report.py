@@ -192,6 +192,7 @@ def analysis_metrics(results: list[dict], box: PriorBox, seed: int = 0) -> dict:
         "mean_std": dict(zip(PARAM_NAMES, np.mean(stds, 0).tolist(), strict=True)),
         "mean_evaluations": float(np.mean([float(r["n_evaluations"]) for r in results])),
         "mean_seconds": float(np.mean([float(r["seconds"]) for r in results])),
+        "cost": _cost(results),
         "max_edge_mass": float(np.max([float(r["edge_mass"]) for r in results])),
     }
     # the verdict combines four curves and four z-statistics: each curve must lie in its
@@ -213,6 +214,18 @@ def analysis_metrics(results: list[dict], box: PriorBox, seed: int = 0) -> dict:
     out["min_detectable_deviation"] = min_detectable_deviation(n_maps, seed)
     out["verdict_resolution"] = VERDICT_RESOLUTION
     out["maps_needed"] = maps_needed(n_maps, seed=seed)
+    return out
+
+
+def _cost(results: list[dict]) -> dict:
+    """Per-map cost: wall seconds, likelihood evaluations (theta points) and network calls
+    (denoiser evaluations; 0 for the references), median and max over the maps."""
+    out = {}
+    for key, name in (("seconds", "seconds"), ("n_evaluations", "evaluations"),
+                      ("network_calls", "network_calls")):  # fmt: skip
+        values = [float(r[key]) for r in results if key in r]
+        out[name] = ({"median": float(np.median(values)), "max": float(np.max(values)),
+                      "maps": len(values)} if values else None)  # fmt: skip
     return out
 
 
@@ -341,6 +354,18 @@ def report_markdown(report: dict) -> str:
             f"{f(z[1]['mean'], '+.2f')} / {f(z[1]['std'], '.2f')} | "
             f"{f(a['min_detectable_deviation'], '.3f')} | {failed} |"
         )
+    lines += ["", "## Cost per map", "", "Median / max over the maps.", "",
+              "| analysis | seconds | likelihood evaluations | network calls |",
+              "|---|---|---|---|"]  # fmt: skip
+    for name, a in report["analyses"].items():
+        cost = a.get("cost") or {}
+        kinds = (cost.get(k) for k in ("seconds", "evaluations", "network_calls"))
+        cells = [" / ".join(f(c[k], ".3g") for k in ("median", "max")) if c else "n/a"
+                 for c in kinds]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Seconds are wall time per map (a map's share of its task where maps were "
+              "computed together); network calls are denoiser evaluations (one map through "
+              "the network)."]  # fmt: skip
     lines += ["", "Analyses:", ""]
     lines += [f"- **{name}**: {a['label']}" for name, a in report["analyses"].items()]
     lines += ["", "### What the columns mean", ""]

@@ -27,7 +27,8 @@ def result_path(out: Path, analysis: str, index: int) -> Path:
 
 RESULT_KEYS = ("truth", "draws", "mean", "cov", "credibility", "log_pdf_truth",
                "n_evaluations", "edge_mass", "seconds")  # fmt: skip
-"""What every result file holds (:func:`run_one`); a file without one of them is damaged."""
+"""What every result file holds (:func:`~diffinfer.calibration.study.run_maps`); a file without
+one of them is damaged."""
 
 
 def load_result(path: Path) -> dict | None:

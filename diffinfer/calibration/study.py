@@ -22,16 +22,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from diffinfer.calibration.cases import check_study, study_model, test_case
 from diffinfer.calibration.config import NO_MODEL, STUDY_FILE, StudyConfig, posterior_kwargs
-from diffinfer.calibration.data_checks import check_training_data
 from diffinfer.calibration.executor import make_executor, sigterm_as_interrupt, stop_workers
 from diffinfer.calibration.results import load_result, result_path
-from diffinfer.errors import DataFileError, DiffinferError, InputError
+from diffinfer.errors import DiffinferError, InputError
 from diffinfer.io import (
     directory_lock,
     json_safe,
@@ -41,230 +41,56 @@ from diffinfer.io import (
 )
 from diffinfer.validation import check_int
 
-# ----------------------------------------------------------------------- model and data
-_MODEL_CACHE: dict[str, object] = {}
 
+def run_maps(config: dict, analysis: str, indices: list[int], out: str, threads: int = 1,
+             batch: int | None = None) -> list[str]:  # fmt: skip
+    """Compute and write the posteriors of some maps of one analysis; a picklable task for
+    any executor.
 
-_DATA_CACHE: dict[tuple, _DataSource] = {}
-
-
-def study_model(name: str):
-    """The model of a study by name or directory (loaded once per process), or None for
-    :data:`NO_MODEL`."""
-    if name == NO_MODEL:
-        return None
-    if name not in _MODEL_CACHE:
-        from diffinfer.diffusion.checkpoint import load_model
-
-        _MODEL_CACHE[name] = load_model(name)
-    return _MODEL_CACHE[name]
-
-
-@dataclass(frozen=True)
-class _DataSource:
-    """A CAMELS-format data set as a study reads it: the maps, the study's map order
-    (one map per cosmology of the split first, then the next map of each, ...), and whether
-    the exact references hold for its maps (``why_not`` says why not)."""
-
-    maps: object
-    order: np.ndarray
-    lognormal: bool
-    why_not: str
-    meta: dict
-
-
-def _data_source(config: StudyConfig, model) -> _DataSource:
-    """Open ``config.data`` as the study reads it (cached per process).
-
-    File names, maps per cosmology and the simulator come from the data set's
-    ``dataset.json`` when it has one, else from the model's card (the data it was trained
-    on), else CMD's defaults; the split (fractions and seed) is the model's training split,
-    so that test maps are held out from training.
-    """
-    from diffinfer.data.camels import MAPS_PER_COSMOLOGY, CamelsMaps
-
-    key = (config.data, config.split, config.model)
-    if key in _DATA_CACHE:
-        return _DATA_CACHE[key]
-    root = Path(config.data)
-    if not root.exists():
-        raise DataFileError(f"data directory not found: {root}")
-    if not root.is_dir():
-        raise DataFileError(f"data directory {root} is a file, not a directory")
-    meta_path = root / "dataset.json"
-    meta = read_json(meta_path, what="data set description") if meta_path.is_file() else {}
-    card = (model.card if model is not None else None) or {}
-    trained = ((card.get("training") or {}).get("config") or {}).get("data") or {}
-    card_data = card.get("data") or {}
-    per = meta.get("maps_per_cosmology")
-    per = trained.get("maps_per_cosmology") if per is None else per
-    per = MAPS_PER_COSMOLOGY if per is None else per
-    per = check_int(f"maps_per_cosmology of {meta_path}", per, low=1)
-    maps = CamelsMaps.open(
-        root,
-        field=meta.get("field") or trained.get("field") or "Mtot",
-        suite=meta.get("suite") or trained.get("suite") or "IllustrisTNG",
-        set_name=meta.get("set") or trained.get("set") or "LH",
-        maps_per_cosmology=per,
-    )
-    split_info = card_data.get("split") or meta.get("split") or {}
-    fractions = tuple(trained.get("fractions") or split_info.get("fractions")
-                      or (0.7, 0.15, 0.15))  # fmt: skip
-    split_seed = trained.get("split_seed", split_info.get("seed", 0))
-    if config.split == "all":
-        chosen = np.arange(maps.n_cosmologies * per)
-    else:
-        chosen = maps.split_maps(config.split, fractions, seed=int(split_seed))
-    order = chosen.reshape(-1, per).T.ravel()
-    # the exact and power-spectrum references hold for log-normal maps of the model's geometry
-    simulator = meta.get("simulator") or card_data.get("simulator")
-    lognormal, why_not = simulator == "lognormal", ""
-    if not lognormal:
-        why_not = (f"{root} holds maps of another simulator ({simulator or 'unknown'}; "
-                   "dataset.json names it)")  # fmt: skip
-    elif "config" in meta and model is not None:
-        from diffinfer.fields import FieldConfig
-
-        stored, mine = FieldConfig.from_dict(meta["config"]), model.field
-        if stored.geometry_differences(mine):
-            lognormal = False
-            why_not = (f"{root} holds {stored.n_pix}^2 maps of a {stored.box_size:g} Mpc/h "
-                       f"box, {stored.depth:g} Mpc/h deep; the model describes "
-                       f"{mine.n_pix}^2 maps, {mine.box_size:g} Mpc/h, {mine.depth:g} "
-                       "deep")  # fmt: skip
-    source = _DataSource(maps=maps, order=order, lognormal=lognormal, why_not=why_not,
-                         meta=meta)  # fmt: skip
-    _DATA_CACHE[key] = source
-    return source
-
-
-def check_study(config: StudyConfig) -> None:
-    """Check that a study can run before anything is written: the model loads, its term
-    indices exist, and the data set (if any) is readable, holds ``n_maps`` maps in the
-    split, and suits the reference analyses.
-
-    Raises
-    ------
-    InputError, DataFileError
-        With the fix (another model, analyses, split or ``n_maps``).
-    """
-    if not isinstance(config, StudyConfig):
-        raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
-    spectrum = config.options.get("spectrum")
-    if isinstance(spectrum, (str, os.PathLike)) and not Path(spectrum).is_file():
-        raise DataFileError(f"power-spectrum likelihood file not found: {spectrum} (option "
-                            "spectrum); fit one with PowerSpectrumLikelihood or leave the "
-                            "option out to fit it to the simulator")  # fmt: skip
-    model = study_model(config.model)
-    if isinstance(config.likelihood, list) and model is not None:
-        n_steps = model.schedule.n_steps
-        if max(config.likelihood) >= n_steps:
-            raise InputError(f"likelihood term indices must lie in [0, {n_steps - 1}] (the "
-                             f"model has {n_steps} timesteps), got "
-                             f"{config.likelihood}")  # fmt: skip
-    if config.data is None:
-        return
-    source = _data_source(config, model)
-    if len(source.order) == 0:
-        raise InputError(f"the {config.split} split of {config.data} holds no maps "
-                         f"({source.maps.n_cosmologies} cosmologies); use a larger data "
-                         "set")  # fmt: skip
-    if config.n_maps > len(source.order):
-        raise InputError(f"the {config.split} split of {config.data} has "
-                         f"{len(source.order)} maps; n_maps={config.n_maps} asks for "
-                         "more")  # fmt: skip
-    per = source.maps.maps_per_cosmology
-    if config.maps_per_theta > 1 and (
-        config.maps_per_theta > per or config.n_maps * per > len(source.order)
-    ):
-        raise InputError(f"the {config.split} split of {config.data} has "
-                         f"{len(source.order) // per} cosmologies of {per} maps; "
-                         f"{config.n_maps} cases of maps_per_theta={config.maps_per_theta} "
-                         "ask for more")  # fmt: skip
-    check_training_data(config, model, source.meta)
-    needs = [a for a in config.analyses
-             if a == "exact" or (a == "power" and "spectrum" not in config.options)]  # fmt: skip
-    if needs and not source.lognormal:
-        raise InputError(
-            f"the {needs} references assume log-normal maps of the model's geometry, but "
-            f"{source.why_not}: use analyses=['diffusion'] (a power-spectrum likelihood "
-            "fitted to those maps can be given as options['spectrum'])"
-        )
-
-
-def test_case(config: StudyConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """The density map (N, N) and true parameters of test case ``index`` (deterministic);
-    with ``maps_per_theta`` M > 1, its M maps of one cosmology, (M, N, N)."""
-    import torch
-
-    from diffinfer.simulators.lognormal import LognormalSimulator
-
-    model = study_model(config.model)
-    m = config.maps_per_theta
-    if config.data is None:
-        sim = LognormalSimulator.for_model(model)
-        rng = np.random.default_rng([config.seed, index])
-        low, width = np.asarray(sim.config.prior.low), sim.config.prior.width
-        theta = low + width * rng.random(2)
-        # map k of a case is the same whatever M: the first map is the one-map study's
-        maps = sim.simulate(theta, m, seed=config.seed + 7919, row_offset=index)
-        density = maps[0] if m == 1 else maps
-    else:
-        source = _data_source(config, model)
-        order = source.order
-        n_pix = model.field.n_pix if model is not None else None
-        if m == 1:
-            if index >= len(order):
-                raise InputError(
-                    f"the {config.split} split has {len(order)} maps; asked for map {index}"
-                )
-            picked = order[index : index + 1]
-        else:
-            per = source.maps.maps_per_cosmology
-            by_cosmology = np.sort(order).reshape(-1, per)
-            if m > per or index >= len(by_cosmology):
-                raise InputError(
-                    f"the {config.split} split has {len(by_cosmology)} cosmologies of {per} "
-                    f"maps; case {index} with maps_per_theta={m} asks for more"
-                )
-            picked = by_cosmology[index, :m]
-        density, theta = source.maps.load(picked, n_pix=n_pix)
-        density, theta = (density[0] if m == 1 else density), theta[0]
-    if config.noise_sigma > 0:
-        rng = np.random.default_rng([config.seed, index, 1])
-        y = model.transform.forward(density)
-        y = y + config.noise_sigma * torch.as_tensor(rng.normal(size=y.shape), dtype=y.dtype)
-        density = model.transform.inverse(y).numpy()
-    return np.asarray(density, np.float64), np.asarray(theta, np.float64)
-
-
-def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1) -> str:
-    """Compute and write one posterior; a picklable task for any executor.
-
-    The file holds the truth, the posterior mean and covariance, ``n_draws`` draws, the HPD
+    The maps' grids are computed in one pass (:func:`diffinfer.inference.many.compute_grids`,
+    the engine of :func:`diffinfer.posteriors`: ``batch`` maps at once, default its device's,
+    with the network calls of a diffusion likelihood batched across maps). Each map's file
+    holds the truth, the posterior mean and covariance, ``n_draws`` draws, the HPD
     credibility level of the truth (exact on the grid), the normalised log density at the
-    truth, evaluations, and wall time.
+    truth, evaluations, network calls, and the wall time (its share of the task's).
     """
     import torch
 
-    from diffinfer.calibration.metrics import thin_to_independent
+    from diffinfer.inference.many import compute_grids
     from diffinfer.inference.posterior import posterior
 
     torch.set_num_threads(threads)
     cfg = StudyConfig(**config)
-    path = result_path(Path(out), analysis, index)
     start = time.perf_counter()
-    density, truth = test_case(cfg, index)
-    # one bar for the whole study (run_study's); none per map. Every map gets the study's
-    # likelihood seed, as every user call gets the default one: a study measures the
-    # posterior a user gets, not an average over seeds
-    post = posterior(density, model=study_model(cfg.model), method=cfg.method,
-                     seed=cfg.seed, progress=False,
-                     **posterior_kwargs(cfg, analysis))  # fmt: skip
-    post.name = f"{analysis} posterior of map {index}"
-    _check_temperature(path, float(post.info.get("temperature", 1.0)))
-    if analysis == "diffusion":
-        _check_seed(path, cfg.seed)
+    cases, posts = [], []
+    for i in indices:
+        path = result_path(Path(out), analysis, i)
+        density, truth = test_case(cfg, i)
+        # no bar per map (run_study has one for the study). Every map gets the study's
+        # likelihood seed, as every user call gets the default one: a study measures the
+        # posterior a user gets, not an average over seeds
+        post = posterior(density, model=study_model(cfg.model), method=cfg.method,
+                         seed=cfg.seed, progress=False,
+                         **posterior_kwargs(cfg, analysis))  # fmt: skip
+        post.name = f"{analysis} posterior of map {i}"
+        _check_temperature(path, float(post.info.get("temperature", 1.0)))
+        if analysis == "diffusion":
+            _check_seed(path, cfg.seed)
+        cases.append((i, path, truth))
+        posts.append(post)
+    if cfg.method == "grid":
+        compute_grids(posts, batch=batch, progress=False)
+    share = (time.perf_counter() - start) / len(indices)
+    for post, (i, path, truth) in zip(posts, cases, strict=True):
+        _write_result(cfg, i, path, post, truth, share)
+    return [str(path) for _, path, _ in cases]
+
+
+def _write_result(cfg: StudyConfig, index: int, path: Path, post, truth: np.ndarray,
+                  seconds: float) -> None:  # fmt: skip
+    """Summarise one computed posterior (draws, moments, the truth's level) into its file;
+    ``seconds``: its share of the computation, to which the summary's own time is added."""
+    start = time.perf_counter()
     if cfg.method == "grid":
         g = post.grid()
         draws = g.sample(cfg.n_draws, seed=cfg.seed + index)
@@ -274,6 +100,8 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
         n_eval, edge = g.n_evaluations, g.edge_mass
     else:
         from scipy.stats import gaussian_kde
+
+        from diffinfer.calibration.metrics import thin_to_independent
 
         samples = post.sample(cfg.n_draws * 4)
         draws = thin_to_independent(samples.theta, cfg.n_draws)
@@ -288,7 +116,7 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_npz_atomic(path, truth=truth, draws=draws, mean=mean, cov=cov, credibility=level,
                      log_pdf_truth=log_pdf, n_evaluations=n_eval, edge_mass=edge,
-                     seconds=time.perf_counter() - start,
+                     seconds=seconds + time.perf_counter() - start,
                      temperature=post.info.get("temperature", 1.0),
                      terms=np.array(post.info.get("terms", "")),
                      n_noise=post.info.get("n_noise", 0), noise_sigma=cfg.noise_sigma,
@@ -299,7 +127,6 @@ def run_one(config: dict, analysis: str, index: int, out: str, threads: int = 1)
                      n_timesteps=int(mc.get("n_timesteps", 0)),
                      network_calls=int(mc.get("n_denoiser_calls", 0)),
                      label=np.array(post.info["label"]))  # fmt: skip
-    return str(path)
 
 
 def _check_temperature(path: Path, temperature: float) -> None:
@@ -357,6 +184,7 @@ def run_study(
     scheduler: str | None = None,
     executor: Executor | None = None,
     threads: int = 1,
+    batch: int | None = None,
     progress: bool = True,
     on_result: Callable[[str], None] | None = None,
 ) -> dict:
@@ -378,6 +206,11 @@ def run_study(
         Local worker processes, or a Dask scheduler address, or any executor to use as is.
     threads
         torch threads per task.
+    batch
+        Maps of the diffusion analysis computed together in one task, their network calls
+        batched (:func:`diffinfer.posteriors`); default
+        :func:`~diffinfer.inference.many.default_batch` of the study's model (one on a CPU,
+        where one map's calls already fill the network's fastest batch).
 
     Raises
     ------
@@ -396,6 +229,8 @@ def run_study(
         raise InputError(f"config must be a StudyConfig, got {type(config).__name__}")
     workers = check_int("workers", workers, low=1, what="local worker processes")
     threads = check_int("threads", threads, low=1, what="torch threads per task")
+    if batch is not None:
+        batch = check_int("batch", batch, low=1, what="maps per task of the diffusion analysis")
     if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
         raise InputError(f"scheduler must be a Dask scheduler address, got {scheduler!r}")
     if scheduler and executor is not None:
@@ -416,49 +251,84 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "calibrate"):  # a second run into out is refused
         write_json_atomic(study_file, spec)
-        return _run(config, spec, out, workers, threads, scheduler, executor, progress,
-                    on_result)  # fmt: skip
+        return _run(config, spec, out, workers, threads, batch, scheduler, executor,
+                    progress, on_result)  # fmt: skip
+
+
+def _tasks(config: StudyConfig, out: Path, batch: int | None) -> list[tuple[str, list[int]]]:
+    """The maps still to compute, as tasks of :func:`run_maps`: the diffusion analysis's in
+    groups of ``batch`` maps (default :func:`~diffinfer.inference.many.default_batch` of the
+    study's model), every reference's one map at a time (their evaluations cost
+    milliseconds)."""
+    tasks: list[tuple[str, list[int]]] = []
+    for a in config.analyses:
+        todo = [i for i in range(config.n_maps) if load_result(result_path(out, a, i)) is None]
+        size = 1
+        if a == "diffusion" and todo:
+            size = batch if batch is not None else _default_batch(config)
+        tasks += [(a, todo[lo : lo + size]) for lo in range(0, len(todo), size)]
+    # map by map as before: every analysis of a map before the next map
+    return sorted(tasks, key=lambda task: task[1][0])
+
+
+def _default_batch(config: StudyConfig) -> int:
+    """:func:`~diffinfer.inference.many.default_batch` of the study's model (the model is
+    loaded in this process only where it can batch: on a GPU)."""
+    import torch
+
+    if config.model == NO_MODEL or not torch.cuda.is_available():
+        return 1
+    from diffinfer.inference.many import default_batch
+
+    return default_batch(study_model(config.model))
 
 
 def _run(config: StudyConfig, spec: dict, out: Path, workers: int, threads: int,
-         scheduler: str | None, executor: Executor | None, progress: bool,
+         batch: int | None, scheduler: str | None, executor: Executor | None, progress: bool,
          on_result: Callable[[str], None] | None) -> dict:  # fmt: skip
     """The maps of :func:`run_study` still to compute, computed; its report."""
     from tqdm.auto import tqdm
 
     from diffinfer.calibration.report import write_report
 
-    todo = [(a, i) for i in range(config.n_maps) for a in config.analyses
-            if load_result(result_path(out, a, i)) is None]  # fmt: skip
+    tasks = _tasks(config, out, batch)
+    total = sum(len(indices) for _, indices in tasks)
     own = executor is None
     with sigterm_as_interrupt():
         if own and workers <= 1 and scheduler is None:
-            for a, i in tqdm(todo, desc="posteriors", disable=not progress):
-                path = run_one(spec, a, i, str(out), threads)
-                if on_result:
-                    on_result(path)
-        elif todo:
+            with tqdm(total=total, desc="posteriors", disable=not progress) as bar:
+                for a, indices in tasks:
+                    for path in run_maps(spec, a, indices, str(out), threads, batch):
+                        bar.update()
+                        if on_result:
+                            on_result(path)
+        elif tasks:
             pool = executor or make_executor(workers, scheduler)
             futures: list = []
-            tasks: dict = {}
+            sent: dict = {}
             try:
-                for a, i in todo:  # appended one by one: an interrupt here cancels what was sent
-                    futures.append(pool.submit(run_one, spec, a, i, str(out), threads))
-                    tasks[futures[-1]] = (a, i)
-                for fut in tqdm(as_completed(futures), total=len(futures), desc="posteriors",
-                                disable=not progress):  # fmt: skip
-                    try:
-                        path = fut.result()
-                    except BrokenProcessPool as exc:
-                        a, i = tasks[fut]
-                        raise DiffinferError(
-                            f"a worker process died while computing the {a} posterior of map "
-                            f"{i} ({result_path(out, a, i)}): out of memory, or killed? "
-                            f"Finished maps are kept in {out}; rerun the same command with "
-                            "fewer --workers to resume"
-                        ) from exc
-                    if on_result:
-                        on_result(path)
+                for a, indices in tasks:  # one by one: an interrupt here cancels what was sent
+                    futures.append(pool.submit(run_maps, spec, a, indices, str(out), threads,
+                                               batch))  # fmt: skip
+                    sent[futures[-1]] = (a, indices)
+                with tqdm(total=total, desc="posteriors", disable=not progress) as bar:
+                    for fut in as_completed(futures):
+                        try:
+                            paths = fut.result()
+                        except BrokenProcessPool as exc:
+                            a, indices = sent[fut]
+                            where = ", ".join(str(result_path(out, a, i)) for i in indices)
+                            raise DiffinferError(
+                                f"a worker process died while computing the {a} posterior of "
+                                f"map{'s' if len(indices) > 1 else ''} "
+                                f"{', '.join(map(str, indices))} ({where}): out of memory, or "
+                                f"killed? Finished maps are kept in {out}; rerun the same "
+                                "command with fewer --workers to resume"
+                            ) from exc
+                        for path in paths:
+                            bar.update()
+                            if on_result:
+                                on_result(path)
             except BaseException:
                 # an interrupt or a failed map: end the running tasks too (finished results are
                 # kept and a rerun resumes), so that no wait outlives the error

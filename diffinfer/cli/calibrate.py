@@ -36,7 +36,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )  # fmt: skip
     with _flag_names():
         report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
-                           threads=args.threads, progress=not args.no_progress)  # fmt: skip
+                           threads=args.threads, batch=args.batch,
+                           progress=not args.no_progress)  # fmt: skip
     print(report_table(report))
     print(
         "  HPD / TARP dev: largest distance of the coverage curves from the diagonal (0 if "
@@ -48,7 +49,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 STUDY_FLAGS = ("n_maps", "n_draws", "seed", "temperature", "noise_sigma", "maps_per_theta",
-               "workers", "threads")  # fmt: skip
+               "workers", "threads", "batch")  # fmt: skip
 """Values of a study checked once, by :class:`~diffinfer.calibration.config.StudyConfig` and
 :func:`~diffinfer.calibration.study.run_study`, whose errors the command line words with its
 flags."""

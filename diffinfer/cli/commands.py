@@ -289,8 +289,8 @@ def parse_set(items: Sequence[str] | None) -> dict:
 def cmd_fit_proposal(args: argparse.Namespace) -> int:
     import time
 
+    from diffinfer.calibration.cases import study_model, test_case
     from diffinfer.calibration.config import StudyConfig
-    from diffinfer.calibration.study import study_model, test_case
     from diffinfer.likelihoods.proposal import (
         check_proposal_options,
         fit_timestep_proposal,

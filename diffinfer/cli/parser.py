@@ -343,6 +343,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="local worker processes, >= 1 (default 1)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per task, >= 1 (default 1)")  # fmt: skip
+    p.add_argument("--batch", type=int,
+                   help="maps of the diffusion analysis computed together, their network "
+                        "calls batched, >= 1 (default: 1 on a CPU, from free memory on a "
+                        "GPU)")  # fmt: skip
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.1:8786")
     p.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -124,6 +124,12 @@ class Posterior(MonteCarloControl):
         self._samples: Samples | None = None
         self.n_evaluations = 0
 
+    @property
+    def stochastic(self) -> DiffusionLikelihood | None:
+        """The diffusion likelihood whose Monte Carlo error this posterior controls (None for
+        the exact, power-spectrum and NPE likelihoods)."""
+        return self._chunked
+
     def log_prob(
         self, theta: np.ndarray | torch.Tensor, *, normalized: bool = False
     ) -> torch.Tensor:

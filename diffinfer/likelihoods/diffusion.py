@@ -31,7 +31,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from diffinfer.diffusion.model import DiffusionModel, autocast, resolve_precision
+from diffinfer.diffusion.batching import SharedNetwork, denoise
+from diffinfer.diffusion.model import DiffusionModel, resolve_precision
 from diffinfer.errors import InputError
 from diffinfer.likelihoods.built import BuiltLikelihood
 from diffinfer.likelihoods.locate import GaussNewtonLocator
@@ -211,6 +212,10 @@ class DiffusionLikelihood(GaussNewtonLocator):
         self._cache: dict[bytes, np.ndarray] = {}
         self.n_denoiser_calls = 0
         """Denoiser evaluations spent so far (each one map through the network)."""
+        self.network: SharedNetwork | None = None
+        """Where the denoiser calls go: None, the model itself; a
+        :class:`~diffinfer.diffusion.batching.SharedNetwork`, batched with other maps' calls
+        (:func:`diffinfer.posteriors` sets it)."""
         g = torch.Generator().manual_seed(int(seed))
         self._generator = g
         schedule = model.schedule
@@ -516,12 +521,9 @@ class DiffusionLikelihood(GaussNewtonLocator):
             bi, ji = b_idx[lo : lo + self.max_batch], j_idx[lo : lo + self.max_batch]
             inputs = (x_t[ji].to(device=device, dtype=net_dtype), t[ji].to(device),
                       th[bi].to(device=device, dtype=net_dtype))  # fmt: skip
-            with autocast(device, precision or self.precision):
-                if wiener:
-                    rest, eps_w = self.model.denoiser.parts(*inputs)
-                    eps_hat = rest + eps_w
-                else:
-                    eps_hat = self.model(*inputs)
+            prec = precision or self.precision
+            eps_hat, eps_w = (denoise(self.model, inputs, wiener, prec) if self.network is None
+                              else self.network(inputs, wiener, prec))  # fmt: skip
             self.n_denoiser_calls += len(bi)
             d = eps_hat.to(torch.float64).cpu() - eps[ji]
             if wiener:

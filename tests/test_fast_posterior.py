@@ -15,7 +15,7 @@ from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.diffusion import DiffusionModel
 from diffinfer.diffusion.model import native_bf16, resolve_precision
 from diffinfer.errors import InputError, LocateError
-from diffinfer.inference.gridding import grid_posterior
+from diffinfer.inference.gridding import REFINE_POINTS, grid_posterior, refine_located
 from diffinfer.inference.posterior import posterior
 from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 from diffinfer.likelihoods.proposal import fit_timestep_proposal
@@ -37,13 +37,26 @@ def _locator(mean, cov, spent=10):
     return lambda: (np.asarray(mean, float), np.asarray(cov, float), spent)
 
 
+class _Counted:
+    """A log density on numpy points that counts its evaluations."""
+
+    def __init__(self, log_density):
+        self.log_density, self.total = log_density, 0
+
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        self.total += len(theta)
+        return np.asarray(self.log_density(torch.as_tensor(theta)), float)
+
+
 # ------------------------------------------------------------------ aligned grid
 def test_aligned_grid_recovers_a_correlated_gaussian_in_80_evaluations():
     # located 10 % too narrow and half a sigma off along the degeneracy
     located = MEAN + 0.5 * STD * np.array([1, -1]), COV * 0.9**2
     g = grid_posterior(_gaussian(MEAN, COV), DEFAULT_PRIOR, locate=_locator(*located))
     assert g.strategy == "aligned" and g.fallback is None
-    assert g.n_evaluations == 10 + 64  # the locator's evaluations are counted
+    # the locator's evaluations are counted, and the refinement's
+    assert g.n_evaluations == 10 + REFINE_POINTS + 64
+    assert len(g.passes) == 1 and "refined_from" in g.passes[0]
     np.testing.assert_allclose(g.mean(), MEAN, atol=0.02 * STD.min())
     np.testing.assert_allclose(np.sqrt(np.diag(g.cov())), STD, rtol=0.02)
     assert g.cov()[0, 1] / np.prod(np.sqrt(np.diag(g.cov()))) == pytest.approx(RHO, abs=0.02)
@@ -54,11 +67,44 @@ def test_aligned_grid_recovers_a_correlated_gaussian_in_80_evaluations():
     np.testing.assert_allclose(g.log_pdf(pts), stats.multivariate_normal(MEAN, COV).logpdf(pts),
                                atol=0.02)  # fmt: skip
     d2 = np.einsum("ij,jk,ik->i", pts - MEAN, np.linalg.inv(COV), pts - MEAN)
-    np.testing.assert_allclose(g.credibility(pts), 1 - np.exp(-d2 / 2), atol=0.01)
+    # centred exactly on a Gaussian, cells at one radius tie: the levels step by rings of
+    # cells (up to about 0.02)
+    np.testing.assert_allclose(g.credibility(pts), 1 - np.exp(-d2 / 2), atol=0.025)
+    assert np.mean(np.abs(g.credibility(pts) - (1 - np.exp(-d2 / 2)))) < 0.01
     draws = g.sample(20000, seed=1)
     np.testing.assert_allclose(draws.mean(0), MEAN, atol=4 * STD.max() / np.sqrt(20000))
     np.testing.assert_allclose(draws.std(0), STD, rtol=0.03)
     assert g.diagnostics()["strategy"] == "aligned"
+
+
+def test_the_refinement_finds_a_gaussians_centre_and_covariance_exactly():
+    """A quadratic log density is its own fit: from a location 2 sd off along the degeneracy
+    and 10 % too narrow, the refinement lands on the mean and covariance; the grid that
+    follows needs no re-grid. Without it, the same location costs a second pass."""
+    located = MEAN + 2 * STD * np.array([1, -1]), COV * 0.9**2
+    counter = _Counted(_gaussian(MEAN, COV))
+    centre, cov = refine_located(counter, DEFAULT_PRIOR, *located)
+    assert counter.total == REFINE_POINTS
+    np.testing.assert_allclose(centre, MEAN, rtol=1e-9)
+    np.testing.assert_allclose(cov, COV, rtol=1e-7)
+    g = grid_posterior(_gaussian(MEAN, COV), DEFAULT_PRIOR, locate=_locator(*located))
+    assert len(g.passes) == 1
+    plain = grid_posterior(_gaussian(MEAN, COV), DEFAULT_PRIOR, locate=_locator(*located),
+                           refine=False)  # fmt: skip
+    assert len(plain.passes) == 2
+    np.testing.assert_allclose(g.mean(), plain.mean(), atol=0.02 * STD.min())
+
+
+def test_the_refinement_keeps_the_location_where_the_quadratic_cannot_be_trusted():
+    """No maximum (a saddle), a maximum far away, or a design point beyond the prior edge:
+    the located Gaussian stays."""
+    counter = _Counted(_gaussian(MEAN, COV))
+    saddle = _Counted(lambda th: ((th - torch.as_tensor(MEAN)) ** 2
+                                  * torch.tensor([1e4, -1e4], dtype=th.dtype)).sum(-1))  # fmt: skip
+    assert refine_located(saddle, DEFAULT_PRIOR, MEAN, COV) is None
+    assert refine_located(counter, DEFAULT_PRIOR, MEAN + 5 * STD, COV) is None
+    edge = np.array([DEFAULT_PRIOR.low[0] + 0.5 * STD[0], MEAN[1]])
+    assert refine_located(counter, DEFAULT_PRIOR, edge, COV) is None
 
 
 def test_aligned_grid_regrids_once_when_the_location_is_far_too_narrow():

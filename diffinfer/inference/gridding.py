@@ -30,7 +30,7 @@ from diffinfer.errors import LocateError
 from diffinfer.inference.grid import GridPosterior, fill_beyond_edge, neighbours, outer_ring
 from diffinfer.likelihoods.built import Locator
 from diffinfer.parameters import PriorBox
-from diffinfer.validation import check_float, check_int
+from diffinfer.validation import check_bool, check_float, check_int
 
 
 def _cells(low: np.ndarray, high: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +55,7 @@ def grid_posterior(
     locate: Locator | None = None,
     n_aligned: int = 8,
     radius: float = 4.5,
+    refine: bool = True,
 ) -> GridPosterior:
     """Tabulate a posterior: on a grid aligned with it when ``locate`` is given, else (or
     when the aligned grid does not hold it) adaptively over the prior box.
@@ -83,10 +84,17 @@ def grid_posterior(
         Aligned grid: cells per axis.
     radius
         Aligned grid: half-width in standard deviations along each principal axis.
+    refine
+        Aligned grid: before tabulating, fit a quadratic to the log density itself at
+        :data:`REFINE_POINTS` points about the located Gaussian and centre the grid on its
+        maximum (:func:`refine_located`); a locator that works on a cheaper, noisier
+        version of the likelihood (the diffusion likelihood's plain residuals) can be off
+        by about a standard deviation, which costs a re-grid.
     """
     _check_grid_options(n_coarse=n_coarse, n_fine=n_fine, tol=tol, max_passes=max_passes,
                         batch=batch, upsample=upsample, n_aligned=n_aligned,
                         radius=radius)  # fmt: skip
+    check_bool("refine", refine)
     counter = _Counter(log_density, batch)
     fallback = None
     if locate is not None:
@@ -95,7 +103,13 @@ def grid_posterior(
             centre, cov, spent = locate()
             counter.total += int(spent)
             centre, cov = np.asarray(centre, float), np.asarray(cov, float)
+            located = {"centre": centre.tolist(), "cov": cov.tolist()}
+            refined = refine_located(counter, box, centre, cov) if refine else None
+            if refined is not None:
+                centre, cov = refined
             result = _aligned(counter, box, centre, cov, n_aligned, radius)
+            if refined is not None:  # the first pass says where the locator had put it
+                result.passes[0]["refined_from"] = located
             return result.upsampled(upsample)
         except EdgeError as exc:
             # a box aligned with the prior's axes about the located posterior (radius sd,
@@ -119,6 +133,69 @@ def grid_posterior(
     result = _adaptive(counter, box, n_coarse, n_fine, tol, max_passes)
     result.fallback = fallback
     return result.upsampled(upsample)
+
+
+REFINE_STEP = 1.5
+""":func:`refine_located`: distance of its design points from the located centre, in located
+standard deviations (whitened units)."""
+
+REFINE_POINTS = 6
+"""Evaluations :func:`refine_located` spends: the centre, one point each way along both
+principal axes, one on the diagonal (a full quadratic in two dimensions)."""
+
+REFINE_MAX_MOVE = 3.0
+"""Largest move of the centre :func:`refine_located` accepts, in located sd; a larger one
+means the quadratic does not describe the density there, and the located Gaussian stays."""
+
+REFINE_MAX_RESCALE = 2.0
+"""Largest factor by which :func:`refine_located` may change a principal sd."""
+
+
+def refine_located(
+    counter: Callable[[np.ndarray], np.ndarray], box: PriorBox, centre: np.ndarray, cov: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The maximum and curvature of the log density near a located Gaussian (centre, cov):
+    a quadratic through :data:`REFINE_POINTS` evaluations of the density itself.
+
+    In the whitened frame u of the located Gaussian (theta = centre + basis @ u), the
+    points are u = 0, +-h e_1, +-h e_2 and (h, h) / sqrt(2) with h = :data:`REFINE_STEP`;
+    they determine the quadratic c + g.u + u'Hu / 2 exactly. Returns the new centre and
+    covariance (-H^-1, mapped back), or None, keeping the located Gaussian, when a point
+    lies outside the prior box or its density is not finite, H is not negative definite,
+    the maximum lies more than :data:`REFINE_MAX_MOVE` sd away, or a principal sd would
+    change by more than :data:`REFINE_MAX_RESCALE` times.
+    """
+    evals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    if not (np.all(np.isfinite(evals)) and evals.min() > 0):
+        return None
+    basis = vecs * np.sqrt(evals)
+    h, d = REFINE_STEP, REFINE_STEP / np.sqrt(2.0)
+    u = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [d, d]], float)
+    theta = centre + u @ basis.T
+    if not bool(np.all(box.contains(theta))):
+        return None
+    f = counter(theta)
+    if not np.all(np.isfinite(f)):
+        return None
+    g = np.array([f[1] - f[2], f[3] - f[4]]) / (2 * h)
+    h11, h22 = (f[1] + f[2] - 2 * f[0]) / h**2, (f[3] + f[4] - 2 * f[0]) / h**2
+    # f(d, d) = c + d (g1 + g2) + d^2 (h11 + h22) / 2 + d^2 h12
+    h12 = (f[5] - f[0] - d * (g[0] + g[1]) - 0.5 * d**2 * (h11 + h22)) / d**2
+    hess = np.array([[h11, h12], [h12, h22]])
+    curv = np.linalg.eigvalsh(hess)
+    if not (np.all(np.isfinite(curv)) and curv.max() < 0):
+        return None
+    cov_u = np.linalg.inv(-hess)
+    move = cov_u @ g
+    scale = np.sqrt(np.linalg.eigvalsh(cov_u))
+    if np.linalg.norm(move) > REFINE_MAX_MOVE or not (
+        1 / REFINE_MAX_RESCALE <= scale.min() and scale.max() <= REFINE_MAX_RESCALE
+    ):
+        return None
+    new_centre = centre + basis @ move
+    if not bool(box.contains(new_centre)):
+        return None
+    return new_centre, basis @ cov_u @ basis.T
 
 
 def _check_grid_options(**opts) -> None:

@@ -44,6 +44,7 @@ SAMPLER_OPTIONS = {
         "aligned",
         "n_aligned",
         "radius",
+        "refine",
     ),
     "emcee": ("n_walkers", "max_steps", "min_tau_multiple", "surrogate"),
     "nuts": ("num_chains", "warmup_steps", "max_tree_depth", "surrogate"),
@@ -118,8 +119,9 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
         check_float("noise_sigma", o["noise_sigma"], low=0, what="model-space pixel noise")
     if "precision" in o:
         check_choice("precision", o["precision"], ("auto", "fp32", "bf16"))
-    if "aligned" in o:
-        check_bool("aligned", o["aligned"])
+    for name in ("aligned", "refine"):
+        if name in o:
+            check_bool(name, o[name])
     if "control_variate" in o and o["control_variate"] != "auto":
         check_bool("control_variate", o["control_variate"])
     if "surrogate" in options and options["surrogate"] not in (None, "grid"):

@@ -7,9 +7,11 @@ The maps are log-normal maps of the model's geometry at cosmologies drawn unifor
 prior (seed 0). Each map's default posterior (``lognormal64``, the grid) is computed once
 alone, one after another, and once inside a batch of all the maps (``batch=--maps``); the
 per-map cost in the batch is reported as a ratio to the one-map cost, with the network
-calls of each path (the same, map by map) and the largest difference of the posterior means
-in posterior sd. On a CPU the network's fastest call is one map's own (16 evaluations,
-docs/performance.md), so the ratio is about 1; the batch pays on a GPU.
+calls of each path (the same, map by map), the largest difference of the posterior means
+in posterior sd, and the classifier two-sample accuracy (C2ST, k-NN) between 4,000 draws of
+each map's two posteriors (0.5: indistinguishable), the mean and the largest over the maps.
+On a CPU the network's fastest call is one map's own (16 evaluations, docs/performance.md),
+so the ratio is about 1; the batch pays on a GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from _timing import machine
 
 import diffinfer as di
+from diffinfer.calibration.compare import two_sample_accuracy
 from diffinfer.likelihoods.terms import default_max_batch
 
 
@@ -59,12 +62,15 @@ def main() -> None:
         for a, b in zip(alone, together, strict=True)
     )
     same = sum(x == y for x, y in zip(*calls, strict=True))
+    c2st = [two_sample_accuracy(a.grid().sample(4000, seed=1), b.grid().sample(4000, seed=2))
+            for a, b in zip(alone, together, strict=True)]  # fmt: skip
     print(f"{args.maps} maps: one at a time {t_alone:.1f} s ({t_alone / args.maps:.2f} s per map), "
           f"batched {t_together:.1f} s ({t_together / args.maps:.2f} s per map)")  # fmt: skip
     print(f"per-map cost in the batch / alone: {t_together / t_alone:.3f}")
     print(f"network calls: {sum(calls[0])} alone, {sum(calls[1])} batched; the same on "
           f"{same} of {args.maps} maps; median per map {np.median(calls[0]):.0f}")  # fmt: skip
     print(f"largest difference of a posterior mean: {shift:.2g} posterior sd")
+    print(f"C2ST alone vs batched: mean {np.mean(c2st):.3f}, max {np.max(c2st):.3f}")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,7 @@ RUN_CASES = [
     # (id, config changes, run_study keywords, exception, fragment)
     ("workers_negative", {}, {"workers": -3}, InputError, "workers"),
     ("threads_zero", {}, {"threads": 0}, InputError, "threads"),
+    ("batch_zero", {}, {"batch": 0}, InputError, "batch"),
     ("scheduler_and_executor", {}, {"scheduler": "tcp://x:1", "executor": object()},
      InputError, "not both"),
     ("unknown_model", {"model": "no_such_model"}, {}, DataFileError, "not found"),
@@ -290,6 +291,7 @@ def test_store_temperature_needs_a_real_model_card(tmp_path):
 CLI_CASES = [
     ("workers_negative", ["--workers", "-3"], "--workers"),
     ("threads_zero", ["--threads", "0"], "--threads"),
+    ("batch_zero", ["--batch", "0"], "--batch"),
     ("n_maps_zero", ["--n-maps", "0"], "--n-maps"),
     ("n_draws_zero", ["--n-draws", "0"], "--n-draws"),
     ("noise_nan", ["--noise-sigma", "nan"], "--noise-sigma"),

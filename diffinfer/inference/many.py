@@ -149,24 +149,38 @@ def compute_grids(posts: Sequence[Posterior], batch: int | None = None,
     # study's worker process killed on Ctrl-C would leak
     bar = tqdm(total=len(posts), desc="posteriors") if progress else None
     advance = bar.update if bar is not None else (lambda: None)
+    failed: dict[int, Exception] = {}
     try:
         if model is not None and batch > 1:
-            _batched_grids(list(posts), model, min(batch, len(posts)), advance)
+            _batched_grids(list(posts), model, min(batch, len(posts)), advance, failed)
         else:
-            for post in posts:
-                post.grid()
+            for i, post in enumerate(posts):
+                try:
+                    post.grid()
+                except Exception as exc:  # reported below, naming the map
+                    failed[i] = exc
                 advance()
     finally:
         if bar is not None:
             bar.close()
+    if failed:
+        i = min(failed)
+        raise DiffinferError(
+            f"the {posts[i].name} failed ({len(failed)} of {len(posts)} maps failed): {failed[i]}"
+        ) from failed[i]
 
 
-def _batched_grids(posts: list[Posterior], model: DiffusionModel, batch: int,
-                   advance: Callable[[], object]) -> None:  # fmt: skip
-    """Every posterior's grid, ``batch`` maps at a time in threads sharing one network."""
+def _batched_grids(
+    posts: list[Posterior],
+    model: DiffusionModel,
+    batch: int,
+    advance: Callable[[], object],
+    failed: dict[int, Exception],
+) -> None:
+    """Every posterior's grid, ``batch`` maps at a time in threads sharing one network;
+    the maps that fail go into ``failed`` (index: exception)."""
     shared = SharedNetwork(model, batch, default_max_batch(model))
     queue = list(range(len(posts)))[::-1]
-    failed: dict[int, BaseException] = {}
     lock = threading.Lock()
 
     def work() -> None:
@@ -190,13 +204,10 @@ def _batched_grids(posts: list[Posterior], model: DiffusionModel, batch: int,
                 with lock:
                     advance()
 
-    threads = [threading.Thread(target=work, name=f"diffinfer-map-{k}") for k in range(batch)]
+    # daemon threads: an interrupt of the main thread ends the process, not waits for them
+    threads = [threading.Thread(target=work, name=f"diffinfer-map-{k}", daemon=True)
+               for k in range(batch)]  # fmt: skip
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    if failed:
-        i = min(failed)
-        raise DiffinferError(
-            f"the {posts[i].name} failed ({len(failed)} of {len(posts)} maps failed): {failed[i]}"
-        ) from failed[i]

@@ -23,7 +23,7 @@ from diffinfer.errors import InputError, LocateError
 from diffinfer.fields.grid import as_density
 from diffinfer.inference.emcee import run_emcee
 from diffinfer.inference.grid import GridPosterior
-from diffinfer.inference.gridding import grid_posterior
+from diffinfer.inference.gridding import REFINE_POINTS, grid_posterior
 from diffinfer.inference.mc_control import MonteCarloControl
 from diffinfer.inference.mc_error import QuadraticTerms
 from diffinfer.inference.nuts import run_nuts
@@ -215,6 +215,7 @@ class Posterior(MonteCarloControl):
             locate = self.locate if aligned and self.locator is not None else None
             if locate is not None:
                 plan = LOCATE_PLAN + int(sampler_option("grid", opts, "n_aligned")) ** 2
+                plan += REFINE_POINTS if sampler_option("grid", opts, "refine") else 0
             else:
                 plan = int(sampler_option("grid", opts, "n_coarse")) ** 2
                 plan += 2 * int(sampler_option("grid", opts, "n_fine")) ** 2

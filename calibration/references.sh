@@ -6,10 +6,10 @@
 # simulate: the training data (1,000 boxes, seed 0) and two test sets simulated with seeds
 #   never used for training or selection: 400 boxes (seed 20261207) and 600 more (seed
 #   20261208) (about 50, 20 and 30 minutes on one core of a 2-core AMD EPYC);
-# train: the NPE ensembles (P(k): 5 flows, about 4 minutes; P(k) + CNN: CNN_MEMBERS flows in
-#   two processes, 66 and 69 minutes for the two shipped members, one thread each; a member's
-#   state is checkpointed every 5 minutes, so rerun to go on; to add members to a finished
-#   ensemble, delete its card.json and rerun with a larger CNN_MEMBERS);
+# train: the NPE ensembles (P(k): 5 flows, about 4 minutes; P(k) + CNN: CNN_MEMBERS (default
+#   4, as shipped) flows in two processes, one thread each, 10–70 minutes per member (their
+#   cards); a member's state is checkpointed every 5 minutes, so rerun to go on; to add
+#   members to a finished ensemble, delete its card.json and rerun with a larger CNN_MEMBERS);
 # select: the shipped and ensemble references on the held-out splits of the training data
 #   (one map per box, 300 boxes), where the ensemble size is chosen;
 # fresh: the same on the fresh boxes, one map each: the 400 boxes alone, and pooled with the
@@ -18,7 +18,7 @@ set -euo pipefail
 DI=${DI:-.venv/bin/diffinfer}
 PY=${PY:-.venv/bin/python}
 WHAT=${1:-all}
-CNN_MEMBERS=${CNN_MEMBERS:-2}
+CNN_MEMBERS=${CNN_MEMBERS:-4}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 COMMON=(--n-draws 500 --no-progress --set spectrum=models/nbody64-power.npz)
@@ -73,7 +73,8 @@ if [[ $WHAT == select || $WHAT == fresh || $WHAT == all ]]; then
       references) RECORD= study nbody64-references npe,npe-power,power ;;
       npe-power-ensemble) RECORD=nbody64-npe-power-ensemble study nbody64-npe-power-ensemble \
         npe-power,power --set npe=nbody64-npe-power-ensemble ;;
-      npe-ensemble) RECORD=nbody64-npe-ensemble study nbody64-npe-ensemble npe,power \
+      # the four members' studies (calibration/nbody64-npe-ensemble-* hold the first two's)
+      npe-ensemble) RECORD=nbody64-npe-ensemble study nbody64-npe-ensemble4 npe,power \
         --set npe=nbody64-npe-ensemble ;;
       *) echo "references.sh: unknown study $s" >&2; exit 2 ;;
     esac

@@ -333,14 +333,17 @@ def test_the_reference_tables_are_the_studies() -> None:
     fresh = "calibration/nbody64-references-fresh/comparison{}.json"
     ens = "calibration/nbody64-npe-power-ensemble-fresh/comparison{}.json"
     held = "calibration/{}-validation/comparison-held-out.json"
-    cnn = "calibration/nbody64-npe-ensemble-fresh/comparison{}.json"
+    cnn = "calibration/nbody64-npe-ensemble-fresh/comparison{}.json"  # its first two members
+    cnn4 = "calibration/nbody64-npe-ensemble4-fresh/comparison{}.json"  # the four shipped
     rows = [(held.format("nbody64-npe-power-member0"), "npe-power"),
             (held.format("nbody64-npe-power-ensemble"), "npe-power"),
             (held.format("nbody64-npe-member0"), "npe"),
-            (held.format("nbody64-npe-ensemble"), "npe")]  # fmt: skip
+            (held.format("nbody64-npe-ensemble"), "npe"),
+            (held.format("nbody64-npe-ensemble4"), "npe")]  # fmt: skip
     for which in ("", "-fresh-1000"):  # the 400 fresh boxes, and the 1,000
         rows += [(fresh.format(which), a) for a in ("npe", "npe-power", "power")]
-        rows += [(ens.format(which), "npe-power"), (cnn.format(which), "npe")]
+        rows += [(ens.format(which), "npe-power"), (cnn.format(which), "npe"),
+                 (cnn4.format(which), "npe")]  # fmt: skip
     for path, analysis in rows:
         row = _reference_row(path, analysis)
         assert row in text, (path, analysis, row)
@@ -349,7 +352,9 @@ def test_the_reference_tables_are_the_studies() -> None:
              (held.format("nbody64-npe-power-member0"), "npe-power"),
              (cnn.format(""), "npe"), (cnn.format("-fresh-1000"), "npe"),
              (held.format("nbody64-npe-ensemble"), "npe"),
-             (held.format("nbody64-npe-member0"), "npe")]  # fmt: skip
+             (held.format("nbody64-npe-member0"), "npe"),
+             (cnn4.format(""), "npe"), (cnn4.format("-fresh-1000"), "npe"),
+             (held.format("nbody64-npe-ensemble4"), "npe")]  # fmt: skip
     for path, analysis in areas:
         (gain,) = [g for g in _json(path)["information_gain"] if g["reference"] == "power"]
         e = gain[analysis]
@@ -363,9 +368,13 @@ def test_the_reference_tables_are_the_studies() -> None:
     assert card["n_maps"] == pooled["n_maps"] == 1000
     assert card["hpd_max_deviation"] == pooled["hpd_max_deviation"]
     card = _json("models/nbody64-npe-ensemble/card.json")["coverage"]
-    pooled = _json(cnn.format("-fresh-1000"))["coverage"]["npe"]
+    assert card["study"] == "calibration/nbody64-npe-ensemble4-fresh"
+    assert card["pooled"] == ["calibration/nbody64-npe-ensemble4-fresh2"]
+    pooled = _json(cnn4.format("-fresh-1000"))["coverage"]["npe"]
     assert card["n_maps"] == pooled["n_maps"] == 1000
-    assert card["verdict"] == pooled["verdict"] == "miscalibrated"
+    assert card["verdict"] == pooled["verdict"] == "calibrated"
+    assert _json(cnn.format("-fresh-1000"))["coverage"]["npe"]["verdict"] == "miscalibrated"
+    pooled = _json(cnn.format("-fresh-1000"))["coverage"]["npe"]
     q = [f"{e['z_mean']:+.2f} ± {e['z_mean_se']:.2f}".replace("-", "\u2212")
          for e in pooled["z_by_posterior_mean_quartile"]["Omega_m"]]  # fmt: skip
     assert f"{q[0]} in the lowest quartile" in text, q

@@ -341,13 +341,16 @@ def test_an_ensemble_of_disagreeing_members_is_refused(power_reference, second_m
         NPEReference.load(path)
 
 
-def test_a_study_reads_every_map_of_a_test_set_simulated_apart(power_reference,
-                                                              tmp_path) -> None:  # fmt: skip
+def test_a_study_reads_every_map_of_a_test_set_simulated_apart(
+    power_reference, second_member, tmp_path, monkeypatch
+) -> None:
     """split='all' reads one map of each cosmology of a separately simulated data set;
     it is refused for the data a reference was trained on, and a reference trained on
-    other maps (another geometry) is refused, naming the difference."""
+    other maps (another geometry) is refused, naming the difference. A study is not grown
+    with a reference whose weights changed under the same name."""
     import shutil
 
+    import diffinfer.likelihoods.npe as npe_module
     from diffinfer.calibration.config import StudyConfig
     from diffinfer.calibration.results import load_results
     from diffinfer.calibration.study import run_study
@@ -359,17 +362,18 @@ def test_a_study_reads_every_map_of_a_test_set_simulated_apart(power_reference,
                             progress=False)  # fmt: skip
     meta = json.loads((fresh / "dataset.json").read_text())
 
-    def reference(name: str, **data) -> str:
+    def reference(name: str, source=power_reference, **data) -> str:
         path = tmp_path / name
-        shutil.copytree(power_reference, path)
+        shutil.copytree(source, path)
         card = json.loads((path / "card.json").read_text())
         card["data"] = {"simulator": "lognormal", "config": meta["config"], "seed": 11, **data}
         (path / "card.json").write_text(json.dumps(card))  # the weights' sha256 still holds
         return str(path)
 
-    def study(npe: str, out: str) -> dict:
+    def study(npe: str, out: str, n_maps: int = 5) -> dict:
         config = StudyConfig(model="none", analyses=["npe-power"], data=str(fresh),
-                             split="all", n_maps=5, n_draws=50, options={"npe": npe})  # fmt: skip
+                             split="all", n_maps=n_maps, n_draws=50,
+                             options={"npe": npe})  # fmt: skip
         return run_study(config, tmp_path / out, progress=False)
 
     study(reference("apart"), "ok")
@@ -381,6 +385,26 @@ def test_a_study_reads_every_map_of_a_test_set_simulated_apart(power_reference,
     with pytest.raises(InputError, match=r"box_size 500\.0 against 250\.0"):
         study(reference("other", config={**meta["config"], "box_size": 500.0}), "other")
     assert not (tmp_path / "same").joinpath("study.json").exists()
+    second_member.save(tmp_path / "second")
+    shutil.rmtree(tmp_path / "apart")
+    reference("apart", source=tmp_path / "second")  # same name and path, other weights
+    monkeypatch.setattr(npe_module, "_NPE_CACHE", {})  # as a new process would load it
+    with pytest.raises(InputError, match=r"computed with the reference .*weights sha256"):
+        study(str(tmp_path / "apart"), "ok", n_maps=6)
+
+
+def _set_state_seconds(path, seconds: float) -> None:
+    """Rewrite the training time a state records (its JSON header)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["seconds"] = seconds
+    save_file(tensors, path, metadata={"state": json.dumps(meta)})
 
 
 def test_an_interrupted_training_resumes_where_it_stopped(training_set, tmp_path) -> None:
@@ -398,12 +422,15 @@ def test_an_interrupted_training_resumes_where_it_stopped(training_set, tmp_path
         lines: list[str] = []
         first = train_npe(maps, theta, FIELD, max_epochs=3, checkpoint=state, **kwargs)
         assert first.card["training"]["epochs"] == 3 and state.is_file()
+        _set_state_seconds(state, 1000.0)  # as if the first run had taken 1,000 s
         resumed = train_npe(maps, theta, FIELD, max_epochs=6, checkpoint=state, log=lines.append,
                             **kwargs)  # fmt: skip
         assert lines[0].startswith("resumed from") and "after epoch 3" in lines[0]
         assert len(lines) == 4  # the resume and epochs 4-6
         for key in ("epochs", "best_epoch"):
             assert resumed.card["training"][key] == straight.card["training"][key]
+        # the training time adds up over the runs
+        assert 1000.0 < resumed.card["training"]["seconds"] < 1000.0 + 600
         np.testing.assert_allclose(resumed.card["training"]["best_validation_loss"],
                                    straight.card["training"]["best_validation_loss"],
                                    rtol=1e-6)  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, as_completed
@@ -76,6 +77,7 @@ def run_maps(config: dict, analysis: str, indices: list[int], out: str, threads:
         _check_temperature(path, float(post.info.get("temperature", 1.0)))
         if analysis == "diffusion":
             _check_seed(path, cfg.seed)
+        _check_reference(path, _reference(post))
         cases.append((i, path, truth))
         posts.append(post)
     if cfg.method == "grid":
@@ -120,7 +122,7 @@ def _write_result(cfg: StudyConfig, index: int, path: Path, post, truth: np.ndar
                      temperature=post.info.get("temperature", 1.0),
                      terms=np.array(post.info.get("terms", "")),
                      n_noise=post.info.get("n_noise", 0), noise_sigma=cfg.noise_sigma,
-                     likelihood_seed=cfg.seed,
+                     likelihood_seed=cfg.seed, reference=np.array(_reference(post)),
                      mc_error_mean=np.asarray(mc.get("mean", [np.nan, np.nan]), float),
                      mc_error_sd=np.asarray(mc.get("sd", [np.nan, np.nan]), float),
                      mc_error_met=bool(mc.get("met", True)),
@@ -129,51 +131,88 @@ def _write_result(cfg: StudyConfig, index: int, path: Path, post, truth: np.ndar
                      label=np.array(post.info["label"]))  # fmt: skip
 
 
+def _other_result(path: Path) -> dict | None:
+    """The first readable result of ``path``'s analysis other than ``path`` itself: what a
+    map added to the study must agree with."""
+    for other in sorted(path.parent.glob("*.npz")):
+        if other.name != path.name:
+            result = load_result(other)
+            if result is not None:
+                return result
+    return None
+
+
 def _check_temperature(path: Path, temperature: float) -> None:
     """Refuse to add a result at another likelihood temperature than the analysis's results
     already in the study (checked before the posterior is computed). A study without a
     ``temperature`` takes the model card's when each map is computed, so a card
     recalibrated while a study grows would otherwise mix two temperatures in one report."""
-    for other in sorted(path.parent.glob("*.npz")):
-        if other.name == path.name:
-            continue
-        result = load_result(other)
-        if result is None or "temperature" not in result:
-            continue
-        old = float(result["temperature"])
-        if not math.isclose(old, temperature, rel_tol=1e-9):
-            study = path.parent.parent.parent
-            grow = (f"--temperature {old:.6g}" if path.parent.name == "diffusion"
-                    else f"--set temperature={old:.6g}")  # fmt: skip
-            raise InputError(
-                f"{study}: its {path.parent.name} results were computed at likelihood "
-                f"temperature {old:.6g}, this map's would be at {temperature:.6g} (has the "
-                f"model card been recalibrated since the study began?); grow it with "
-                f"{grow}, or start a new study with another --out"
-            )
+    result = _other_result(path)
+    if result is None or "temperature" not in result:
         return
+    old = float(result["temperature"])
+    if not math.isclose(old, temperature, rel_tol=1e-9):
+        study = path.parent.parent.parent
+        grow = (f"--temperature {old:.6g}" if path.parent.name == "diffusion"
+                else f"--set temperature={old:.6g}")  # fmt: skip
+        raise InputError(
+            f"{study}: its {path.parent.name} results were computed at likelihood "
+            f"temperature {old:.6g}, this map's would be at {temperature:.6g} (has the "
+            f"model card been recalibrated since the study began?); grow it with "
+            f"{grow}, or start a new study with another --out"
+        )
 
 
 def _check_seed(path: Path, seed: int) -> None:
     """Refuse to add a diffusion result to an analysis whose results were computed with other
     likelihood seeds: earlier versions gave map i the seed ``seed + i`` (an average over
     seeds, not what a user gets), recorded by the absence of ``likelihood_seed``."""
-    for other in sorted(path.parent.glob("*.npz")):
-        if other.name == path.name:
-            continue
-        result = load_result(other)
-        if result is None:
-            continue
-        old = result.get("likelihood_seed")
-        if old is None or int(old) != seed:
-            study = path.parent.parent.parent
-            was = "seed + map index" if old is None else str(int(old))
-            raise InputError(
-                f"{study}: its diffusion results were computed with likelihood seed {was}, "
-                f"this map's would use seed {seed} (every map now gets the study's seed, as "
-                "a user's call gets the default); start a new study with another --out"
-            )
+    result = _other_result(path)
+    if result is None:
         return
+    old = result.get("likelihood_seed")
+    if old is None or int(old) != seed:
+        study = path.parent.parent.parent
+        was = "seed + map index" if old is None else str(int(old))
+        raise InputError(
+            f"{study}: its diffusion results were computed with likelihood seed {was}, "
+            f"this map's would use seed {seed} (every map now gets the study's seed, as "
+            "a user's call gets the default); start a new study with another --out"
+        )
+
+
+def _reference(post) -> str:
+    """The NPE reference a posterior uses, by name and weights (empty for the others)."""
+    settings = post.info.get("provenance", {}).get("settings", {})
+    if "weights_sha256" not in settings:
+        return ""
+    return f"{settings.get('npe')} (weights sha256 {settings['weights_sha256']})"
+
+
+def _check_reference(path: Path, reference: str) -> None:
+    """Refuse to add an NPE result computed with another reference than the analysis's
+    results: a reference whose members changed under the same name (an ensemble grown), or
+    a changed default, would otherwise mix two estimators in one report. Results written
+    before the weights were recorded are checked by the reference's name."""
+    result = _other_result(path)
+    if result is None:
+        return
+    if "reference" in result:
+        old = str(result["reference"])
+    else:  # written before the weights were recorded: the name its label gives
+        found = re.search(r"neural posterior estimate \(([^:]+):", str(result.get("label", "")))
+        if found is None:
+            return
+        old, reference = found.group(1), reference.split(" (")[0]
+    if old != reference:
+        study = path.parent.parent.parent
+        name, new_name = old.split(" (")[0], reference.split(" (")[0]
+        grow = f", or grow it with --set npe={name}" if name and name != new_name else ""
+        raise InputError(
+            f"{study}: its {path.parent.name} results were computed with the reference "
+            f"{old or 'none'}, this map's would use {reference or 'none'}; start a new study "
+            f"with another --out{grow}"
+        )
 
 
 def run_study(

@@ -4,6 +4,7 @@ that an interrupted run resumes from."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -136,7 +137,6 @@ def train_npe(
     x = summarise(rho, card)
     estimator = build_estimator(card)
     groups = np.unique(theta_t.numpy(), axis=0, return_inverse=True)[1].reshape(-1)
-    start = time.perf_counter()
     history = _fit(estimator, theta_t.to(torch.float32), x, groups,
                    n_bins=len(edges) - 1, n_pix=field.n_pix,
                    augment=augment and summary == "power+cnn", batch_size=batch_size,
@@ -162,7 +162,8 @@ def train_npe(
         "epochs": history["epochs"],
         "best_epoch": history["best_epoch"],
         "best_validation_loss": history["best_validation_loss"],
-        "seconds": round(time.perf_counter() - start, 1),
+        # over every run, when resumed; None where an earlier run did not keep its time
+        "seconds": None if math.isnan(history["seconds"]) else round(history["seconds"], 1),
         "trainer": "diffinfer",
         "sbi_version": _version("sbi"),
         "torch_version": torch.__version__,
@@ -213,13 +214,14 @@ def _fit(estimator: nn.Module, theta: torch.Tensor, x: torch.Tensor, groups: np.
                 "stop_after_epochs": stop_after_epochs,
                 "validation_fraction": validation_fraction, "seed": seed,
                 "parameters": sum(p.numel() for p in estimator.parameters())}  # fmt: skip
+    before = 0.0  # training seconds of earlier runs of a resumed state
     if checkpoint is not None and Path(checkpoint).is_file():
         resumed = _load_fit_state(Path(checkpoint), settings, estimator, opt, gen)
-        best, best_epoch, best_state, history = resumed
+        best, best_epoch, best_state, history, before = resumed
         if log:
             log(f"resumed from {checkpoint} after epoch {len(history)}")
     step = min(batch_size, len(train_idx))
-    saved = time.monotonic()
+    saved = started = time.monotonic()
     for epoch in range(len(history), max_epochs):
         if epoch + 1 - best_epoch > stop_after_epochs and history:
             break  # a resumed run that had already stopped
@@ -248,19 +250,22 @@ def _fit(estimator: nn.Module, theta: torch.Tensor, x: torch.Tensor, groups: np.
         last = stop or epoch + 1 == max_epochs
         if checkpoint is not None and (time.monotonic() - saved > 60 * every_minutes or last):
             _save_fit_state(Path(checkpoint), settings, estimator, opt, gen,
-                            (best, best_epoch, best_state, history))  # fmt: skip
+                            (best, best_epoch, best_state, history),
+                            before + time.monotonic() - started)  # fmt: skip
             saved = time.monotonic()
         if stop:
             break
     estimator.load_state_dict(best_state)
     return {"epochs": len(history), "best_epoch": best_epoch,
             "best_validation_loss": float(best), "validation_loss": history,
-            "n_validation_cosmologies": n_val}  # fmt: skip
+            "n_validation_cosmologies": n_val,
+            "seconds": before + time.monotonic() - started}  # fmt: skip
 
 
 def _save_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen,
-                    progress: tuple) -> None:  # fmt: skip
-    """Write the training state as safetensors with a JSON header, atomically."""
+                    progress: tuple, seconds: float) -> None:  # fmt: skip
+    """Write the training state as safetensors with a JSON header, atomically; ``seconds``:
+    the training time so far, over every run that led to this state."""
     import json
 
     from safetensors.torch import save_file
@@ -271,7 +276,13 @@ def _save_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen,
     for i, state in opt.state_dict()["state"].items():
         tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
     tensors["generator"] = gen.get_state()
-    meta = {"settings": settings, "best": best, "best_epoch": best_epoch, "history": history}
+    meta = {
+        "settings": settings,
+        "best": best,
+        "best_epoch": best_epoch,
+        "history": history,
+        "seconds": round(float(seconds), 1),
+    }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
@@ -306,7 +317,9 @@ def _load_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen) 
             state["state"].setdefault(int(i), {})[name] = value
     opt.load_state_dict(state)
     gen.set_state(tensors["generator"])
-    return meta["best"], meta["best_epoch"], best_state, meta["history"]
+    # a state written before the time was kept reports NaN: unknown, not zero
+    seconds = float(meta.get("seconds", math.nan))
+    return meta["best"], meta["best_epoch"], best_state, meta["history"], seconds
 
 
 def _version(package: str) -> str | None:

@@ -222,8 +222,8 @@ def test_gauss_newton_locates_the_likelihood_maximum_and_its_curvature(sim, orac
 def test_network_posterior_runs_aligned_and_deterministic(control_variate, max_evaluations):
     """The located grid on the network, plain and with the control variate. The latter is
     sharper than the Gauss-Newton covariance of the plain residuals the locator uses (8
-    timesteps), so its aligned grid is re-gridded more often: 137 evaluations on this map,
-    105 on average over the test study (docs/results.md)."""
+    timesteps); the refinement of the located Gaussian with the control-variate likelihood
+    itself (6 evaluations) spares most re-grids (docs/performance.md)."""
     from diffinfer.diffusion.checkpoint import load_model
 
     model = load_model("lognormal64")

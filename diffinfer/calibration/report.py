@@ -359,9 +359,10 @@ def report_markdown(report: dict) -> str:
               "|---|---|---|---|"]  # fmt: skip
     for name, a in report["analyses"].items():
         cost = a.get("cost") or {}
-        kinds = (cost.get(k) for k in ("seconds", "evaluations", "network_calls"))
-        cells = [" / ".join(f(c[k], ".3g") for k in ("median", "max")) if c else "n/a"
-                 for c in kinds]  # fmt: skip
+        kinds = ((cost.get(k), fmt) for k, fmt in (("seconds", ".3g"), ("evaluations", ",.0f"),
+                                                   ("network_calls", ",.0f")))  # fmt: skip
+        cells = [" / ".join(f(c[k], fmt) for k in ("median", "max")) if c else "n/a"
+                 for c, fmt in kinds]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Seconds are wall time per map (a map's share of its task where maps were "
               "computed together); network calls are denoiser evaluations (one map through "

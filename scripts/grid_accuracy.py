@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffinfer.calibration.config import StudyConfig
 from diffinfer.calibration.cases import test_case
+from diffinfer.calibration.config import StudyConfig
 from diffinfer.inference.posterior import posterior
 
 

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffinfer.calibration.config import StudyConfig
 from diffinfer.calibration.cases import test_case
+from diffinfer.calibration.config import StudyConfig
 from diffinfer.diffusion import DiffusionModel, load_model
 from diffinfer.inference.posterior import posterior
 from diffinfer.io import write_json_atomic

@@ -165,7 +165,8 @@ def test_exact_posterior_is_located_and_matches_a_dense_grid(sim):
     dense = posterior(density, model=None, likelihood="exact", aligned=False, n_coarse=24,
                       n_fine=80).grid()  # fmt: skip
     sd = np.sqrt(np.diag(dense.cov()))
-    assert g.strategy == "aligned" and g.n_evaluations <= 80
+    # Fisher scoring's evaluations, the refinement's 6 and the grid's 64
+    assert g.strategy == "aligned" and g.n_evaluations <= 80 + REFINE_POINTS
     np.testing.assert_allclose(g.mean(), dense.mean(), atol=0.01 * sd.min())
     np.testing.assert_allclose(np.sqrt(np.diag(g.cov())), sd, rtol=0.01)
     assert fast.diagnostics()["strategy"] == "aligned"

@@ -137,7 +137,7 @@ def test_a_failed_map_is_named(model, maps, batch):
 
 
 def test_bad_input_is_refused(model, maps):
-    with pytest.raises(InputError, match="use diffinfer.posterior"):
+    with pytest.raises(InputError, match=r"use diffinfer\.posterior"):
         di.posteriors(maps[0], model=model)
     with pytest.raises(InputError, match="no maps"):
         di.posteriors([], model=model)

@@ -130,8 +130,8 @@ def test_fifteen_maps_agree_with_the_exact_joint_posterior(maps):
 
 
 def test_a_study_with_several_maps_per_theta(tmp_path):
-    from diffinfer.calibration.config import StudyConfig
     from diffinfer.calibration.cases import test_case
+    from diffinfer.calibration.config import StudyConfig
     from diffinfer.calibration.study import run_study
 
     one = StudyConfig(model="oracle", analyses=["exact"], n_maps=3, n_draws=100,

@@ -74,10 +74,11 @@ def run_maps(config: dict, analysis: str, indices: list[int], out: str, threads:
                          seed=cfg.seed, progress=False,
                          **posterior_kwargs(cfg, analysis))  # fmt: skip
         post.name = f"{analysis} posterior of map {i}"
-        _check_temperature(path, float(post.info.get("temperature", 1.0)))
+        old = _other_result(path)  # what this map must agree with, read once
+        _check_temperature(path, old, float(post.info.get("temperature", 1.0)))
         if analysis == "diffusion":
-            _check_seed(path, cfg.seed)
-        _check_reference(path, _reference(post))
+            _check_seed(path, old, cfg.seed)
+        _check_reference(path, old, _reference(post))
         cases.append((i, path, truth))
         posts.append(post)
     if cfg.method == "grid":
@@ -142,12 +143,12 @@ def _other_result(path: Path) -> dict | None:
     return None
 
 
-def _check_temperature(path: Path, temperature: float) -> None:
+def _check_temperature(path: Path, result: dict | None, temperature: float) -> None:
     """Refuse to add a result at another likelihood temperature than the analysis's results
     already in the study (checked before the posterior is computed). A study without a
     ``temperature`` takes the model card's when each map is computed, so a card
-    recalibrated while a study grows would otherwise mix two temperatures in one report."""
-    result = _other_result(path)
+    recalibrated while a study grows would otherwise mix two temperatures in one report.
+    ``result``: another result of the analysis (:func:`_other_result`), or None."""
     if result is None or "temperature" not in result:
         return
     old = float(result["temperature"])
@@ -163,11 +164,10 @@ def _check_temperature(path: Path, temperature: float) -> None:
         )
 
 
-def _check_seed(path: Path, seed: int) -> None:
+def _check_seed(path: Path, result: dict | None, seed: int) -> None:
     """Refuse to add a diffusion result to an analysis whose results were computed with other
     likelihood seeds: earlier versions gave map i the seed ``seed + i`` (an average over
     seeds, not what a user gets), recorded by the absence of ``likelihood_seed``."""
-    result = _other_result(path)
     if result is None:
         return
     old = result.get("likelihood_seed")
@@ -189,12 +189,11 @@ def _reference(post) -> str:
     return f"{settings.get('npe')} (weights sha256 {settings['weights_sha256']})"
 
 
-def _check_reference(path: Path, reference: str) -> None:
+def _check_reference(path: Path, result: dict | None, reference: str) -> None:
     """Refuse to add an NPE result computed with another reference than the analysis's
     results: a reference whose members changed under the same name (an ensemble grown), or
     a changed default, would otherwise mix two estimators in one report. Results written
     before the weights were recorded are checked by the reference's name."""
-    result = _other_result(path)
     if result is None:
         return
     if "reference" in result:

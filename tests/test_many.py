@@ -141,8 +141,9 @@ def test_bad_input_is_refused(model, maps):
         di.posteriors(maps[0], model=model)
     with pytest.raises(InputError, match="no maps"):
         di.posteriors([], model=model)
-    with pytest.raises(InputError, match="batch"):
-        di.posteriors(maps, model=model, batch=0, **OPTIONS)
+    for method in ("grid", "emcee"):  # refused whether or not the grids are batched
+        with pytest.raises(InputError, match="batch"):
+            di.posteriors(maps, model=model, method=method, batch=0, **OPTIONS)
     with pytest.raises(InputError, match="members"):
         SharedNetwork(model, members=0, chunk=4)
 

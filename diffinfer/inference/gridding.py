@@ -135,6 +135,15 @@ def grid_posterior(
     return result.upsampled(upsample)
 
 
+def _principal_basis(cov: np.ndarray) -> np.ndarray | None:
+    """The principal axes of a covariance scaled to 1 sigma (columns; theta = centre +
+    basis @ u whitens it), or None when it is not positive definite."""
+    evals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    if not (np.all(np.isfinite(evals)) and evals.min() > 0):
+        return None
+    return vecs * np.sqrt(evals)
+
+
 REFINE_STEP = 1.5
 """:func:`refine_located`: distance of its design points from the located centre, in located
 standard deviations (whitened units)."""
@@ -165,10 +174,9 @@ def refine_located(
     the maximum lies more than :data:`REFINE_MAX_MOVE` sd away, or a principal sd would
     change by more than :data:`REFINE_MAX_RESCALE` times.
     """
-    evals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
-    if not (np.all(np.isfinite(evals)) and evals.min() > 0):
+    basis = _principal_basis(cov)
+    if basis is None:
         return None
-    basis = vecs * np.sqrt(evals)
     h, d = REFINE_STEP, REFINE_STEP / np.sqrt(2.0)
     u = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [d, d]], float)
     theta = centre + u @ basis.T
@@ -247,13 +255,12 @@ def _aligned(counter: _Counter, box: PriorBox, centre: np.ndarray, cov: np.ndarr
     for attempt in range(2):
         if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(cov))):
             raise LocateError("the located centre or covariance is not finite")
-        evals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
-        if evals.min() <= 0:
+        basis = _principal_basis(cov)
+        if basis is None:
             raise LocateError("the located covariance is not positive definite")
         if not bool(box.contains(centre)):
             raise EdgeError(f"the likelihood peaks outside the prior box (at "
                               f"{np.round(centre, 4).tolist()})")  # fmt: skip
-        basis = vecs * np.sqrt(evals)  # columns: principal axes scaled to 1 sigma
         axes = _cells(np.full(2, -radius), np.full(2, radius), n)
         u = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
         theta = centre + u.reshape(-1, 2) @ basis.T

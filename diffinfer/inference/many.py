@@ -87,6 +87,8 @@ def posteriors(
         are still computed first.
     """
     check_bool("progress", progress)
+    if batch is not None:  # refused before any posterior is built, whatever the method
+        check_int("batch", batch, low=1, what="maps computed at once")
     if isinstance(fields, (str, os.PathLike)) or (
         isinstance(fields, (np.ndarray, torch.Tensor)) and fields.ndim != 3
     ):

@@ -117,6 +117,7 @@ OPTION_CASES = {
     "n-aligned-string": ({"n_aligned": "8"}, "n_aligned must be an integer"),
     "radius-1": ({"radius": 1}, "radius must be a number in [2, 10]"),
     "aligned-string": ({"aligned": "yes"}, "aligned must be True or False"),
+    "refine-string": ({"refine": "yes"}, "refine must be True or False"),
     "emcee-max-steps-0": ({"method": "emcee", "max_steps": 0}, "max_steps must be"),
     "emcee-one-walker": ({"method": "emcee", "n_walkers": 1}, "n_walkers must be"),
     "emcee-odd-walkers": ({"method": "emcee", "n_walkers": 9}, "n_walkers must be even"),

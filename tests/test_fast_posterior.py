@@ -20,7 +20,7 @@ from diffinfer.inference.posterior import posterior
 from diffinfer.likelihoods.diffusion import DiffusionLikelihood
 from diffinfer.likelihoods.proposal import fit_timestep_proposal
 from diffinfer.likelihoods.terms import default_max_batch, plan_terms, term_weights
-from diffinfer.parameters import DEFAULT_PRIOR
+from diffinfer.parameters import DEFAULT_PRIOR, PriorBox
 
 MEAN = np.array([0.31, 0.79])
 STD = np.array([0.02, 0.012])
@@ -96,15 +96,44 @@ def test_the_refinement_finds_a_gaussians_centre_and_covariance_exactly():
 
 
 def test_the_refinement_keeps_the_location_where_the_quadratic_cannot_be_trusted():
-    """No maximum (a saddle), a maximum far away, or a design point beyond the prior edge:
-    the located Gaussian stays."""
+    """No maximum (a saddle), a maximum far away, or no design inside a prior box too small
+    for it: the located Gaussian stays."""
     counter = _Counted(_gaussian(MEAN, COV))
     saddle = _Counted(lambda th: ((th - torch.as_tensor(MEAN)) ** 2
                                   * torch.tensor([1e4, -1e4], dtype=th.dtype)).sum(-1))  # fmt: skip
     assert refine_located(saddle, DEFAULT_PRIOR, MEAN, COV) is None
     assert refine_located(counter, DEFAULT_PRIOR, MEAN + 5 * STD, COV) is None
-    edge = np.array([DEFAULT_PRIOR.low[0] + 0.5 * STD[0], MEAN[1]])
-    assert refine_located(counter, DEFAULT_PRIOR, edge, COV) is None
+    narrow = PriorBox(tuple(MEAN - 0.2 * STD), tuple(MEAN + 0.2 * STD))
+    unused = _Counted(_gaussian(MEAN, COV))
+    assert refine_located(unused, narrow, MEAN, COV) is None
+    assert unused.total == 0
+
+
+@pytest.mark.parametrize("side", [-1, 1])
+def test_the_refinement_near_the_prior_edge_uses_points_on_the_other_side(side):
+    """A Gaussian 0.7 sd inside the prior's Omega_m edge, located 0.2 sd from the edge and
+    20 % too wide: the usual design (+-1.5 sd along the principal axes) crosses the edge;
+    its points beyond it are replaced by points on the other side, all inside the box, and
+    the quadratic still lands exactly on the mean and covariance."""
+    edge = DEFAULT_PRIOR.low[0] if side < 0 else DEFAULT_PRIOR.high[0]
+    mean = np.array([edge - side * 0.7 * STD[0], MEAN[1]])
+    located = np.array([edge - side * 0.2 * STD[0], MEAN[1]]), COV * 1.2**2
+    evals, vecs = np.linalg.eigh(located[1])
+    axes = (vecs * np.sqrt(evals)).T  # the principal axes, 1 sd long
+    usual = located[0] + 1.5 * np.concatenate([axes, -axes])
+    assert not np.all(DEFAULT_PRIOR.contains(usual))
+    counter = _Counted(_gaussian(mean, COV))
+    seen = []
+
+    def record(theta):
+        seen.append(np.asarray(theta))
+        return counter(theta)
+
+    centre, cov = refine_located(record, DEFAULT_PRIOR, *located)
+    assert len(seen) == 1 and len(seen[0]) == REFINE_POINTS
+    assert np.all(DEFAULT_PRIOR.contains(seen[0]))
+    np.testing.assert_allclose(centre, mean, rtol=1e-9)
+    np.testing.assert_allclose(cov, COV, rtol=1e-7)
 
 
 def test_aligned_grid_regrids_once_when_the_location_is_far_too_narrow():
@@ -120,7 +149,7 @@ def test_posterior_at_the_prior_edge_uses_a_located_box():
     assert g.strategy == "located box" and "prior edge" in g.fallback
     # truncated normal marginal on [0.1, 0.5]: its mean is mu + std sqrt(2/pi)
     assert g.mean()[0] == pytest.approx(mean[0] + std[0] * np.sqrt(2 / np.pi), rel=0.01)
-    assert g.n_evaluations <= 10 + 64
+    assert g.n_evaluations <= 10 + REFINE_POINTS + 64
 
 
 def test_bimodal_posterior_falls_back_to_the_adaptive_grid_with_a_warning():

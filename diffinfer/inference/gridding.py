@@ -113,18 +113,20 @@ def grid_posterior(
             return result.upsampled(upsample)
         except EdgeError as exc:
             # a box aligned with the prior's axes about the located posterior (radius sd,
-            # cut by the prior), re-grown once from its measured moments if too small
+            # cut by the prior), laid out once more from its measured moments (widened, as
+            # the aligned grid's re-grid) if its outer ring holds too much
             fallback = str(exc)
             centre = np.clip(centre, box.low, box.high)
             sd = np.sqrt(np.diag(cov))
-            for cells in (n_aligned, n_fine):
+            for _ in range(2):
                 start = PriorBox(tuple(np.maximum(centre - radius * sd, box.low)),
                                  tuple(np.minimum(centre + radius * sd, box.high)))  # fmt: skip
-                result = _adaptive(counter, box, cells, cells, tol, max_passes, start=start)
+                result = _adaptive(counter, box, n_aligned, n_aligned, tol, max_passes,
+                                   start=start)  # fmt: skip
                 if result.edge_mass <= EDGE_TOL:
                     result.strategy, result.fallback = "located box", fallback
                     return result.upsampled(upsample)
-                centre, sd = result.mean(), 1.5 * np.sqrt(np.diag(result.cov()))
+                centre, sd = result.mean(), REGRID_WIDEN * np.sqrt(np.diag(result.cov()))
             fallback += f"; mass {result.edge_mass:.2g} on the edge of the located box"
         except LocateError as exc:
             fallback = str(exc)
@@ -149,8 +151,8 @@ REFINE_STEP = 1.5
 standard deviations (whitened units)."""
 
 REFINE_POINTS = 6
-"""Evaluations :func:`refine_located` spends: the centre, one point each way along both
-principal axes, one on the diagonal (a full quadratic in two dimensions)."""
+"""Evaluations :func:`refine_located` spends: the centre, two more points along each
+principal axis, one off the axes (a full quadratic in two dimensions)."""
 
 REFINE_MAX_MOVE = 3.0
 """Largest move of the centre :func:`refine_located` accepts, in located sd; a larger one
@@ -160,6 +162,30 @@ REFINE_MAX_RESCALE = 2.0
 """Largest factor by which :func:`refine_located` may change a principal sd."""
 
 
+def _refine_design(centre: np.ndarray, basis: np.ndarray, box: PriorBox) -> np.ndarray | None:
+    """The :data:`REFINE_POINTS` design points of :func:`refine_located` in the whitened
+    frame u (theta = centre + basis @ u), all inside the prior box, or None.
+
+    Preferred: u = 0, +-h e_1, +-h e_2 and (h, h) / sqrt(2), h = :data:`REFINE_STEP`. Near the
+    prior edge a point beyond it is replaced by one on the other side: +h e_j by -2h e_j (two
+    points on one side still fix the curvature along that axis), the diagonal point by the
+    first of its sign flips inside the box. Any such choice fixes the quadratic exactly.
+    """
+    h, d = REFINE_STEP, REFINE_STEP / np.sqrt(2.0)
+    e1, e2 = np.array([h, 0.0]), np.array([0.0, h])
+    diagonal = [np.array([d, d]), np.array([d, -d]), np.array([-d, d]), np.array([-d, -d])]
+    options = [[np.zeros(2)], [e1, -2 * e1], [-e1, 2 * e1], [e2, -2 * e2], [-e2, 2 * e2],
+               diagonal]  # fmt: skip
+    design = []
+    for choices in options:
+        u = np.array(choices)
+        inside = np.asarray(box.contains(centre + u @ basis.T), bool)
+        if not inside.any():
+            return None
+        design.append(u[np.argmax(inside)])
+    return np.array(design)
+
+
 def refine_located(
     counter: Callable[[np.ndarray], np.ndarray], box: PriorBox, centre: np.ndarray, cov: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -167,28 +193,28 @@ def refine_located(
     a quadratic through :data:`REFINE_POINTS` evaluations of the density itself.
 
     In the whitened frame u of the located Gaussian (theta = centre + basis @ u), the
-    points are u = 0, +-h e_1, +-h e_2 and (h, h) / sqrt(2) with h = :data:`REFINE_STEP`;
+    points are u = 0, +-h e_1, +-h e_2 and (h, h) / sqrt(2) with h = :data:`REFINE_STEP`,
+    replaced near the prior edge by points on the other side (:func:`_refine_design`);
     they determine the quadratic c + g.u + u'Hu / 2 exactly. Returns the new centre and
-    covariance (-H^-1, mapped back), or None, keeping the located Gaussian, when a point
-    lies outside the prior box or its density is not finite, H is not negative definite,
-    the maximum lies more than :data:`REFINE_MAX_MOVE` sd away, or a principal sd would
-    change by more than :data:`REFINE_MAX_RESCALE` times.
+    covariance (-H^-1, mapped back), or None, keeping the located Gaussian, when no such
+    design fits inside the prior box or a density is not finite, H is not negative definite,
+    the maximum lies more than :data:`REFINE_MAX_MOVE` sd away or outside the prior box, or
+    a principal sd would change by more than :data:`REFINE_MAX_RESCALE` times.
     """
     basis = _principal_basis(cov)
     if basis is None:
         return None
-    h, d = REFINE_STEP, REFINE_STEP / np.sqrt(2.0)
-    u = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [d, d]], float)
-    theta = centre + u @ basis.T
-    if not bool(np.all(box.contains(theta))):
+    u = _refine_design(centre, basis, box)
+    if u is None:
         return None
-    f = counter(theta)
+    f = counter(centre + u @ basis.T)
     if not np.all(np.isfinite(f)):
         return None
-    g = np.array([f[1] - f[2], f[3] - f[4]]) / (2 * h)
-    h11, h22 = (f[1] + f[2] - 2 * f[0]) / h**2, (f[3] + f[4] - 2 * f[0]) / h**2
-    # f(d, d) = c + d (g1 + g2) + d^2 (h11 + h22) / 2 + d^2 h12
-    h12 = (f[5] - f[0] - d * (g[0] + g[1]) - 0.5 * d**2 * (h11 + h22)) / d**2
+    # f = c + g1 u1 + g2 u2 + h11 u1^2 / 2 + h22 u2^2 / 2 + h12 u1 u2, solved exactly
+    a = np.stack([np.ones(len(u)), u[:, 0], u[:, 1], 0.5 * u[:, 0] ** 2, 0.5 * u[:, 1] ** 2,
+                  u[:, 0] * u[:, 1]], axis=1)  # fmt: skip
+    _, g1, g2, h11, h22, h12 = np.linalg.solve(a, f)
+    g = np.array([g1, g2])
     hess = np.array([[h11, h12], [h12, h22]])
     curv = np.linalg.eigvalsh(hess)
     if not (np.all(np.isfinite(curv)) and curv.max() < 0):
@@ -233,6 +259,10 @@ class _Counter:
         self.total += len(theta)
         return np.concatenate(out)
 
+
+REGRID_WIDEN = 1.2
+"""A grid laid out again because its outer ring held more than :data:`EDGE_TOL` takes the
+measured standard deviations times this (the truncated grid underestimates them)."""
 
 EDGE_TOL = 1e-2
 """Aligned grid: largest posterior mass allowed on the outer ring of cells (a Gaussian puts
@@ -300,7 +330,7 @@ def _aligned(counter: _Counter, box: PriorBox, centre: np.ndarray, cov: np.ndarr
         if attempt == 0:  # re-grid once from what this grid measured
             centre, cov = result.mean(), result.cov()
             if result.edge_mass > EDGE_TOL:
-                cov = cov * 1.2**2  # the truncated grid underestimates the width
+                cov = cov * REGRID_WIDEN**2  # the truncated grid underestimates the width
     reason = (f"posterior mass {result.edge_mass:.2g} on the outer ring of the aligned grid"
               if result.edge_mass > EDGE_TOL else
               "the posterior is narrower than the aligned grid's cells")  # fmt: skip

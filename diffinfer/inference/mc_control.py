@@ -156,9 +156,10 @@ class MonteCarloControl:
             if like.n_timesteps_used > direct_budget:
                 # fits that lacked fit only after many rounds: evaluating all their timesteps
                 # at every grid point would cost up to 4 times the grid's budget; start again
-                # from the first round, as mc_refine="grid" does (the same timesteps)
+                # from the first round, as mc_refine="grid" does (the same timesteps and grids)
                 like.drop_added_timesteps()
-            g, direct = self._direct_rounds(first, direct_budget)
+                g = first
+            g, direct = self._direct_rounds(g, direct_budget, upsample)
             stages += direct
         final = stages[-1]
         met = max(final["mean"]) <= self.mc_tol
@@ -218,26 +219,39 @@ class MonteCarloControl:
         need = k * (max(stage["mean"]) / self.mc_tol) ** 2 * 1.2
         return min(budget, ROUND_GROWTH * k, max(k + k0, math.ceil(need / k0) * k0))
 
-    def _direct_rounds(self, first: GridPosterior, budget: int) -> tuple[GridPosterior, list]:
-        """The posterior with every added term evaluated at the grid's points (no fits):
-        an aligned grid about ``first`` (widened), then rounds of added timesteps (growing
-        at most :data:`ROUND_GROWTH` times, up to ``budget``) until the Monte Carlo error
-        of the mean is below ``mc_tol``. Costs (grid points) x (timesteps) network calls;
-        the terms of points evaluated before are reused. Returns the grid and its stages."""
+    def _direct_rounds(self, start: GridPosterior, budget: int,
+                       upsample: int) -> tuple[GridPosterior, list]:  # fmt: skip
+        """The posterior with every added term evaluated at the grid's points (no fits),
+        in rounds of added timesteps (growing at most :data:`ROUND_GROWTH` times, up to
+        ``budget``) until the Monte Carlo error of the mean is below ``mc_tol``.
+
+        The first round re-tabulates the points of ``start`` (the last grid: its fitted
+        posterior is the best guess of where the direct one lies), each later round the
+        points of the round before, with every term evaluated there; a fresh aligned grid is
+        laid out only where the posterior moved or narrowed beyond what those points resolve
+        (:func:`_resolves`, :meth:`_regrid`). Costs (grid points) x (timesteps) network
+        calls; the terms of points evaluated before are reused. Returns the grid and its
+        stages."""
         like = self._chunked
         self._fits, self._direct = [], True
-        stages = []
-        g = first
+        stages: list[dict] = []
+        g = start
         while True:
-            if self._bar is not None:
-                self._bar.stage(f"Monte Carlo error: {like.n_timesteps_used} timesteps on "
-                                "the grid")  # fmt: skip
-            g = self._regrid(g, widen=1.5 if not stages else 1.2)
+            self._stage_direct(len(g.evaluated_points()[0]))
+            new = self._retabulated(g, upsample)
+            g = new if _resolves(g, new) else self._regrid(new, widen=1.2)
             stages.append({**self._mc_error(g), "direct": True})
             k = like.n_timesteps_used
             if max(stages[-1]["mean"]) <= self.mc_tol or k >= budget:
                 return g, stages
             like.add_timesteps(self._round_target(stages[-1], budget) - k)
+
+    def _stage_direct(self, points: int) -> None:
+        """Show a direct round on the progress bar: re-tabulating ``points`` theta points."""
+        if self._bar is not None:
+            self._bar.stage(f"Monte Carlo error: {self._chunked.n_timesteps_used} timesteps "
+                            "on the grid")  # fmt: skip
+            self._bar.plan(points)
 
     def _regrid(self, g: GridPosterior, widen: float) -> GridPosterior:
         """A fresh aligned grid of :meth:`_grid_log_prob` about grid g's moments (covariance
@@ -282,15 +296,20 @@ class MonteCarloControl:
         self._fits = [QuadraticTerms(design, errors, centre, cov, cols)]
         return self._retabulate(g, upsample)
 
-    def _retabulate(self, g: GridPosterior, upsample: int) -> GridPosterior:
-        """Grid g's points with the log density of the added terms' fits
-        (:meth:`_grid_log_prob`); a fresh aligned grid from the new moments where the
-        posterior reaches g's outer ring, moved by more than half of g's standard deviation
-        or narrowed below 0.7 of it (g's cells would not resolve it)."""
+    def _retabulated(self, g: GridPosterior, upsample: int) -> GridPosterior:
+        """Grid g's points with the log density the grid now tabulates
+        (:meth:`_grid_log_prob`): only terms added since they were evaluated cost calls."""
         pts, inside = g.evaluated_points()
         values = np.full(len(pts), -np.inf)
         values[inside] = self._grid_log_prob(torch.as_tensor(pts[inside])).numpy()
-        new = g.retabulated(values, g.n_evaluations, upsample, self.prior.box)
+        return g.retabulated(values, g.n_evaluations, upsample, self.prior.box)
+
+    def _retabulate(self, g: GridPosterior, upsample: int) -> GridPosterior:
+        """Grid g's points with the log density of the added terms' fits
+        (:meth:`_retabulated`); a fresh aligned grid from the new moments where the
+        posterior reaches g's outer ring, moved by more than half of g's standard deviation
+        or narrowed below 0.7 of it (g's cells would not resolve it)."""
+        new = self._retabulated(g, upsample)
         sd = np.sqrt(np.diag(g.cov()))
         self._gross = bool(
             np.max(np.abs(new.mean() - g.mean()) / sd) > GROSS_MOVE

@@ -164,7 +164,8 @@ def test_a_study_in_batches_matches_one_map_at_a_time(model, tmp_path):
     path = save_model(model, tmp_path / "small")
     cfg = StudyConfig(model=str(path), analyses=["diffusion"], n_maps=3, n_draws=100,
                       options=OPTIONS)  # fmt: skip
-    reports = {b: run_study(cfg, tmp_path / f"batch{b}", batch=b, progress=False) for b in (1, 2)}
+    reports = {b: run_study(cfg, tmp_path / f"batch{b}", batch=b, device="cpu", progress=False)
+               for b in (1, 2)}  # fmt: skip
     for i in range(3):
         one, two = (
             load_result(result_path(tmp_path / f"batch{b}", "diffusion", i)) for b in (1, 2)

@@ -17,22 +17,23 @@ from diffinfer.errors import DataFileError, InputError
 from diffinfer.io import read_json
 from diffinfer.validation import check_int
 
-_MODEL_CACHE: dict[str, object] = {}
+_MODEL_CACHE: dict[tuple[str, str], object] = {}
 
 
 _DATA_CACHE: dict[tuple, DataSource] = {}
 
 
-def study_model(name: str):
-    """The model of a study by name or directory (loaded once per process), or None for
-    :data:`NO_MODEL`."""
+def study_model(name: str, device: str = "cpu"):
+    """The model of a study by name or directory on ``device`` (loaded once per process and
+    device), or None for :data:`NO_MODEL`."""
     if name == NO_MODEL:
         return None
-    if name not in _MODEL_CACHE:
+    key = (name, str(device))
+    if key not in _MODEL_CACHE:
         from diffinfer.diffusion.checkpoint import load_model
 
-        _MODEL_CACHE[name] = load_model(name)
-    return _MODEL_CACHE[name]
+        _MODEL_CACHE[key] = load_model(name, device=device)
+    return _MODEL_CACHE[key]
 
 
 @dataclass(frozen=True)

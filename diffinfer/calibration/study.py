@@ -40,13 +40,13 @@ from diffinfer.io import (
     write_json_atomic,
     write_npz_atomic,
 )
-from diffinfer.validation import check_int
+from diffinfer.validation import check_device, check_int
 
 
 def run_maps(config: dict, analysis: str, indices: list[int], out: str, threads: int = 1,
-             batch: int | None = None) -> list[str]:  # fmt: skip
+             batch: int | None = None, device: str = "cpu") -> list[str]:  # fmt: skip
     """Compute and write the posteriors of some maps of one analysis; a picklable task for
-    any executor.
+    any executor. The study's model runs on ``device``.
 
     The maps' grids are computed in one pass (:func:`diffinfer.inference.many.compute_grids`,
     the engine of :func:`diffinfer.posteriors`: ``batch`` maps at once, default its device's,
@@ -70,7 +70,7 @@ def run_maps(config: dict, analysis: str, indices: list[int], out: str, threads:
         # no bar per map (run_study has one for the study). Every map gets the study's
         # likelihood seed, as every user call gets the default one: a study measures the
         # posterior a user gets, not an average over seeds
-        post = posterior(density, model=study_model(cfg.model), method=cfg.method,
+        post = posterior(density, model=study_model(cfg.model, device), method=cfg.method,
                          seed=cfg.seed, progress=False,
                          **posterior_kwargs(cfg, analysis))  # fmt: skip
         post.name = f"{analysis} posterior of map {i}"
@@ -223,6 +223,7 @@ def run_study(
     executor: Executor | None = None,
     threads: int = 1,
     batch: int | None = None,
+    device: str = "cpu",
     progress: bool = True,
     on_result: Callable[[str], None] | None = None,
 ) -> dict:
@@ -249,6 +250,10 @@ def run_study(
         batched (:func:`diffinfer.posteriors`); default
         :func:`~diffinfer.inference.many.default_batch` of the study's model (one on a CPU,
         where one map's calls already fill the network's fastest batch).
+    device
+        Where the study's diffusion model runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"mps"``, in every worker (the references run on the CPU). Not part of the study:
+        a study started on one device may be grown on another.
 
     Raises
     ------
@@ -269,6 +274,7 @@ def run_study(
     threads = check_int("threads", threads, low=1, what="torch threads per task")
     if batch is not None:
         batch = check_int("batch", batch, low=1, what="maps per task of the diffusion analysis")
+    device = str(check_device("device", device))
     if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
         raise InputError(f"scheduler must be a Dask scheduler address, got {scheduler!r}")
     if scheduler and executor is not None:
@@ -289,54 +295,53 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "calibrate"):  # a second run into out is refused
         write_json_atomic(study_file, spec)
-        return _run(config, spec, out, workers, threads, batch, scheduler, executor,
+        return _run(config, spec, out, workers, threads, batch, device, scheduler, executor,
                     progress, on_result)  # fmt: skip
 
 
-def _tasks(config: StudyConfig, out: Path, batch: int | None) -> list[tuple[str, list[int]]]:
+def _tasks(config: StudyConfig, out: Path, batch: int | None,
+           device: str) -> list[tuple[str, list[int]]]:  # fmt: skip
     """The maps still to compute, as tasks of :func:`run_maps`: the diffusion analysis's in
     groups of ``batch`` maps (default :func:`~diffinfer.inference.many.default_batch` of the
-    study's model), every reference's one map at a time (their evaluations cost
-    milliseconds)."""
+    study's model on ``device``), every reference's one map at a time (their evaluations
+    cost milliseconds)."""
     tasks: list[tuple[str, list[int]]] = []
     for a in config.analyses:
         todo = [i for i in range(config.n_maps) if load_result(result_path(out, a, i)) is None]
         size = 1
         if a == "diffusion" and todo:
-            size = batch if batch is not None else _default_batch(config)
+            size = batch if batch is not None else _default_batch(config, device)
         tasks += [(a, todo[lo : lo + size]) for lo in range(0, len(todo), size)]
     # map by map as before: every analysis of a map before the next map
     return sorted(tasks, key=lambda task: task[1][0])
 
 
-def _default_batch(config: StudyConfig) -> int:
-    """:func:`~diffinfer.inference.many.default_batch` of the study's model (the model is
-    loaded in this process only where it can batch: on a GPU)."""
-    import torch
-
-    if config.model == NO_MODEL or not torch.cuda.is_available():
+def _default_batch(config: StudyConfig, device: str) -> int:
+    """:func:`~diffinfer.inference.many.default_batch` of the study's model on ``device``
+    (the model is loaded in this process only where it can batch: on a GPU)."""
+    if config.model == NO_MODEL or not device.startswith("cuda"):
         return 1
     from diffinfer.inference.many import default_batch
 
-    return default_batch(study_model(config.model))
+    return default_batch(study_model(config.model, device))
 
 
 def _run(config: StudyConfig, spec: dict, out: Path, workers: int, threads: int,
-         batch: int | None, scheduler: str | None, executor: Executor | None, progress: bool,
-         on_result: Callable[[str], None] | None) -> dict:  # fmt: skip
+         batch: int | None, device: str, scheduler: str | None, executor: Executor | None,
+         progress: bool, on_result: Callable[[str], None] | None) -> dict:  # fmt: skip
     """The maps of :func:`run_study` still to compute, computed; its report."""
     from tqdm.auto import tqdm
 
     from diffinfer.calibration.report import write_report
 
-    tasks = _tasks(config, out, batch)
+    tasks = _tasks(config, out, batch, device)
     total = sum(len(indices) for _, indices in tasks)
     own = executor is None
     with sigterm_as_interrupt():
         if own and workers <= 1 and scheduler is None:
             with tqdm(total=total, desc="posteriors", disable=not progress) as bar:
                 for a, indices in tasks:
-                    for path in run_maps(spec, a, indices, str(out), threads, batch):
+                    for path in run_maps(spec, a, indices, str(out), threads, batch, device):
                         bar.update()
                         if on_result:
                             on_result(path)
@@ -347,7 +352,7 @@ def _run(config: StudyConfig, spec: dict, out: Path, workers: int, threads: int,
             try:
                 for a, indices in tasks:  # one by one: an interrupt here cancels what was sent
                     futures.append(pool.submit(run_maps, spec, a, indices, str(out), threads,
-                                               batch))  # fmt: skip
+                                               batch, device))  # fmt: skip
                     sent[futures[-1]] = (a, indices)
                 with tqdm(total=total, desc="posteriors", disable=not progress) as bar:
                     for fut in as_completed(futures):

@@ -36,7 +36,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )  # fmt: skip
     with _flag_names():
         report = run_study(config, args.out, workers=args.workers, scheduler=args.scheduler,
-                           threads=args.threads, batch=args.batch,
+                           threads=args.threads, batch=args.batch, device=args.device,
                            progress=not args.no_progress)  # fmt: skip
     print(report_table(report))
     print(
@@ -49,7 +49,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 STUDY_FLAGS = ("n_maps", "n_draws", "seed", "temperature", "noise_sigma", "maps_per_theta",
-               "workers", "threads", "batch")  # fmt: skip
+               "workers", "threads", "batch", "device")  # fmt: skip
 """Values of a study checked once, by :class:`~diffinfer.calibration.config.StudyConfig` and
 :func:`~diffinfer.calibration.study.run_study`, whose errors the command line words with its
 flags."""

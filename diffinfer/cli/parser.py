@@ -347,6 +347,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="maps of the diffusion analysis computed together, their network "
                         "calls batched, >= 1 (default: 1 on a CPU, from free memory on a "
                         "GPU)")  # fmt: skip
+    p.add_argument("--device", default="cpu",
+                   help="where the diffusion model runs in every worker: cpu (default), cuda, "
+                        "cuda:N or mps")  # fmt: skip
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.1:8786")
     p.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

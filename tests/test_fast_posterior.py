@@ -136,6 +136,22 @@ def test_the_refinement_near_the_prior_edge_uses_points_on_the_other_side(side):
     np.testing.assert_allclose(cov, COV, rtol=1e-7)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_aligned_grid_holds_a_posterior_a_sigma_off_its_centre(axis):
+    """A grid laid out for one posterior holds the next one 1 sd off its centre along a
+    principal axis and 0.7 times as wide (what a Monte Carlo round may re-tabulate on it,
+    mc_control.RESOLVE_MOVE, RESOLVE_NARROWING): its mean to 0.001 sd, its sd to 0.3 %."""
+    evals, vecs = np.linalg.eigh(COV)
+    mean = MEAN + vecs[:, axis] * np.sqrt(evals[axis])
+    cov = COV * 0.7**2
+    g = grid_posterior(_gaussian(mean, cov), DEFAULT_PRIOR, locate=_locator(MEAN, COV),
+                       refine=False)  # fmt: skip
+    sd = np.sqrt(np.diag(cov))
+    assert len(g.passes) == 1 and g.edge_mass < 0.01
+    np.testing.assert_allclose(g.mean(), mean, atol=1e-3 * sd.min(), rtol=0)
+    np.testing.assert_allclose(np.sqrt(np.diag(g.cov())), sd, rtol=3e-3)
+
+
 def test_aligned_grid_regrids_once_when_the_location_is_far_too_narrow():
     g = grid_posterior(_gaussian(MEAN, COV), DEFAULT_PRIOR, locate=_locator(MEAN, COV / 9))
     assert g.strategy == "aligned" and len(g.passes) == 2

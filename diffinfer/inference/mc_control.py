@@ -40,6 +40,13 @@ residual over the 3 x 3 design less its Monte Carlo noise
 timesteps are evaluated on the grid itself (:meth:`Posterior._direct_rounds`). At
 Omega_m < 0.2 the fits were biased by about +0.37 posterior sd in Omega_m where their final
 residual exceeded 0.3 nats, and +0.09 below it (docs/posterior.md)."""
+RESOLVE_MOVE, RESOLVE_NARROWING = 1.0, 0.7
+"""A grid still resolves a posterior tabulated on its points that moved by at most
+RESOLVE_MOVE of the grid's own sd (in its whitened frame) and narrowed to no less than
+RESOLVE_NARROWING of it, with at most :data:`EDGE_TOL` of the mass on its outer ring: an
+aligned 8^2 grid tabulates a Gaussian 1 sd off its centre and 0.7 times as wide with its mean
+to 0.001 sd and its sd to 0.3 % (tests/test_fast_posterior.py); further off, the outer ring
+catches it. Otherwise a fresh grid is laid out about the new posterior."""
 MAX_REDESIGNS = 3
 """Re-designs of the fitted terms about their own posterior before giving up
 (:meth:`Posterior._settle`)."""
@@ -256,8 +263,8 @@ class MonteCarloControl:
     def _regrid(self, g: GridPosterior, widen: float) -> GridPosterior:
         """A fresh aligned grid of :meth:`_grid_log_prob` about grid g's moments (covariance
         widened by ``widen`` per axis), re-centred (up to 3 times) while the posterior it
-        finds moved by more than half of the previous sd, narrowed below 0.7 of it or
-        reaches the outer ring: a grid laid out for a wider posterior would not resolve it."""
+        finds is not resolved by it (:func:`_resolves`): a grid laid out for a wider
+        posterior would not resolve it."""
         for _ in range(4):
             new = self._fresh_grid(g, widen)
             if _resolves(g, new):
@@ -307,8 +314,7 @@ class MonteCarloControl:
     def _retabulate(self, g: GridPosterior, upsample: int) -> GridPosterior:
         """Grid g's points with the log density of the added terms' fits
         (:meth:`_retabulated`); a fresh aligned grid from the new moments where the
-        posterior reaches g's outer ring, moved by more than half of g's standard deviation
-        or narrowed below 0.7 of it (g's cells would not resolve it)."""
+        posterior is not resolved by g's points (:func:`_resolves`)."""
         new = self._retabulated(g, upsample)
         sd = np.sqrt(np.diag(g.cov()))
         self._gross = bool(
@@ -357,11 +363,12 @@ class MonteCarloControl:
 
 
 def _resolves(g: GridPosterior, new: GridPosterior) -> bool:
-    """Whether grid g's cells resolve the posterior ``new`` tabulated on them: none of its
-    mass in the outer ring, its mean within half of g's sd of g's, its widths at least 0.7
-    of g's."""
+    """Whether grid g's cells resolve the posterior ``new`` tabulated on them: at most
+    :data:`EDGE_TOL` of its mass in the outer ring, its mean within :data:`RESOLVE_MOVE` of
+    g's sd of g's, its widths at least :data:`RESOLVE_NARROWING` of g's."""
     u, s = _in_frame(new.mean(), new.cov(), g.mean(), g.cov())
-    return new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= 0.5 and np.min(s) >= 0.7
+    return (new.edge_mass <= EDGE_TOL and np.max(np.abs(u)) <= RESOLVE_MOVE
+            and np.min(s) >= RESOLVE_NARROWING)  # fmt: skip
 
 
 def _in_frame(mean: np.ndarray, cov: np.ndarray, centre: np.ndarray,

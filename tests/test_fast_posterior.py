@@ -168,6 +168,21 @@ def test_posterior_at_the_prior_edge_uses_a_located_box():
     assert g.n_evaluations <= 10 + REFINE_POINTS + 64
 
 
+@pytest.mark.parametrize(("narrow", "second"), [(1.6, 64), (2.0, 144)])
+def test_a_located_box_too_small_is_laid_out_again_from_its_moments(narrow, second):
+    """Located 1.6x too narrow, the first box holds 4 % of the mass on its ring: the second
+    is laid out from its measured moments widened 1.2x, 8^2 cells again; located 2x too
+    narrow (9 % on the ring, over LOCATED_BOX_FAR) the moments are widened 1.5x, on 12^2
+    cells. Either gives the truncated normal's mean to 1 %."""
+    mean, std = np.array([0.1, 0.8]), np.array([0.03, 0.05])
+    cov = np.diag(std**2)
+    g = grid_posterior(_gaussian(mean, cov), DEFAULT_PRIOR, refine=False,
+                       locate=_locator(mean, cov / narrow**2))  # fmt: skip
+    assert g.strategy == "located box" and g.edge_mass < 0.01
+    assert g.n_evaluations == 10 + 64 + second
+    assert g.mean()[0] == pytest.approx(mean[0] + std[0] * np.sqrt(2 / np.pi), rel=0.01)
+
+
 def test_bimodal_posterior_falls_back_to_the_adaptive_grid_with_a_warning():
     a, b = MEAN + np.array([0.06, 0.0]), MEAN - np.array([0.06, 0.0])
     cov = np.diag(STD**2)

@@ -92,6 +92,56 @@ def write_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
     return path
 
 
+def write_state_atomic(path: str | os.PathLike, tensors: dict, meta: dict) -> Path:
+    """Write a training state as safetensors atomically: ``tensors`` (name -> torch tensor)
+    and ``meta`` (anything JSON can hold) as the JSON header's ``state`` entry. Read it back
+    with :func:`read_state` (no pickles)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with naming_the_file(path):
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                      metadata={"state": json.dumps(json_safe(meta))})  # fmt: skip
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_state(path: str | os.PathLike) -> tuple[dict, dict]:
+    """The tensors and the ``meta`` of a state written by :func:`write_state_atomic`; any
+    error of a damaged or foreign file propagates (the caller names the fix)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, meta
+
+
+def optimizer_tensors(state: dict, prefix: str = "opt.") -> dict:
+    """An optimizer's ``state_dict()["state"]`` as flat tensors ``{prefix}{param}.{name}``
+    (its ``param_groups`` are plain values: keep them in the state's meta)."""
+    import torch
+
+    return {f"{prefix}{i}.{k}": torch.as_tensor(v) for i, per in state["state"].items()
+            for k, v in per.items()}  # fmt: skip
+
+
+def optimizer_state(tensors: dict, param_groups: list, prefix: str = "opt.") -> dict:
+    """The optimizer ``state_dict`` that :func:`optimizer_tensors` flattened, for
+    ``load_state_dict``."""
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            i, name = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(i), {})[name] = value
+    return {"state": state, "param_groups": param_groups}
+
+
 def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:
     """Read a JSON object, with a clear error for a missing or corrupted file."""
     path = Path(path)

@@ -20,7 +20,14 @@ from diffinfer.diffusion import load_model
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields import FieldConfig
 from diffinfer.training.config import load_config
-from diffinfer.training.run import STATE_FILE, batch_plan, learning_rate, train
+from diffinfer.training.run import (
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    batch_plan,
+    learning_rate,
+    read_training_state,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +60,7 @@ def tiny_config(data_dir: Path, out: Path, **train_overrides) -> dict:
 
 
 def _state(path: Path) -> dict:
-    return torch.load(path / STATE_FILE, weights_only=True)
+    return read_training_state(path / STATE_FILE)
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
@@ -227,9 +234,27 @@ def test_train_and_emulate_commands(data_dir, tmp_path, capsys):
     assert main(["emulate", "--model", str(tmp_path / "none"), "--out", str(em)]) == 2
 
 
+def test_a_run_started_with_a_torch_state_resumes_and_replaces_it(data_dir, tmp_path):
+    """A run stopped by the code that wrote ``state.pt`` (a torch file) resumes from it and
+    ends where an uninterrupted run ends; its next checkpoint is the safetensors state,
+    and the old file is gone."""
+    train(tiny_config(data_dir, tmp_path / "full"), progress=False)
+    train(tiny_config(data_dir, tmp_path / "old", max_minutes=1e-9), progress=False)
+    state = read_training_state(tmp_path / "old" / STATE_FILE)
+    state["step"], state["elapsed"] = torch.tensor(state["step"]), torch.tensor(1.0)
+    torch.save(state, tmp_path / "old" / LEGACY_STATE_FILE)  # as the earlier code wrote it
+    (tmp_path / "old" / STATE_FILE).unlink()
+    with pytest.raises(InputError, match="already holds a training run"):
+        train(tiny_config(data_dir, tmp_path / "old"), progress=False)
+    train(tiny_config(data_dir, tmp_path / "old"), resume=True, progress=False)
+    assert not (tmp_path / "old" / LEGACY_STATE_FILE).exists()
+    _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "old"))
+
+
 def test_a_truncated_training_state_is_refused_naming_the_file(data_dir, tmp_path):
     train(tiny_config(data_dir, tmp_path / "cut", max_minutes=1e-9), progress=False)
     state = tmp_path / "cut" / STATE_FILE
     os.truncate(state, state.stat().st_size // 2)
-    with pytest.raises(DataFileError, match=r"cannot resume from .*state.pt: it is damaged"):
+    with pytest.raises(DataFileError,
+                       match=r"cannot resume from .*state.safetensors: it is damaged"):  # fmt: skip
         train(tiny_config(data_dir, tmp_path / "cut"), resume=True, progress=False)

@@ -18,6 +18,7 @@ from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.fields.transform import Transform
+from diffinfer.io import optimizer_state, optimizer_tensors, read_state, write_state_atomic
 from diffinfer.likelihoods.npe import (
     CARD_FORMAT,
     SUMMARIES,
@@ -266,15 +267,10 @@ def _save_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen,
                     progress: tuple, seconds: float) -> None:  # fmt: skip
     """Write the training state as safetensors with a JSON header, atomically; ``seconds``:
     the training time so far, over every run that led to this state."""
-    import json
-
-    from safetensors.torch import save_file
-
     best, best_epoch, best_state, history = progress
     tensors = {f"model.{k}": v for k, v in estimator.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best_state.items()})
-    for i, state in opt.state_dict()["state"].items():
-        tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    tensors.update(optimizer_tensors(opt.state_dict()))
     tensors["generator"] = gen.get_state()
     meta = {
         "settings": settings,
@@ -283,23 +279,13 @@ def _save_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen,
         "history": history,
         "seconds": round(float(seconds), 1),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-              metadata={"state": json.dumps(meta)})  # fmt: skip
-    os.replace(tmp, path)
+    write_state_atomic(path, tensors, meta)
 
 
 def _load_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen) -> tuple:
     """Restore a state written by :func:`_save_fit_state`; refused if its settings differ."""
-    import json
-
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, meta = read_state(path)
     except Exception as exc:  # a damaged file: name it and the fix
         raise DataFileError(f"cannot resume from {path}: it is damaged or not an NPE training "
                             f"state ({exc}); delete it to start again") from exc  # fmt: skip
@@ -310,12 +296,7 @@ def _load_fit_state(path: Path, settings: dict, estimator: nn.Module, opt, gen) 
                          "settings")  # fmt: skip
     estimator.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    state = opt.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            state["state"].setdefault(int(i), {})[name] = value
-    opt.load_state_dict(state)
+    opt.load_state_dict(optimizer_state(tensors, opt.state_dict()["param_groups"]))
     gen.set_state(tensors["generator"])
     # a state written before the time was kept reports NaN: unknown, not zero
     seconds = float(meta.get("seconds", math.nan))

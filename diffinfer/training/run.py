@@ -35,12 +35,21 @@ from diffinfer.diffusion.unet import UNetConfig
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields.grid import FieldConfig
 from diffinfer.fields.transform import Transform
-from diffinfer.io import read_json
+from diffinfer.io import (
+    optimizer_state,
+    optimizer_tensors,
+    read_json,
+    read_state,
+    write_state_atomic,
+)
 from diffinfer.parameters import PriorBox
 from diffinfer.simulators.lognormal import LognormalSimulator
 from diffinfer.training.config import check_config, check_resumable
 
-STATE_FILE = "state.pt"
+STATE_FILE = "state.safetensors"
+LEGACY_STATE_FILE = "state.pt"
+"""The state of runs written before the states were safetensors (a torch file read with
+``weights_only=True``): resumed from, then replaced by :data:`STATE_FILE`."""
 LOG_FILE = "log.jsonl"
 MODEL_DIR = "model"
 
@@ -228,20 +237,41 @@ class Validator:
 
 
 # ------------------------------------------------------------------- the loop
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    from diffinfer.io import naming_the_file
-
-    tmp = path.with_name(path.name + ".partial")
+def write_training_state(path: Path, state: dict) -> None:
+    """Write a training state (``model``, ``ema`` and ``optimizer`` state dicts, ``step``,
+    ``elapsed`` seconds, ``config`` and ``validation`` as JSON text) as safetensors with a
+    JSON header, atomically; read it back with :func:`read_training_state`."""
+    tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    tensors.update({f"ema.{k}": v for k, v in state["ema"].items()})
+    tensors.update(optimizer_tensors(state["optimizer"]))
+    meta = {"step": int(state["step"]), "elapsed": float(state["elapsed"]),
+            "config": state["config"], "validation": state["validation"],
+            "param_groups": state["optimizer"]["param_groups"]}  # fmt: skip
     try:
-        with naming_the_file(path):
-            torch.save(obj, tmp)
-    except RuntimeError as exc:  # torch's writer reports a failed write (disk full) this way
-        tmp.unlink(missing_ok=True)
+        write_state_atomic(path, tensors, meta)
+    except OSError as exc:  # disk full or not writable: the previous checkpoint is kept
         raise DataFileError(
             f"cannot write {path}: {exc}; free disk space and rerun with "
             "--resume (the previous checkpoint is kept)"
         ) from exc
-    os.replace(tmp, path)
+
+
+def read_training_state(path: Path) -> dict:
+    """A training state written by :func:`write_training_state`, or a legacy ``state.pt``
+    (:data:`LEGACY_STATE_FILE`, read with ``torch.load(weights_only=True)``), as one dict
+    of the keys :func:`write_training_state` takes; errors of a damaged file propagate."""
+    if path.name == LEGACY_STATE_FILE:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    tensors, meta = read_state(path)
+    return {
+        "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        "ema": {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
+        "optimizer": optimizer_state(tensors, meta["param_groups"]),
+        "step": meta["step"],
+        "elapsed": meta["elapsed"],
+        "config": meta["config"],
+        "validation": meta["validation"],
+    }
 
 
 def _ddp_setup(device: str) -> tuple[int, int]:
@@ -256,8 +286,9 @@ def _ddp_setup(device: str) -> tuple[int, int]:
 def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a training run described by ``config`` (see :data:`DEFAULTS`).
 
-    Writes into ``config["out"]``: ``state.pt`` (the full training state, read back with
-    ``torch.load(weights_only=True)``), ``model/`` (the EMA weights as a model directory
+    Writes into ``config["out"]``: ``state.safetensors`` (the full training state:
+    :func:`write_training_state`; a run started before resumes from its ``state.pt``),
+    ``model/`` (the EMA weights as a model directory
     with its card) and ``log.jsonl`` (training and validation records), all atomically, at
     every checkpoint and at the end.
 
@@ -279,6 +310,9 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
         raise InputError(f"train.batch_size {tr['batch_size']} must divide by {world} processes")
     out = Path(config["out"])
     state_path = out / STATE_FILE
+    legacy_path = out / LEGACY_STATE_FILE
+    if not state_path.exists() and legacy_path.exists():
+        state_path = legacy_path  # resumed from, then replaced by STATE_FILE
     if state_path.exists() and not resume:
         raise InputError(
             f"{out} already holds a training run; pass --resume to continue it or choose "
@@ -310,7 +344,7 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     resumed_validation = None
     if resume and state_path.exists():
         try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
+            state = read_training_state(state_path)
             saved_config = json.loads(state["config"])
         except Exception as exc:  # truncated, corrupted or not a training state
             raise DataFileError(
@@ -345,18 +379,19 @@ def train(config: dict, *, resume: bool = False, progress: bool = True) -> dict:
     def checkpoint(validation: dict | None) -> None:
         if rank != 0:
             return
-        _atomic_torch_save(
+        write_training_state(
+            out / STATE_FILE,
             {
                 "model": model.denoiser.state_dict(),
                 "ema": ema.denoiser.state_dict(),
                 "optimizer": opt.state_dict(),
-                "step": torch.tensor(step),
-                "elapsed": torch.tensor(elapsed_before + time.perf_counter() - t_start),
+                "step": step,
+                "elapsed": elapsed_before + time.perf_counter() - t_start,
                 "config": json.dumps(config),
                 "validation": json.dumps(validation),
             },
-            state_path,
         )
+        legacy_path.unlink(missing_ok=True)  # replaced by the state just written
         save_model(
             ema,
             out / MODEL_DIR,

@@ -153,6 +153,27 @@ def _card(model: str) -> dict:
 
 
 Entry = tuple[str, str, Callable[[], tuple], tuple[str, ...]]
+
+
+def _cost_row(name: str) -> tuple:
+    """A row of docs/performance.md's table of the edge and Monte Carlo round changes, from
+    scripts/refine_cost.py's output: evaluations, maps over 150, network calls, maps over
+    the tolerance, mean shift, mean abs shift, maps off by > 1 sd."""
+    d = _json("docs/data/edge_cost.json")[name]
+    c, s = d["common"], d["shift_from_exact"]
+    return (c["n_evaluations"]["median"], c["n_evaluations"]["mean"], c["n_evaluations"]["max"],
+            c["maps_above_150_evaluations"], c["network_calls"]["median"],
+            c["network_calls"]["mean"], c["network_calls"]["max"], c["mc_tolerance_not_met"],
+            *(f"{v:.3f}".replace("-", "\u2212") for v in s["mean"]), *s["abs_mean"],
+            s["maps_above_1"])  # fmt: skip
+
+
+COST_ROW = (
+    "{} / {} / {} | {} | {} / {} / {} | {} | {} / {} | {} / {} | {} |",
+    (".0f", ".1f", ".0f", "d", ",.0f", ",.0f", ",.0f", "d", "", "", ".3f", ".3f", "d"),
+)
+
+
 ENTRIES: list[Entry] = [
     ("README.md", "`lognormal64`: `{}` (calibration/lognormal64-cv-test, {} maps): the σ_8 "
      "z-scores spread {} ± {} (1 if calibrated)",
@@ -250,6 +271,14 @@ ENTRIES: list[Entry] = [
     ("docs/posterior.md", "variance per timestep of the control-variate estimate by {}×, {}× and "
      "{}× on maps 0, 10 and 28 against the card's ({}×, {}×, {}× for the plain terms",
      _proposal_gains, (".2f",) * 6),
+    ("docs/performance.md", "| before (`calibration/lognormal64-refine`) | " + COST_ROW[0],
+     lambda: _cost_row("refined"), COST_ROW[1]),
+    ("docs/performance.md", "| **now (default)** | " + COST_ROW[0],
+     lambda: _cost_row("edge"), COST_ROW[1]),
+    ("docs/performance.md", "The posterior means move by {} / {} exact σ rms (at most {} / {})",
+     lambda: (*_json("docs/data/edge_cost.json")["edge_minus_refined"]["rms"],
+              *_json("docs/data/edge_cost.json")["edge_minus_refined"]["max_abs"]),
+     (".3f",) * 4),
 ]  # fmt: skip
 
 

@@ -174,6 +174,16 @@ COST_ROW = (
 )
 
 
+def _long_run_row(step: int) -> tuple:
+    """The held-out loss per band and its mean at ``step`` of the N-body run in progress,
+    from its committed log."""
+    lines = (ROOT / "checkpoints/nbody64-long/log.jsonl").read_text().splitlines()
+    records = [json.loads(x)["validation"] for x in lines if '"validation"' in x]
+    v = next(r for r in records if r["step"] == step)
+    return (*(v["loss"][b] for b in ("1-9", "10-99", "100-299", "300-599", "600-1000")),
+            v["loss_mean"])  # fmt: skip
+
+
 ENTRIES: list[Entry] = [
     ("README.md", "`lognormal64`: `{}` (calibration/lognormal64-cv-test, {} maps): the σ_8 "
      "z-scores spread {} ± {} (1 if calibrated)",
@@ -279,6 +289,8 @@ ENTRIES: list[Entry] = [
      lambda: (*_json("docs/data/edge_cost.json")["edge_minus_refined"]["rms"],
               *_json("docs/data/edge_cost.json")["edge_minus_refined"]["max_abs"]),
      (".3f",) * 4),
+    *(("docs/nbody.md", f"| {step:,} | {{}} | {{}} | {{}} | {{}} | {{}} | {{}} |",
+        lambda step=step: _long_run_row(step), (".4f",) * 6) for step in (1000, 3000, 5000)),
 ]  # fmt: skip
 
 

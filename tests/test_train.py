@@ -20,14 +20,8 @@ from diffinfer.diffusion import load_model
 from diffinfer.errors import DataFileError, InputError
 from diffinfer.fields import FieldConfig
 from diffinfer.training.config import load_config
-from diffinfer.training.run import (
-    LEGACY_STATE_FILE,
-    STATE_FILE,
-    batch_plan,
-    learning_rate,
-    read_training_state,
-    train,
-)
+from diffinfer.training.run import batch_plan, learning_rate, train
+from diffinfer.training.state import LEGACY_STATE_FILE, STATE_FILE, read_training_state
 
 ROOT = Path(__file__).resolve().parents[1]
 

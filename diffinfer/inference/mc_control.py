@@ -42,8 +42,9 @@ Omega_m < 0.2 the fits were biased by about +0.37 posterior sd in Omega_m where 
 residual exceeded 0.3 nats, and +0.09 below it (docs/posterior.md)."""
 RESOLVE_MOVE, RESOLVE_NARROWING = 1.0, 0.7
 """A grid still resolves a posterior tabulated on its points that moved by at most
-RESOLVE_MOVE of the grid's own sd (in its whitened frame) and narrowed to no less than
-RESOLVE_NARROWING of it, with at most :data:`EDGE_TOL` of the mass on its outer ring: an
+RESOLVE_MOVE of the previous posterior's sd on it (in that posterior's whitened frame) and
+narrowed to no less than RESOLVE_NARROWING of it, with at most :data:`EDGE_TOL` of the mass
+on its outer ring: an
 aligned 8^2 grid tabulates a Gaussian 1 sd off its centre and 0.7 times as wide with its mean
 to 0.001 sd and its sd to 0.3 % (tests/test_fast_posterior.py); further off, the outer ring
 catches it. Otherwise a fresh grid is laid out about the new posterior."""

@@ -96,6 +96,7 @@ def write_state_atomic(path: str | os.PathLike, tensors: dict, meta: dict) -> Pa
     """Write a training state as safetensors atomically: ``tensors`` (name -> torch tensor)
     and ``meta`` (anything JSON can hold) as the JSON header's ``state`` entry. Read it back
     with :func:`read_state` (no pickles)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -103,8 +104,11 @@ def write_state_atomic(path: str | os.PathLike, tensors: dict, meta: dict) -> Pa
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with naming_the_file(path):
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                      metadata={"state": json.dumps(json_safe(meta))})  # fmt: skip
+            try:
+                save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                          metadata={"state": json.dumps(json_safe(meta))})  # fmt: skip
+            except SafetensorError as exc:  # its writer's I/O errors (a full disk) come so
+                raise OSError(f"{exc} (writing {path})") from exc
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -245,6 +245,27 @@ def test_a_run_started_with_a_torch_state_resumes_and_replaces_it(data_dir, tmp_
     _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "old"))
 
 
+def test_a_full_disk_at_a_checkpoint_names_the_state_and_keeps_the_last_one(
+    data_dir, tmp_path, monkeypatch
+):
+    """The safetensors writer reports a full disk as its own error: the run stops with one
+    naming the state file and the fix, and the checkpoint before it is kept whole."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    train(tiny_config(data_dir, tmp_path / "full", max_minutes=1e-9), progress=False)
+    before = _state(tmp_path / "full")
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(DataFileError, match=r"cannot write .*state.safetensors.*free disk space"):
+        train(tiny_config(data_dir, tmp_path / "full"), resume=True, progress=False)
+    _assert_same_state(before, _state(tmp_path / "full"))
+    assert not list((tmp_path / "full").glob(".*partial"))
+
+
 def test_a_truncated_training_state_is_refused_naming_the_file(data_dir, tmp_path):
     train(tiny_config(data_dir, tmp_path / "cut", max_minutes=1e-9), progress=False)
     state = tmp_path / "cut" / STATE_FILE

@@ -373,6 +373,46 @@ def test_a_late_switch_to_the_grid_starts_again_from_the_first_round(oracle, fie
     np.testing.assert_allclose(g.cov(), g_grid.cov(), rtol=1e-5)
 
 
+def test_a_direct_round_lays_out_a_fresh_grid_where_re_tabulating_costs_more(
+    oracle, field, monkeypatch
+):
+    """A direct round re-tabulates the last grid's points only where their missing terms cost
+    no more than a fresh aligned grid's (n_aligned^2 points x every term): from the adaptive
+    grid (hundreds of points) the round at 32 timesteps lays out a fresh 8^2 grid instead, and
+    the posterior still holds every timestep at its points."""
+    from diffinfer.inference import mc_control
+
+    control = mc_control.MonteCarloControl
+    retabulated, regrids = [], []
+    original_retabulated, original_regrid = control._retabulated, control._regrid
+
+    def spy_retabulated(self, g, upsample):
+        if self._direct:
+            pts, inside = g.evaluated_points()
+            retabulated.append((self._missing_terms(pts[inside]), self._fresh_grid_terms()))
+        return original_retabulated(self, g, upsample)
+
+    def spy_regrid(self, g, widen):
+        regrids.append((len(g.evaluated_points()[0]), self._chunked.n_timesteps_used))
+        return original_regrid(self, g, widen)
+
+    monkeypatch.setattr(control, "_retabulated", spy_retabulated)
+    monkeypatch.setattr(control, "_regrid", spy_regrid)
+    post = di.posterior(field, model=oracle, n_timesteps=8, seed=0, mc_tol=0.5, aligned=False,
+                        mc_refine="grid", progress=False)  # fmt: skip
+    mc = post.mc_error()
+    assert mc["direct"] and mc["met"] and mc["n_timesteps"] > 32
+    assert all(missing <= fresh for missing, fresh in retabulated)
+    assert retabulated[0] == (0, 64 * 8)  # the 8 first-round terms are all there already
+    points, k = regrids[0]
+    assert points > 64 * 32 / (32 - 8) and k == 32  # the adaptive grid: a fresh one is cheaper
+    assert post.grid().strategy == "aligned"
+    g = _assert_the_grid_holds_every_timestep(post)
+    exact = di.posterior(field, likelihood="exact", progress=False).grid()
+    sd = np.sqrt(np.diag(exact.cov()))
+    assert np.all(np.abs(g.mean() - exact.mean()) < 3 * 0.5 * sd)
+
+
 def test_mc_refine_grid_evaluates_the_added_terms_on_the_grid_from_the_start(oracle, field):
     """``mc_refine="grid"`` skips the fitted quadratics: every added timestep is evaluated at
     every grid point (the grid then holds the likelihood of all K timesteps, which the

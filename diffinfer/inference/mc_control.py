@@ -237,22 +237,39 @@ class MonteCarloControl:
         posterior is the best guess of where the direct one lies), each later round the
         points of the round before, with every term evaluated there; a fresh aligned grid is
         laid out only where the posterior moved or narrowed beyond what those points resolve
-        (:func:`_resolves`, :meth:`_regrid`). Costs (grid points) x (timesteps) network
-        calls; the terms of points evaluated before are reused. Returns the grid and its
-        stages."""
+        (:func:`_resolves`, :meth:`_regrid`), or where the terms missing at the last grid's
+        points cost more than a fresh aligned grid's (a 12^2 located box at the prior's edge,
+        docs/performance.md). Costs (grid points) x (timesteps) network calls; the terms of
+        points evaluated before are reused. Returns the grid and its stages."""
         like = self._chunked
         self._fits, self._direct = [], True
         stages: list[dict] = []
         g = start
         while True:
-            self._stage_direct(len(g.evaluated_points()[0]))
-            new = self._retabulated(g, upsample)
-            g = new if _resolves(g, new) else self._regrid(new, widen=1.2)
+            pts, inside = g.evaluated_points()
+            self._stage_direct(len(pts))  # a fresh grid plans its own points
+            if self._missing_terms(pts[inside]) <= self._fresh_grid_terms():
+                new = self._retabulated(g, upsample)
+                g = new if _resolves(g, new) else self._regrid(new, widen=1.2)
+            else:
+                g = self._regrid(g, widen=1.2)
             stages.append({**self._mc_error(g), "direct": True})
             k = like.n_timesteps_used
             if max(stages[-1]["mean"]) <= self.mc_tol or k >= budget:
                 return g, stages
             like.add_timesteps(self._round_target(stages[-1], budget) - k)
+
+    def _missing_terms(self, points: np.ndarray) -> int:
+        """The (point, term) pairs of the likelihood's timesteps not yet evaluated at
+        ``points`` (P, 2) inside the prior: what re-tabulating them costs, in terms."""
+        k = self._chunked.n_timesteps_used
+        return int(np.isnan(self._chunked.cached_terms(points)[:, :k]).sum())
+
+    def _fresh_grid_terms(self) -> int:
+        """The terms a fresh aligned grid costs at the likelihood's timesteps: n_aligned^2
+        new points, each with every term."""
+        n = int(sampler_option("grid", self._grid_options(), "n_aligned"))
+        return n * n * self._chunked.n_timesteps_used
 
     def _stage_direct(self, points: int) -> None:
         """Show a direct round on the progress bar: re-tabulating ``points`` theta points."""
@@ -334,9 +351,11 @@ class MonteCarloControl:
 
     def _fresh_grid(self, g: GridPosterior, widen: float) -> GridPosterior:
         """An aligned grid of :meth:`_grid_log_prob` located at grid g's moments, its
-        covariance widened by ``widen`` per axis."""
+        covariance widened by ``widen`` per axis. The moments are a tabulated posterior's,
+        not a locator's guess: they are not refined (6 evaluations saved per grid)."""
         opts = self._grid_options()
         opts.pop("aligned", None)
+        opts["refine"] = False
         centre, cov, spent = g.mean(), g.cov() * widen**2, g.n_evaluations
         if self._bar is not None:
             self._bar.plan(int(sampler_option("grid", opts, "n_aligned")) ** 2)

@@ -53,7 +53,8 @@ class AnalysisStyle:
 #: The style of each analysis: the one place figures take their colours and line styles
 #: from. ``diffusion`` is the diffusion-likelihood posterior (network or oracle denoiser),
 #: ``exact`` the exact log-normal likelihood's, ``power`` the power-spectrum likelihood's,
-#: ``npe`` and ``npe-power`` the neural posterior estimators' (P(k) + CNN, P(k) alone);
+#: ``npe``, ``npe-power`` and ``npe-diffusion`` the neural posterior estimators' (P(k) + CNN,
+#: P(k) alone, P(k) + the diffusion likelihood's compression);
 #: ``simulated`` and ``emulated`` are the maps of the emulator figures.
 STYLES: dict[str, AnalysisStyle] = {
     s.name: s
@@ -63,6 +64,9 @@ STYLES: dict[str, AnalysisStyle] = {
         AnalysisStyle("power", "#009E73", "-.", "^", "power-spectrum likelihood"),
         AnalysisStyle("npe", "#CC79A7", (0, (1, 1)), "D", "NPE (P(k) + CNN)"),
         AnalysisStyle("npe-power", "#999999", (0, (5, 1, 1, 1)), "v", "NPE (P(k))"),
+        AnalysisStyle(
+            "npe-diffusion", "#F0E442", (0, (3, 1)), "P", "NPE (P(k) + diffusion compression)"
+        ),
         AnalysisStyle("truth", "#000000", ":", "X", "truth", lw=1.3),
         AnalysisStyle("simulated", "#56B4E9", "-", "None", "simulated"),
         AnalysisStyle("emulated", "#E69F00", "--", "o", "emulated"),

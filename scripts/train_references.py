@@ -22,6 +22,13 @@ two processes can share the work (the last to finish writes the card; a rerun wi
     python scripts/train_references.py --only npe-power --members 5 --threads 1
     python scripts/train_references.py --only npe --members 4 --seeds 0 2 --threads 1 &
     python scripts/train_references.py --only npe --members 4 --seeds 1 3 --threads 1
+
+``--only npe-diffusion`` trains the flow on P(k) and the diffusion likelihood's compression of
+each map (``<name>-npe-diffusion``), on the maps that scripts/compress_maps.py compressed
+(``--compressed``, one file per data set; maps the diffusion model was not trained on):
+
+    python scripts/train_references.py --only npe-diffusion --members 4 --threads 1 \
+        --compressed runs/compressed/nbody64-valtest.npz runs/compressed/nbody64-fresh2.npz
 """
 
 from __future__ import annotations
@@ -57,7 +64,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "models")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-epochs", type=int, default=200)
-    p.add_argument("--only", choices=("npe", "npe-power", "power"), action="append")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--only", choices=("npe", "npe-power", "power", "npe-diffusion"),
+                   action="append")  # fmt: skip
+    p.add_argument("--compressed", type=Path, nargs="+", default=None,
+                   help="with --only npe-diffusion: the compressed maps "
+                        "(scripts/compress_maps.py)")  # fmt: skip
     p.add_argument(
         "--members",
         type=int,
@@ -79,6 +91,13 @@ def main() -> None:
     from diffinfer.likelihoods.npe_training import train_npe
     from diffinfer.likelihoods.spectrum import PowerSpectrumLikelihood
 
+    if args.only == ["npe-diffusion"]:
+        if not args.compressed:
+            p.error("--only npe-diffusion needs --compressed (scripts/compress_maps.py)")
+        train_compressed(args)
+        return
+    if "npe-diffusion" in (args.only or []):
+        p.error("train npe-diffusion on its own: --only npe-diffusion --compressed ...")
     density, theta, meta = training_split(args.data)
     field = FieldConfig.from_dict(meta["config"])
     data = {"root": str(args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT)
@@ -106,13 +125,73 @@ def main() -> None:
             print(f"{out} exists; kept")
             continue
         ref = train_npe(density, theta, field, summary=summary, max_epochs=args.max_epochs,
-                        seed=0, data=data)  # fmt: skip
+                        seed=0, data=data, batch_size=args.batch_size)  # fmt: skip
         ref.card["name"] = out.name
         ref.save(out)
         print(f"wrote {out}: {json.dumps(ref.card['training'])}")
 
 
-def train_ensemble(args, kind, summary, density, theta, field, data) -> None:
+def compressed_maps(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The maps, parameters and compressions of scripts/compress_maps.py's files, and the
+    description of their data sets (one source each) for the card."""
+    from diffinfer.data.camels import CamelsMaps
+
+    density, theta, compressed, sources, meta = [], [], [], [], None
+    for file in files:
+        with np.load(file, allow_pickle=False) as f:
+            got = {k: f[k] for k in f.files}
+        root = Path(str(got["data"]))
+        root = root if root.is_absolute() else ROOT / root
+        meta_i = read_json(root / "dataset.json", what="data set description")
+        if meta is not None and meta_i["config"] != meta["config"]:
+            raise SystemExit(f"{file}: its maps are of another configuration than "
+                             f"{files[0]}'s")  # fmt: skip
+        meta = meta_i
+        maps = CamelsMaps.open(root, field=meta["field"], suite=meta["suite"],
+                               set_name=meta["set"],
+                               maps_per_cosmology=meta["maps_per_cosmology"])  # fmt: skip
+        rho, th = maps.load(got["indices"])
+        density.append(rho)
+        theta.append(th)
+        compressed.append(got["summaries"])
+        sources.append({"root": str(got["data"]), "seed": meta.get("seed"),
+                        "n_maps": len(rho),
+                        "n_cosmologies": len(np.unique(got["indices"]
+                                                       // meta["maps_per_cosmology"])),
+                        "compressed": file.name})  # fmt: skip
+    data = {"simulator": meta["simulator"], "config": meta["config"], "sources": sources,
+            "n_maps": sum(s["n_maps"] for s in sources),
+            "compressor": {"model": str(got["model"]), "seed": int(got["seed"])}}  # fmt: skip
+    return np.concatenate(density), np.concatenate(theta), np.concatenate(compressed), data
+
+
+def train_compressed(args) -> None:
+    """The flow (or ensemble) on P(k) and the diffusion likelihood's compression."""
+    from diffinfer.diffusion.checkpoint import load_model
+    from diffinfer.likelihoods.npe_training import train_npe
+
+    density, theta, compressed, data = compressed_maps(args.compressed)
+    field = FieldConfig.from_dict(data["config"])
+    model = load_model(data["compressor"]["model"])
+    extra = {"compressor": model, "compressed": compressed,
+             "compressor_seed": data["compressor"]["seed"]}  # fmt: skip
+    print(f"{len(density)} compressed maps of {len(data['sources'])} data sets")
+    if args.members is not None:
+        train_ensemble(args, "npe-diffusion", "power+diffusion", density, theta, field, data,
+                       **extra)  # fmt: skip
+        return
+    out = args.out / f"{args.name}-npe-diffusion"
+    if (out / "card.json").is_file():
+        print(f"{out} exists; kept")
+        return
+    ref = train_npe(density, theta, field, summary="power+diffusion", max_epochs=args.max_epochs,
+                    seed=0, data=data, batch_size=args.batch_size, **extra)  # fmt: skip
+    ref.card["name"] = out.name
+    ref.save(out)
+    print(f"wrote {out}: {json.dumps(ref.card['training'])}")
+
+
+def train_ensemble(args, kind, summary, density, theta, field, data, **extra) -> None:
     """Train the missing members of one ensemble, then write its card once all exist."""
     from diffinfer.likelihoods.npe import NPEEnsemble, NPEReference
     from diffinfer.likelihoods.npe_training import train_npe
@@ -132,7 +211,8 @@ def train_ensemble(args, kind, summary, density, theta, field, data) -> None:
             print(f"member {s}: {line}", flush=True)
 
         ref = train_npe(density, theta, field, summary=summary, max_epochs=args.max_epochs,
-                        seed=seed, data=data, checkpoint=state, log=log)  # fmt: skip
+                        seed=seed, data=data, checkpoint=state, log=log,
+                        batch_size=args.batch_size, **extra)  # fmt: skip
         ref.card["name"] = f"{out.name}/{member.name}"
         ref.save(member)
         state.unlink(missing_ok=True)

@@ -17,7 +17,8 @@ from diffinfer.simulators import LognormalSimulator
 
 pytest.importorskip("sbi")
 
-from diffinfer.likelihoods.npe import MapEmbedding, NPEReference
+from diffinfer.likelihoods.npe import NPEReference
+from diffinfer.likelihoods.npe_summaries import MapEmbedding
 from diffinfer.likelihoods.npe_training import train_npe
 
 FIELD = FieldConfig(n_pix=16, box_size=250.0, depth=50.0)

@@ -41,8 +41,8 @@ class StudyConfig:
         Diffusion likelihood terms: ``"vlb"``, ``"l0"`` or a list of term indices.
     analyses
         Which posteriors to compute per map: any of ``"diffusion"``, ``"exact"``, ``"power"``,
-        ``"npe"`` and ``"npe-power"`` (neural posterior estimators, option ``npe`` names
-        a reference other than the shipped default).
+        ``"npe"``, ``"npe-power"`` and ``"npe-diffusion"`` (neural posterior estimators,
+        option ``npe`` names a reference other than the shipped default).
     n_maps
         Number of test maps.
     method

@@ -57,6 +57,10 @@ def is_training_data(data: dict, meta: dict, root: str) -> bool:
     settings and seed, or (for cards that do not record the seed) the same directory."""
     if not data:
         return False
+    if "sources" in data:  # trained on maps of several data sets
+        common = {k: v for k, v in data.items() if k != "sources"}
+        return any(is_training_data({**common, **source}, meta, root)
+                   for source in data["sources"])  # fmt: skip
     if "seed" in data and "seed" in meta:
         same_config = same_json(data.get("config"), meta.get("config"))
         return (data.get("simulator") == meta.get("simulator") and same_config

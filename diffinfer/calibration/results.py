@@ -14,7 +14,7 @@ import numpy as np
 from diffinfer.errors import DataFileError
 from diffinfer.validation import check_choice
 
-ANALYSES = ("diffusion", "exact", "power", "npe", "npe-power")
+ANALYSES = ("diffusion", "exact", "power", "npe", "npe-power", "npe-diffusion")
 
 
 UNREADABLE = ("raise", "warn", "skip")

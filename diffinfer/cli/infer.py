@@ -57,7 +57,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 if isinstance(like, str) and like.startswith("npe")]  # fmt: skip
     if "npe" in set_options and not npe_runs:
         raise InputError("--set npe=... names an NPE reference: use it with --likelihood npe "
-                         "or --reference npe (or npe-power)")  # fmt: skip
+                         "or --reference npe (or npe-power, npe-diffusion)")  # fmt: skip
     main_options = {k: v for k, v in set_options.items()
                     if k != "npe" or likelihood in npe_runs}  # fmt: skip
     runs = [(likelihood, {**options, **main_options})]

@@ -271,8 +271,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--likelihood",
         default="vlb",
-        help="vlb (default), l0, comma-separated term indices, exact, power, npe or "
-        "npe-power (neural posterior estimators; --set npe=DIR picks one)",
+        help="vlb (default), l0, comma-separated term indices, exact, power, npe, npe-power "
+        "or npe-diffusion (neural posterior estimators; --set npe=DIR picks one)",
     )
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
     p.add_argument("--t-min", type=int, help=_T_MIN_HELP)
@@ -320,8 +320,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-timesteps", type=int, help=_N_TIMESTEPS_HELP)
     p.add_argument("--t-min", type=int, help=_T_MIN_HELP)
     p.add_argument("--analyses", default="diffusion,exact,power",
-                   help="comma-separated: diffusion, exact, power, npe, npe-power (default "
-                        "diffusion,exact,power)")  # fmt: skip
+                   help="comma-separated: diffusion, exact, power, npe, npe-power, "
+                        "npe-diffusion (default diffusion,exact,power)")  # fmt: skip
     p.add_argument("--method", choices=METHODS, default="grid")
     p.add_argument("--n-maps", type=int, default=200, help="test maps (default 200)")
     p.add_argument("--maps-per-theta", type=int, default=1,

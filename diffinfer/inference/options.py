@@ -28,11 +28,12 @@ FIT_RESIDUAL_MAX` nats; ``"grid"`` evaluates them at every grid point from the f
 up to :data:`~diffinfer.inference.mc_control.DIRECT_MAX_FACTOR` times the starting
 timesteps. At Omega_m < 0.2 fits kept regardless of their lack of fit shifted the posterior
 by +0.29 / -0.17 sd from the grid evaluation (20 held-out maps; docs/posterior.md)."""
-REFERENCE_LIKELIHOODS = ("exact", "power", "npe", "npe-power")
+REFERENCE_LIKELIHOODS = ("exact", "power", "npe", "npe-power", "npe-diffusion")
 """The reference analyses: the exact log-normal likelihood, the Gaussian power-spectrum
-likelihood, and neural posterior estimators (sbi) on P(k) + a CNN or on P(k) alone."""
+likelihood, and neural posterior estimators (sbi) on P(k) + a CNN, on P(k) alone, or on P(k)
+and the diffusion likelihood's compression of the map."""
 NPE_GRID = {"n_coarse": 16, "n_fine": 24}
-"""The adaptive grid of the NPE references (likelihood ``"npe"``, ``"npe-power"``): finer than
+"""The adaptive grid of the NPE references (likelihoods ``"npe"``, ...): finer than
 the default, which misrepresents a flow's sharp density (docs/posterior.md)."""
 SAMPLER_OPTIONS = {
     "grid": (
@@ -68,8 +69,9 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
     if isinstance(likelihood, str):
         check_choice("likelihood", likelihood, ("vlb", "l0", *REFERENCE_LIKELIHOODS))
     elif not (isinstance(likelihood, (list, tuple)) and likelihood):
-        raise InputError("likelihood must be 'vlb', 'l0', 'exact', 'power', 'npe', 'npe-power' "
-                         f"or a non-empty list of term indices, got {likelihood!r}")  # fmt: skip
+        raise InputError("likelihood must be 'vlb', 'l0', "
+                         + ", ".join(repr(n) for n in REFERENCE_LIKELIHOODS)
+                         + f" or a non-empty list of term indices, got {likelihood!r}")  # fmt: skip
     else:
         for i in likelihood:
             check_int("likelihood term index", i, low=0)
@@ -128,7 +130,8 @@ def check_posterior_options(likelihood: object, method: object, seed: object,
         raise InputError(f"surrogate must be 'grid' or None, got {options['surrogate']!r}")
     if "npe" in o and not (isinstance(likelihood, str) and likelihood.startswith("npe")):
         raise InputError(f"option npe names a neural posterior estimator; it applies to "
-                         f"likelihood='npe' or 'npe-power', not {likelihood!r}")  # fmt: skip
+                         f"likelihood='npe', 'npe-power' or 'npe-diffusion', not "
+                         f"{likelihood!r}")  # fmt: skip
     if "npe" in o and not isinstance(o["npe"], (str, os.PathLike)):
         from diffinfer.likelihoods.npe import NPEReference
 

@@ -587,11 +587,13 @@ def posterior(
         is given), ``"l0"``, a list of term indices (diffusion likelihood); ``"exact"``
         (log-normal maps only: the closed-form likelihood, the reference); ``"power"`` (the
         Gaussian likelihood of the binned power spectrum, fitted to simulations:
-        :class:`~diffinfer.likelihoods.spectrum.PowerSpectrumLikelihood`); ``"npe"`` and
-        ``"npe-power"`` (neural posterior estimators trained with sbi on the power spectrum
-        plus a CNN embedding, or on the power spectrum alone: the density q(theta | map)
-        serves as the likelihood under the box prior it was trained with; option ``npe``
-        names the reference, default :data:`~diffinfer.likelihoods.npe.DEFAULT_REFERENCES`).
+        :class:`~diffinfer.likelihoods.spectrum.PowerSpectrumLikelihood`); ``"npe"``,
+        ``"npe-power"`` and ``"npe-diffusion"`` (neural posterior estimators trained with
+        sbi on the power spectrum plus a CNN embedding, on the power spectrum alone, or on
+        the power spectrum plus the diffusion likelihood's located maximum and Fisher
+        covariance: the density q(theta | map) serves as the likelihood under the box prior
+        it was trained with; option ``npe`` names the reference, default
+        :data:`~diffinfer.likelihoods.npe.DEFAULT_REFERENCES`).
     method
         ``"grid"``, ``"emcee"`` or ``"nuts"``.
     prior

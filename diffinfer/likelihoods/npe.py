@@ -1,13 +1,10 @@
 """Neural posterior estimation (sbi): the simulation-based reference for any simulator.
 
 A conditional normalising flow q(theta | x) trained with the ``sbi`` package (``pip install
-'diffinfer[npe]'``) on labelled maps, with one of two summaries x of a map:
-
-- ``"power+cnn"``: the standardised binned log power spectrum of the overdensity
-  (:func:`~diffinfer.likelihoods.spectrum.spectrum_bins`) and a small periodic CNN embedding
-  of the map in model space (log density, standardised with constants fitted to the
-  training maps), trained jointly with the flow;
-- ``"power"``: the binned log power spectrum alone.
+'diffinfer[npe]'``) on labelled maps, with one of the summaries x of a map that
+:mod:`diffinfer.likelihoods.npe_summaries` defines: the binned power spectrum alone
+(``"power"``), with a CNN embedding of the map (``"power+cnn"``), or with the diffusion
+likelihood's compression of the map (``"power+diffusion"``).
 
 A reference is saved as ``weights.safetensors`` (the flow and embedding) and ``card.json``
 (the summary, the architecture, the standardisation constants, the geometry, the training
@@ -28,76 +25,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffinfer.diffusion.unet import PeriodicConv2d
 from diffinfer.errors import DataFileError, InputError
-from diffinfer.fields.grid import FieldConfig, as_maps
-from diffinfer.fields.stats import power_spectrum
-from diffinfer.fields.transform import Transform
+from diffinfer.fields.grid import FieldConfig
 from diffinfer.io import read_json, same_json, write_json_atomic
 from diffinfer.likelihoods.built import BuiltLikelihood
+from diffinfer.likelihoods.npe_summaries import build_estimator, summarise
 from diffinfer.parameters import PriorBox, as_theta
-
-SUMMARIES = ("power+cnn", "power")
-"""The summaries an NPE reference can be trained on."""
 
 CARD_FORMAT = "diffinfer-npe-1"
 ENSEMBLE_FORMAT = "diffinfer-npe-ensemble-1"
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
-DEFAULT_REFERENCES = {"npe": "nbody64-npe-ensemble", "npe-power": "nbody64-npe-power-ensemble"}
+DEFAULT_REFERENCES = {
+    "npe": "nbody64-npe-ensemble",
+    "npe-power": "nbody64-npe-power-ensemble",
+    "npe-diffusion": "nbody64-npe-diffusion",
+}
 """The shipped reference each NPE likelihood name loads by default: the ensembles, which pass
 their coverage checks on 1,000 N-body boxes simulated apart (docs/nbody.md, "On boxes
 simulated apart"); the single flows ``nbody64-npe`` and ``nbody64-npe-power``, which fail
-them, load by name."""
-
-
-def _import_sbi():
-    try:
-        from sbi.neural_nets import posterior_nn
-    except ImportError as exc:
-        raise ImportError(
-            "NPE references need the sbi package: pip install 'diffinfer[npe]'"
-        ) from exc
-    return posterior_nn
-
-
-class MapEmbedding(nn.Module):
-    """Embedding of a summary vector [log P (n_bins), map (n_pix^2)] into features.
-
-    The power-spectrum part passes through; the map part goes through a periodic CNN
-    (circular padding, 2x2 average pooling after each stage, global mean), so its features
-    do not change when the map is shifted periodically by a multiple of 2^len(channels)
-    pixels (8 by default); other shifts change them slightly. (The ``"power"`` summary
-    needs no embedding.)
-
-    Parameters
-    ----------
-    n_bins, n_pix
-        Power-spectrum bins and map side.
-    channels
-        Channels of the convolution stages (each halves the map).
-    n_features
-        Features of the CNN embedding.
-    """
-
-    def __init__(self, n_bins: int, n_pix: int, channels: tuple[int, ...] = (8, 16, 32),
-                 n_features: int = 16) -> None:  # fmt: skip
-        super().__init__()
-        self.n_bins, self.n_pix = n_bins, n_pix
-        layers: list[nn.Module] = []
-        c_in = 1
-        for c in channels:
-            layers += [PeriodicConv2d(c_in, c), nn.GELU(), PeriodicConv2d(c, c), nn.GELU(),
-                       nn.AvgPool2d(2)]  # fmt: skip
-            c_in = c
-        self.conv = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(c_in, 64), nn.GELU(), nn.Linear(64, n_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        power = x[:, : self.n_bins]
-        maps = x[:, self.n_bins :].reshape(-1, 1, self.n_pix, self.n_pix)
-        features = self.head(self.conv(maps).mean(dim=(-2, -1)))
-        return torch.cat([power, features], dim=-1)
+them, load by name; and the flow on the power spectrum and ``nbody64``'s compression of the
+map (docs/nbody.md, "The diffusion model as a compressor")."""
+LIKELIHOOD_SUMMARIES = {"npe": "power+cnn", "npe-power": "power",
+                        "npe-diffusion": "power+diffusion"}  # fmt: skip
+"""The summary of each NPE likelihood name's references."""
 
 
 @dataclass
@@ -124,7 +75,8 @@ class NPEReference:
 
     @property
     def summary(self) -> str:
-        """``"power+cnn"`` or ``"power"``."""
+        """The summary it was trained on (one of
+        :data:`~diffinfer.likelihoods.npe_summaries.SUMMARIES`)."""
         return self.card["summary"]
 
     @property
@@ -235,7 +187,8 @@ class NPEReference:
 
 
 SHARED_SETTINGS = ("summary", "field", "edges", "power_mean", "power_std", "transform",
-                   "architecture", "data")  # fmt: skip
+                   "compressor", "compressed_mean", "compressed_std", "architecture",
+                   "data")  # fmt: skip
 """Card entries every member of an ensemble must share (the summary and its constants, the
 flow, the training data)."""
 SHARED_TRAINING = ("n_maps", "batch_size", "learning_rate", "max_epochs", "stop_after_epochs",
@@ -416,52 +369,14 @@ def record_coverage(name_or_path: str | os.PathLike, coverage: dict) -> Path:
     return path
 
 
-def summarise(density: np.ndarray | torch.Tensor, card: dict) -> torch.Tensor:
-    """Summary vectors of density maps as a reference's ``card`` defines them."""
-    field = FieldConfig.from_dict(card["field"])
-    rho = as_maps(density, n_pix=field.n_pix, positive=True, what="density map")
-    if rho.ndim == 2:
-        rho = rho[None]
-    edges = np.asarray(card["edges"])
-    delta = rho / rho.mean(dim=(-2, -1), keepdim=True) - 1.0
-    logp = np.log(power_spectrum(delta, field.box_size, edges=edges).power)
-    logp = (logp - np.asarray(card["power_mean"])) / np.asarray(card["power_std"])
-    parts = [torch.as_tensor(logp, dtype=torch.float32).reshape(len(rho), -1)]
-    if card["summary"] == "power+cnn":
-        y = Transform.from_dict(card["transform"]).forward(rho)
-        parts.append(y.to(torch.float32).reshape(len(rho), -1))
-    return torch.cat(parts, dim=-1)
-
-
-def build_estimator(card: dict) -> nn.Module:
-    """The untrained flow and embedding that a card describes."""
-    posterior_nn = _import_sbi()
-    arch = card["architecture"]
-    field = FieldConfig.from_dict(card["field"])
-    n_bins = len(card["edges"]) - 1
-    if card["summary"] == "power+cnn":
-        embed: nn.Module = MapEmbedding(n_bins, field.n_pix,
-                                        channels=tuple(arch["channels"]),
-                                        n_features=int(arch["n_features"]))  # fmt: skip
-    else:  # the summary is the power spectrum itself
-        embed = nn.Identity()
-    build = posterior_nn(model=arch["flow"], hidden_features=int(arch["hidden_features"]),
-                         num_transforms=int(arch["num_transforms"]), embedding_net=embed,
-                         z_score_x="none", z_score_theta="independent")  # fmt: skip
-    box = field.prior
-    theta = torch.as_tensor(np.random.default_rng(0).uniform(box.low, box.high, (64, 2)),
-                            dtype=torch.float32)  # fmt: skip
-    dim = n_bins + (field.n_pix**2 if card["summary"] == "power+cnn" else 0)
-    return build(theta, torch.zeros(64, dim))
-
-
 _NPE_CACHE: dict[str, NPEReference] = {}
 
 
 def npe_reference(likelihood: str, npe: object = None) -> NPEReference:
-    """The NPE reference of ``likelihood="npe"`` / ``"npe-power"``: given, or loaded once per
-    process by name or directory (default :data:`DEFAULT_REFERENCES`); a reference on the
-    other summary is refused."""
+    """The NPE reference of ``likelihood="npe"``, ``"npe-power"`` or ``"npe-diffusion"``:
+    given, or loaded once per process by name or directory (default
+    :data:`DEFAULT_REFERENCES`); a reference on another summary than the name's
+    (:data:`LIKELIHOOD_SUMMARIES`) is refused."""
     if npe is None:
         npe = DEFAULT_REFERENCES[likelihood]
     if not isinstance(npe, NPEReference):
@@ -469,7 +384,7 @@ def npe_reference(likelihood: str, npe: object = None) -> NPEReference:
         if key not in _NPE_CACHE:
             _NPE_CACHE[key] = NPEReference.load(key)
         npe = _NPE_CACHE[key]
-    wanted = "power" if likelihood == "npe-power" else "power+cnn"
+    wanted = LIKELIHOOD_SUMMARIES[likelihood]
     if npe.summary != wanted:
         raise InputError(f"likelihood={likelihood!r} needs an NPE reference on {wanted!r}; "
                          f"{npe.name} is trained on {npe.summary!r}")  # fmt: skip

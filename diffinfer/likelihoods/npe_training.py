@@ -19,13 +19,8 @@ from diffinfer.fields.grid import FieldConfig, as_maps
 from diffinfer.fields.stats import power_spectrum
 from diffinfer.fields.transform import Transform
 from diffinfer.io import optimizer_state, optimizer_tensors, read_state, write_state_atomic
-from diffinfer.likelihoods.npe import (
-    CARD_FORMAT,
-    SUMMARIES,
-    NPEReference,
-    build_estimator,
-    summarise,
-)
+from diffinfer.likelihoods.npe import CARD_FORMAT, NPEReference
+from diffinfer.likelihoods.npe_summaries import SUMMARIES, build_estimator, summarise
 from diffinfer.parameters import as_theta
 
 
@@ -49,6 +44,9 @@ def train_npe(
     augment: bool = True,
     seed: int = 0,
     data: dict | None = None,
+    compressor: object = None,
+    compressed: np.ndarray | None = None,
+    compressor_seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> NPEReference:
@@ -68,7 +66,8 @@ def train_npe(
     field
         Geometry and prior box of the maps.
     summary
-        ``"power+cnn"`` or ``"power"``.
+        ``"power+cnn"``, ``"power"`` or ``"power+diffusion"``
+        (:mod:`~diffinfer.likelihoods.npe_summaries`).
     flow, hidden_features, num_transforms
         The sbi flow (``"nsf"``, ``"maf"``, ...) and its size.
     channels, n_features
@@ -89,6 +88,13 @@ def train_npe(
         augmentation.
     data
         Description of the training data, recorded in the card.
+    compressor, compressed, compressor_seed
+        For ``"power+diffusion"``: the compressing diffusion model (a
+        :class:`~diffinfer.diffusion.DiffusionModel`, a name or a directory), the maps'
+        compression under it if it was computed already (M, 6), and the likelihood seed it
+        was (or is to be) computed with
+        (:func:`~diffinfer.likelihoods.compression.compress`). Use maps the model was not
+        trained on: its compression of its own training maps is tighter than of new maps.
     checkpoint
         A file for the training state, written every 5 minutes: an interrupted run given
         the same file and settings continues from it (delete it once the reference is
@@ -134,8 +140,13 @@ def train_npe(
         },
         "data": data or {},
     }
+    if summary == "power+diffusion":
+        compressed = _compress_for_training(card, rho, compressor, compressed, compressor_seed)
+    elif compressor is not None or compressed is not None:
+        raise InputError(f"compressor and compressed belong to the 'power+diffusion' summary, "
+                         f"not {summary!r}")  # fmt: skip
     torch.manual_seed(seed)
-    x = summarise(rho, card)
+    x = summarise(rho, card, compressed)
     estimator = build_estimator(card)
     groups = np.unique(theta_t.numpy(), axis=0, return_inverse=True)[1].reshape(-1)
     history = _fit(estimator, theta_t.to(torch.float32), x, groups,
@@ -171,6 +182,36 @@ def train_npe(
     }
     estimator.eval()
     return NPEReference(card=card, estimator=estimator)
+
+
+def _compress_for_training(card: dict, rho: torch.Tensor, compressor: object,
+                           compressed: np.ndarray | None, seed: int) -> np.ndarray:  # fmt: skip
+    """The training maps' compression (given, or computed here), with the compressor and the
+    standardisation constants written into ``card``."""
+    from diffinfer.diffusion.model import DiffusionModel
+    from diffinfer.likelihoods.compression import compress, compressor_card
+
+    if compressor is None:
+        raise InputError("the 'power+diffusion' summary needs compressor= (the diffusion "
+                         "model whose likelihood compresses the maps, e.g. 'nbody64')")  # fmt: skip
+    if not isinstance(compressor, DiffusionModel):
+        from diffinfer.diffusion.checkpoint import load_model
+
+        compressor = load_model(compressor)
+    if compressor.field.n_pix != int(card["field"]["n_pix"]):
+        raise InputError(f"the compressor {compressor.card.get('name')} describes "
+                         f"{compressor.field.n_pix}^2 maps; the training maps are "
+                         f"{card['field']['n_pix']}^2")  # fmt: skip
+    card["compressor"] = compressor_card(compressor, seed)
+    if compressed is None:
+        compressed = compress(rho, compressor, seed=seed, progress=True)
+    compressed = np.asarray(compressed, np.float32)
+    if not np.all(np.isfinite(compressed)):
+        raise InputError("compressed summaries hold NaN or inf: recompute them")
+    std = compressed.std(0)
+    card["compressed_mean"] = compressed.mean(0).tolist()
+    card["compressed_std"] = np.where(std > 0, std, 1.0).tolist()
+    return compressed
 
 
 def _dihedral(x: torch.Tensor, n_bins: int, n_pix: int, gen: torch.Generator) -> torch.Tensor:

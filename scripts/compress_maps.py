@@ -71,6 +71,7 @@ def main() -> None:
             same = (str(old["model"]) == entry["model"]
                     and str(old["weights_sha256"]) == str(entry["weights_sha256"])
                     and int(old["seed"]) == args.seed and str(old["data"]) == str(args.data)
+                    and str(old["split"]) == args.split
                     and np.array_equal(old["indices"], indices[: len(old["indices"])]))  # fmt: skip
             if not same:
                 raise SystemExit(f"{args.out} holds other summaries (model, seed, data or "
@@ -85,7 +86,7 @@ def main() -> None:
         theta = maps.params[indices[: len(done)] // maps.maps_per_cosmology, :2]
         write_npz_atomic(args.out, summaries=done, indices=indices[: len(done)], theta=theta,
                          model=entry["model"], weights_sha256=str(entry["weights_sha256"]),
-                         seed=args.seed, data=str(args.data))  # fmt: skip
+                         seed=args.seed, data=str(args.data), split=args.split)  # fmt: skip
         rate = (time.perf_counter() - start) / max(1, len(done) - before)
         print(
             f"{len(done)} / {len(indices)} maps ({rate:.2f} s a map; "

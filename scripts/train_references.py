@@ -155,6 +155,7 @@ def compressed_maps(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarr
         theta.append(th)
         compressed.append(got["summaries"])
         sources.append({"root": str(got["data"]), "seed": meta.get("seed"),
+                        "split": str(got["split"]),
                         "n_maps": len(rho),
                         "n_cosmologies": len(np.unique(got["indices"]
                                                        // meta["maps_per_cosmology"])),

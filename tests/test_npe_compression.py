@@ -4,6 +4,7 @@ trained on it (card, storage, use through diffinfer.posterior) and its bad input
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from diffinfer.likelihoods.npe import NPEReference
 from diffinfer.likelihoods.npe_summaries import summarise
 from diffinfer.likelihoods.npe_training import train_npe
 
+ROOT = Path(__file__).resolve().parents[1]
 FIELD = FieldConfig(n_pix=16, box_size=250.0, depth=50.0)
 
 
@@ -160,3 +162,35 @@ def test_training_data_of_several_sources_is_recognised():
     assert is_training_data(data, {"simulator": "nbody", "config": config, "seed": 5}, "data/c")
     assert not is_training_data(data, {"simulator": "nbody", "config": config, "seed": 7},
                                 "data/c")  # fmt: skip
+
+
+def test_the_shipped_compressed_reference_names_the_shipped_compressor():
+    """``likelihood="npe-diffusion"`` loads the shipped ensemble; its members were trained on
+    summaries of the shipped ``nbody64`` (the same weights' digest), of boxes that model was
+    not trained on (the validation and test splits of its data set, and another data set);
+    a study of those maps with it is refused, one of the fresh boxes is not."""
+    from types import SimpleNamespace
+
+    from diffinfer.calibration.data_checks import check_training_data
+    from diffinfer.likelihoods.npe import npe_reference
+
+    ref = npe_reference("npe-diffusion")
+    assert ref.summary == "power+diffusion" and ref.n_members == 4
+    model = json.loads((ROOT / "models/nbody64/card.json").read_text())
+    assert ref.card["compressor"]["model"] == "nbody64"
+    assert ref.card["compressor"]["weights_sha256"] == model["weights"]["sha256"]
+    sources = {(s["root"], s["split"]) for s in ref.card["data"]["sources"]}
+    assert sources == {("data/nbody64", "validation+test"), ("data/nbody64-fresh2", "all")}
+    meta = {"simulator": "nbody", "config": ref.card["data"]["config"], "seed": 0}
+    for split, refused in (("test", True), ("validation", True), ("train", False)):
+        config = SimpleNamespace(model="none", analyses=["npe-diffusion"], options={},
+                                 split=split, data="data/nbody64")  # fmt: skip
+        if refused:
+            with pytest.raises(InputError, match="was trained on the validation\\+test split"):
+                check_training_data(config, None, meta)
+        else:
+            check_training_data(config, None, meta)
+    fresh = {**meta, "seed": 20261207}
+    config = SimpleNamespace(model="none", analyses=["npe-diffusion"], options={}, split="all",
+                             data="data/nbody64-fresh")  # fmt: skip
+    check_training_data(config, None, fresh)

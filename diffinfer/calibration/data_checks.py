@@ -25,6 +25,18 @@ def check_training_data(config: StudyConfig, model: object, meta: dict) -> None:
             ref = npe_reference(analysis, config.options.get("npe"))
             check_reference_data(ref.card, ref.name, meta, config.data)
             trained[f"reference {ref.name}"] = ref.card.get("data") or {}
+    for who, data in trained.items():
+        for source in data.get("sources") or []:  # a reference trained on named splits
+            common = {k: v for k, v in data.items() if k != "sources"}
+            splits = str(source.get("split", "all")).split("+")
+            if is_training_data({**common, **source}, meta, config.data) and (
+                config.split == "all" or "all" in splits or config.split in splits
+            ):
+                raise InputError(
+                    f"{who} was trained on the {source.get('split', 'all')} split of "
+                    f"{config.data}; the study's split {config.split!r} holds those maps: "
+                    "use another split or data set (diffinfer simulate --seed)"
+                )
     if config.split == "all":
         for who, data in trained.items():
             if is_training_data(data, meta, config.data):

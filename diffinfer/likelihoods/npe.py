@@ -39,7 +39,7 @@ WEIGHTS_FILE = "weights.safetensors"
 DEFAULT_REFERENCES = {
     "npe": "nbody64-npe-ensemble",
     "npe-power": "nbody64-npe-power-ensemble",
-    "npe-diffusion": "nbody64-npe-diffusion",
+    "npe-diffusion": "nbody64-npe-diffusion-ensemble",
 }
 """The shipped reference each NPE likelihood name loads by default: the ensembles, which pass
 their coverage checks on 1,000 N-body boxes simulated apart (docs/nbody.md, "On boxes

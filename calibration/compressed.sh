@@ -2,15 +2,20 @@
 # NPE on the N-body diffusion model's compression of each map (docs/nbody.md, "The diffusion
 # model as a compressor"). Every step resumes where it stopped. Run from the repository root
 # after calibration/references.sh simulate and train:
-#   bash calibration/compressed.sh [compress|train|fresh|all]
+#   bash calibration/compressed.sh [compress|choose|train|simulate|test|all]
 # compress: nbody64's located maximum and Gauss-Newton covariance of two maps of each box
 #   it was not trained on: the 300 validation and test boxes of data/nbody64 and the 600 of
 #   data/nbody64-fresh2 (about 1 s a map on one core of a 2-core AMD EPYC; the first map of
 #   every box first);
-# train: models/nbody64-npe-diffusion-ensemble, an ensemble of 4 flows on P(k) + that compression;
-# fresh: its coverage and information on the 400 boxes of data/nbody64-fresh, one map each
-#   (a seed used for no training and no choice), beside NPE on P(k) + CNN and the Gaussian
-#   P(k) likelihood on the same maps.
+# choose: the flow's settings, on held-out boxes: flows trained on the 600 boxes of
+#   data/nbody64-fresh2 judged on the 300 validation and test boxes of data/nbody64
+#   (docs/data/npe_holdout/<variant>.json; a few minutes per variant);
+# train: models/nbody64-npe-diffusion-ensemble, an ensemble of 4 flows (MAF, the choice) on
+#   P(k) + that compression of all 1,800 maps;
+# simulate: the test set, 400 boxes simulated with a seed never used before (20261209;
+#   about 12 minutes on one core);
+# test: its coverage and information there, one map per box, beside NPE on P(k) + CNN and
+#   the Gaussian P(k) likelihood on the same maps; recorded in the ensemble's card.
 set -euo pipefail
 DI=${DI:-.venv/bin/diffinfer}
 PY=${PY:-.venv/bin/python}
@@ -28,16 +33,33 @@ if [[ $WHAT == compress || $WHAT == all ]]; then
   done
 fi
 
+if [[ $WHAT == choose || $WHAT == all ]]; then
+  for variant in "baseline" "small --hidden 32 --transforms 3" "maf --flow maf" \
+      "batch256 --batch-size 256" "members8 --members 8"; do
+    set -- $variant
+    tag=$1; shift
+    $PY scripts/npe_holdout.py --train runs/compressed/nbody64-fresh2.npz \
+      --test runs/compressed/nbody64-valtest.npz --tag "$tag" "$@"
+  done
+fi
+
 if [[ $WHAT == train || $WHAT == all ]]; then
   $PY scripts/train_references.py --only npe-diffusion --members "$MEMBERS" --threads 1 \
-    --batch-size 64 \
+    --batch-size 64 --flow maf \
     --compressed runs/compressed/nbody64-valtest.npz runs/compressed/nbody64-fresh2.npz
 fi
 
-if [[ $WHAT == fresh || $WHAT == all ]]; then
-  $DI calibrate --model none --data data/nbody64-fresh --split all --n-maps 400 \
+if [[ $WHAT == simulate || $WHAT == all ]]; then
+  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+    $DI simulate --simulator nbody --out data/nbody64-fresh3 --seed 20261209 \
+    --n-cosmologies 400 --no-progress
+fi
+
+if [[ $WHAT == test || $WHAT == all ]]; then
+  $DI calibrate --model none --data data/nbody64-fresh3 --split all --n-maps 400 \
     --analyses npe-diffusion,npe,power --n-draws 500 --no-progress \
     --set spectrum=models/nbody64-power.npz --workers "${WORKERS:-1}" \
-    --out calibration/nbody64-npe-diffusion-fresh
-  $PY calibration/nbody_comparison.py calibration/nbody64-npe-diffusion-fresh
+    --out calibration/nbody64-npe-diffusion-fresh3
+  $PY calibration/nbody_comparison.py calibration/nbody64-npe-diffusion-fresh3 \
+    --record nbody64-npe-diffusion-ensemble
 fi

@@ -85,6 +85,27 @@ def information_gain(results: dict[str, list[dict]], reference: str = REFERENCE)
     return out
 
 
+def z_corrected(gain: dict, coverage: dict) -> None:
+    """Add to each analysis of ``gain`` its area ratio after each side's z-spread correction:
+    every width scaled by its parameter's z-score spread over the maps (what would make the
+    spread 1), so that no gain comes from overconfidence. The log ratio's s.e. adds the z
+    spreads' relative s.e. in quadrature."""
+    ref = gain["reference"]
+    if ref not in coverage:
+        return
+    for a, e in gain.items():
+        if not isinstance(e, dict) or a not in coverage:
+            continue
+        log_factor, var = 0.0, e["log_area_ratio_se"] ** 2
+        for side, sign in ((a, 1.0), (ref, -1.0)):
+            for std, std_se in coverage[side]["z_std"].values():
+                log_factor += sign * math.log(std)
+                var += (std_se / std) ** 2
+        mean, se = e["log_area_ratio_mean"] + log_factor, math.sqrt(var)
+        e["z_corrected_area_ratio"] = math.exp(mean)
+        e["z_corrected_area_ratio_interval_1se"] = [math.exp(mean - se), math.exp(mean + se)]
+
+
 def independent_checks(results: list[dict], box, seed: int = 0) -> dict:
     """sbi's SBC checks and the tarp package's coverage on a study's stored draws.
 
@@ -268,6 +289,8 @@ def main() -> None:
             "z_by_posterior_mean_quartile": z_by_quartile(results[a]),
         }
     gains = [information_gain(results, ref) for ref in REFERENCES if ref in results]
+    for g in gains:
+        z_corrected(g, coverage)
     out = {"study": str(args.study), "pooled": [str(s) for s in args.pool],
            "one_per_box": args.one_per_box, "coverage": coverage,
            "information_gain": gains}  # fmt: skip
@@ -285,12 +308,15 @@ def record(reference: str, path: Path, study: dict, coverage: dict,
            pooled: list[Path] = ()) -> None:  # fmt: skip
     """Store the coverage of the study's NPE analysis (with the maps of the ``pooled``
     studies) in the reference's card."""
-    from diffinfer.likelihoods.npe import record_coverage
+    from diffinfer.likelihoods.npe import LIKELIHOOD_SUMMARIES, NPEReference, record_coverage
 
     found = [a for a in coverage if a.startswith("npe")]
+    if len(found) > 1:  # the study's analysis of that reference's summary
+        summary = NPEReference.load(reference).summary
+        found = [a for a in found if LIKELIHOOD_SUMMARIES[a] == summary]
     if len(found) != 1:
-        raise SystemExit(f"nbody_comparison: --record needs a study of one NPE analysis; "
-                         f"{path} has {found or 'none'}")  # fmt: skip
+        raise SystemExit(f"nbody_comparison: --record needs a study of one NPE analysis of "
+                         f"{reference}'s summary; {path} has {found or 'none'}")  # fmt: skip
     analysis = found[0]
     c = coverage[analysis]
     if c["independent"]["n_boxes"] < c["n_maps"]:
@@ -380,6 +406,15 @@ def table(out: dict) -> str:
             lines.append(f"| {a} | {e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f}) | "
                          f"{e['area_ratio_median']:.3f} | {100 * e['fraction_tighter']:.0f} % | "
                          f"{sr[0]} | {sr[1]} |")  # fmt: skip
+        corrected = [(a, e) for a, e in g.items()
+                     if isinstance(e, dict) and "z_corrected_area_ratio" in e]  # fmt: skip
+        if corrected:
+            lines += ["", "After each side's z-spread correction (every width times its z-score "
+                      "spread): " + "; ".join(
+                          f"{a} {e['z_corrected_area_ratio']:.3f} "
+                          f"({e['z_corrected_area_ratio_interval_1se'][0]:.3f}–"
+                          f"{e['z_corrected_area_ratio_interval_1se'][1]:.3f})"
+                          for a, e in corrected) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

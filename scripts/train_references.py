@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--flow", default="nsf", help="the sbi flow: nsf (default) or maf")
     p.add_argument("--only", choices=("npe", "npe-power", "power", "npe-diffusion"),
                    action="append")  # fmt: skip
     p.add_argument("--compressed", type=Path, nargs="+", default=None,
@@ -174,7 +175,7 @@ def train_compressed(args) -> None:
     density, theta, compressed, data = compressed_maps(args.compressed)
     field = FieldConfig.from_dict(data["config"])
     model = load_model(data["compressor"]["model"])
-    extra = {"compressor": model, "compressed": compressed,
+    extra = {"flow": args.flow, "compressor": model, "compressed": compressed,
              "compressor_seed": data["compressor"]["seed"]}  # fmt: skip
     print(f"{len(density)} compressed maps of {len(data['sources'])} data sets")
     if args.members is not None:

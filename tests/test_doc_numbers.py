@@ -436,3 +436,47 @@ def test_the_reference_tables_are_the_studies() -> None:
     q = [f"{e['z_mean']:+.2f} ± {e['z_mean_se']:.2f}".replace("-", "\u2212")
          for e in pooled["z_by_posterior_mean_quartile"]["Omega_m"]]  # fmt: skip
     assert f"{q[0]} in the lowest quartile" in text, q
+
+
+def _holdout_row(tag: str) -> str:
+    """A row's cells of docs/nbody.md's table of flows chosen on held-out boxes."""
+    d = _json(f"docs/data/npe_holdout/{tag}.json")
+    zm = " / ".join(_pm(m, se) for m, se in zip(d["z_mean"], d["z_mean_se"], strict=True))
+    zs = " / ".join(f"{v:.2f} ± {se:.2f}" for v, se in zip(d["z_std"], d["z_std_se"],
+                                                            strict=True))  # fmt: skip
+    band = "yes" if d["hpd_inside_band_99"] else "no"
+    return (f"| {d['hpd_max_deviation']:.3f} ({band}) | "
+            f"{d['hpd_signed_area']:+.3f} |".replace("-", "\u2212")
+            + f" {zm} | {zs} | {1e3 * d['area_geometric_mean']:.3f} |")  # fmt: skip
+
+
+def test_the_compressed_reference_tables_are_the_studies() -> None:
+    """docs/nbody.md's section on NPE on the diffusion compression: the held-out choice of
+    the flow, the first version's test and the test on the boxes simulated for it, and the
+    card's recorded coverage, against the committed artefacts."""
+    text = " ".join((ROOT / "docs/nbody.md").read_text().replace("**", "").split())
+    for tag in ("baseline", "small", "batch256", "members8", "maf"):
+        assert _holdout_row(tag) in text, (tag, _holdout_row(tag))
+    final = "calibration/nbody64-npe-diffusion-fresh3/comparison.json"
+    for analysis in ("npe-diffusion", "npe", "power"):
+        assert "| 400 fresh3 " + _reference_row(final, analysis) in text, analysis
+    for path, cells in ((final, ("as computed", "after each side's")),):
+        gains = {g["reference"]: g["npe-diffusion"] for g in _json(path)["information_gain"]}
+        for ref in ("power", "npe"):
+            e = gains[ref]
+            lo, hi = e["area_ratio_interval_1se"]
+            assert f"{e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f})" in text, ref
+            lo, hi = e["z_corrected_area_ratio_interval_1se"]
+            assert f"{e['z_corrected_area_ratio']:.3f} ({lo:.3f}–{hi:.3f})" in text, ref
+        assert all(c in text for c in cells)
+    first = _json("calibration/nbody64-npe-diffusion-fresh/comparison.json")
+    c = first["coverage"]["npe-diffusion"]
+    assert f"an HPD curve {c['hpd_max_deviation']:.3f} below the diagonal" in text
+    assert not c["hpd_in_band_99"]
+    gains = {g["reference"]: g["npe-diffusion"] for g in first["information_gain"]}
+    for ref in ("power", "npe"):
+        lo, hi = gains[ref]["area_ratio_interval_1se"]
+        assert f"{gains[ref]['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f})" in text
+    card = _json("models/nbody64-npe-diffusion-ensemble/card.json")["coverage"]
+    assert card["study"] == "calibration/nbody64-npe-diffusion-fresh3"
+    assert card["verdict"] == _json(final)["coverage"]["npe-diffusion"]["verdict"]

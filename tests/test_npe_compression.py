@@ -98,7 +98,7 @@ def test_a_compressed_reference_records_its_compressor_and_constants(compressed_
     card = json.loads((compressed_reference / "card.json").read_text())
     assert card["summary"] == "power+diffusion"
     assert card["compressor"] == {"model": "oracle", "weights_sha256": None, "terms": "vlb",
-                                  "seed": 0}  # fmt: skip
+                                  "n_timesteps": 16, "seed": 0}  # fmt: skip
     c = _synthetic_compression(maps[1])
     np.testing.assert_allclose(card["compressed_mean"], c.mean(0), rtol=1e-5, atol=1e-6)
     assert card["compressed_std"][5] == 1.0  # a constant column is not divided by zero

@@ -33,7 +33,7 @@ FAILED = np.array([0.5, 0.5, 0.0, 0.0, 0.0, 1.0], np.float32)
 
 
 def compress(density: np.ndarray | torch.Tensor, model, *, seed: int = 0,
-             progress: bool = False) -> np.ndarray:  # fmt: skip
+             n_timesteps: int | None = None, progress: bool = False) -> np.ndarray:  # fmt: skip
     """The compressed summaries of density maps (N, N) or (M, N, N) under a diffusion model.
 
     Parameters
@@ -45,6 +45,9 @@ def compress(density: np.ndarray | torch.Tensor, model, *, seed: int = 0,
     seed
         The likelihood's seed (its timesteps and noise draws; the same for every map, as a
         user's default posterior).
+    n_timesteps
+        The likelihood's timesteps (default: the default likelihood's, which
+        :func:`compressor_card` records).
     progress
         Show a progress bar over the maps.
 
@@ -68,7 +71,7 @@ def compress(density: np.ndarray | torch.Tensor, model, *, seed: int = 0,
         maps = tqdm(maps, desc="compressing", unit="map")
     for i in maps:
         like = DiffusionLikelihood(model, rho[i], terms=COMPRESSOR_TERMS, seed=seed,
-                                   progress=False)  # fmt: skip
+                                   n_timesteps=n_timesteps or "auto", progress=False)  # fmt: skip
         try:
             loc = like.locate()
         except LocateError:
@@ -83,7 +86,9 @@ def compress(density: np.ndarray | torch.Tensor, model, *, seed: int = 0,
 
 def compressor_card(model, seed: int = 0) -> dict:
     """The card entry that names the compressor: the model (name and weights' sha256), the
-    term set and the likelihood seed."""
+    term set, the likelihood's timesteps (the default's) and its seed."""
+    from diffinfer.likelihoods.terms import default_timesteps
+
     card = model.card or {}
     name = card.get("name")
     if not name:
@@ -91,7 +96,9 @@ def compressor_card(model, seed: int = 0) -> dict:
                          "it by name or directory (diffinfer.diffusion.checkpoint."
                          "load_model)")  # fmt: skip
     return {"model": name, "weights_sha256": (card.get("weights") or {}).get("sha256"),
-            "terms": COMPRESSOR_TERMS, "seed": int(seed)}  # fmt: skip
+            "terms": COMPRESSOR_TERMS,
+            "n_timesteps": default_timesteps(model, COMPRESSOR_TERMS, None),
+            "seed": int(seed)}  # fmt: skip
 
 
 _MODELS: dict = {}

@@ -110,7 +110,8 @@ def _compressed(rho: torch.Tensor, card: dict, compressed: np.ndarray | None) ->
 
     if compressed is None:
         entry = card["compressor"]
-        return compress(rho, compressor_model(entry), seed=int(entry["seed"]))
+        return compress(rho, compressor_model(entry), seed=int(entry["seed"]),
+                        n_timesteps=entry.get("n_timesteps"))  # fmt: skip
     compressed = np.asarray(compressed, np.float32)
     if compressed.shape != (len(rho), N_COMPRESSED):
         raise InputError(f"compressed summaries must have shape ({len(rho)}, {N_COMPRESSED}) "

@@ -307,7 +307,8 @@ ENTRIES: list[Entry] = [
               *_json("docs/data/edge_cost.json")["edge_minus_refined"]["max_abs"]),
      (".3f",) * 4),
     *(("docs/nbody.md", f"| {step:,} | {{}} | {{}} | {{}} | {{}} | {{}} | {{}} |",
-        lambda step=step: _long_run_row(step), (".4f",) * 6) for step in (1000, 3000, 5000)),
+        lambda step=step: _long_run_row(step), (".4f",) * 6)
+      for step in (1000, 3000, 5000, 6000, 7000, 8000)),
 ]  # fmt: skip
 
 

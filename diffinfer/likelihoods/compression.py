@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffinfer.errors import InputError, LocateError
+from diffinfer.errors import DataFileError, InputError, LocateError
 from diffinfer.fields.grid import as_maps
 
 N_COMPRESSED = 6
@@ -109,7 +109,6 @@ def compressor_model(entry: dict):
     """The diffusion model a card's compressor entry names, loaded once per process; a
     model whose weights differ from the recorded ones is refused."""
     from diffinfer.diffusion.checkpoint import load_model
-    from diffinfer.errors import DataFileError
 
     if entry["model"] not in _MODELS:
         _MODELS[entry["model"]] = load_model(entry["model"])

@@ -461,15 +461,13 @@ def test_the_compressed_reference_tables_are_the_studies() -> None:
     final = "calibration/nbody64-npe-diffusion-fresh3/comparison.json"
     for analysis in ("npe-diffusion", "npe", "power"):
         assert "| 400 fresh3 " + _reference_row(final, analysis) in text, analysis
-    for path, cells in ((final, ("as computed", "after each side's")),):
-        gains = {g["reference"]: g["npe-diffusion"] for g in _json(path)["information_gain"]}
-        for ref in ("power", "npe"):
-            e = gains[ref]
-            lo, hi = e["area_ratio_interval_1se"]
-            assert f"{e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f})" in text, ref
-            lo, hi = e["z_corrected_area_ratio_interval_1se"]
-            assert f"{e['z_corrected_area_ratio']:.3f} ({lo:.3f}–{hi:.3f})" in text, ref
-        assert all(c in text for c in cells)
+    gains = {g["reference"]: g["npe-diffusion"] for g in _json(final)["information_gain"]}
+    for ref in ("power", "npe"):
+        e = gains[ref]
+        lo, hi = e["area_ratio_interval_1se"]
+        assert f"{e['area_ratio_geometric_mean']:.3f} ({lo:.3f}–{hi:.3f})" in text, ref
+        lo, hi = e["z_corrected_area_ratio_interval_1se"]
+        assert f"{e['z_corrected_area_ratio']:.3f} ({lo:.3f}–{hi:.3f})" in text, ref
     first = _json("calibration/nbody64-npe-diffusion-fresh/comparison.json")
     c = first["coverage"]["npe-diffusion"]
     assert f"an HPD curve {c['hpd_max_deviation']:.3f} below the diagonal" in text

@@ -26,10 +26,9 @@ def check_training_data(config: StudyConfig, model: object, meta: dict) -> None:
             check_reference_data(ref.card, ref.name, meta, config.data)
             trained[f"reference {ref.name}"] = ref.card.get("data") or {}
     for who, data in trained.items():
-        for source in data.get("sources") or []:  # a reference trained on named splits
-            common = {k: v for k, v in data.items() if k != "sources"}
+        for source in _sources(data) if "sources" in data else []:  # named splits
             splits = str(source.get("split", "all")).split("+")
-            if is_training_data({**common, **source}, meta, config.data) and (
+            if is_training_data(source, meta, config.data) and (
                 config.split == "all" or "all" in splits or config.split in splits
             ):
                 raise InputError(
@@ -70,12 +69,17 @@ def is_training_data(data: dict, meta: dict, root: str) -> bool:
     if not data:
         return False
     if "sources" in data:  # trained on maps of several data sets
-        common = {k: v for k, v in data.items() if k != "sources"}
-        return any(is_training_data({**common, **source}, meta, root)
-                   for source in data["sources"])  # fmt: skip
+        return any(is_training_data(source, meta, root) for source in _sources(data))
     if "seed" in data and "seed" in meta:
         same_config = same_json(data.get("config"), meta.get("config"))
         return (data.get("simulator") == meta.get("simulator") and same_config
                 and data["seed"] == meta["seed"])  # fmt: skip
     stored = data.get("root")
     return bool(stored) and Path(stored).resolve() == Path(root).resolve()
+
+
+def _sources(data: dict) -> list[dict]:
+    """A card's training data of several data sets, one description per data set (the
+    shared entries with the source's own)."""
+    common = {k: v for k, v in data.items() if k != "sources"}
+    return [{**common, **source} for source in data["sources"]]

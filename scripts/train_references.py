@@ -71,6 +71,9 @@ def main() -> None:
     p.add_argument("--compressed", type=Path, nargs="+", default=None,
                    help="with --only npe-diffusion: the compressed maps "
                         "(scripts/compress_maps.py)")  # fmt: skip
+    p.add_argument("--maps-per-box", type=int, default=None,
+                   help="with --compressed: the first this many maps of every box (default "
+                        "all the files hold)")  # fmt: skip
     p.add_argument(
         "--members",
         type=int,
@@ -132,9 +135,25 @@ def main() -> None:
         print(f"wrote {out}: {json.dumps(ref.card['training'])}")
 
 
-def compressed_maps(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def first_maps_per_box(boxes: np.ndarray, k: int) -> np.ndarray:
+    """Which entries are among the first ``k`` of their box, in the order given."""
+    keep = np.zeros(len(boxes), dtype=bool)
+    seen: dict[int, int] = {}
+    for i, box in enumerate(boxes.tolist()):
+        seen[box] = seen.get(box, 0) + 1
+        keep[i] = seen[box] <= k
+    return keep
+
+
+def compressed_maps(
+    files: list[Path], maps_per_box: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The maps, parameters and compressions of scripts/compress_maps.py's files, and the
-    description of their data sets (one source each) for the card."""
+    description of their data sets (one source each) for the card.
+
+    ``maps_per_box`` keeps the first that many compressed maps of every box (all if None):
+    the files are written breadth first, one map of every box before the second.
+    """
     from diffinfer.data.camels import CamelsMaps
 
     density, theta, compressed, sources, meta = [], [], [], [], None
@@ -144,6 +163,9 @@ def compressed_maps(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarr
         root = Path(str(got["data"]))
         root = root if root.is_absolute() else ROOT / root
         meta_i = read_json(root / "dataset.json", what="data set description")
+        if maps_per_box is not None:
+            keep = first_maps_per_box(got["indices"] // meta_i["maps_per_cosmology"], maps_per_box)
+            got["indices"], got["summaries"] = got["indices"][keep], got["summaries"][keep]
         if meta is not None and meta_i["config"] != meta["config"]:
             raise SystemExit(f"{file}: its maps are of another configuration than "
                              f"{files[0]}'s")  # fmt: skip
@@ -160,7 +182,7 @@ def compressed_maps(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarr
                         "n_maps": len(rho),
                         "n_cosmologies": len(np.unique(got["indices"]
                                                        // meta["maps_per_cosmology"])),
-                        "compressed": file.name})  # fmt: skip
+                        "compressed": file.name, "maps_per_box": maps_per_box})  # fmt: skip
     data = {"simulator": meta["simulator"], "config": meta["config"], "sources": sources,
             "n_maps": sum(s["n_maps"] for s in sources),
             "compressor": {"model": str(got["model"]), "seed": int(got["seed"])}}  # fmt: skip
@@ -172,7 +194,7 @@ def train_compressed(args) -> None:
     from diffinfer.diffusion.checkpoint import load_model
     from diffinfer.likelihoods.npe_training import train_npe
 
-    density, theta, compressed, data = compressed_maps(args.compressed)
+    density, theta, compressed, data = compressed_maps(args.compressed, args.maps_per_box)
     field = FieldConfig.from_dict(data["config"])
     model = load_model(data["compressor"]["model"])
     extra = {"flow": args.flow, "compressor": model, "compressed": compressed,

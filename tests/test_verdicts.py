@@ -59,3 +59,33 @@ def test_a_calibrated_setting_is_quiet():
         assert warn_if_uncalibrated(card, "L0", 1, 0.0, 1.0)["verdict"] == "calibrated"
     with pytest.warns(CalibrationWarning, match="no calibration study"):
         warn_if_uncalibrated(card, "L0", 1, 0.0, 2.0)
+
+
+def test_the_warning_names_the_calibrated_route_through_the_model(tmp_path, monkeypatch):
+    """nbody64's warning points to NPE on its compression, whose card records a calibrated
+    study; a model that is not that reference's compressor gets no such pointer, and neither
+    does nbody64 once the reference's recorded verdict is not calibrated."""
+    ref = json.load(open("models/nbody64-npe-diffusion-ensemble/card.json"))
+    card = json.load(open("models/nbody64/card.json"))
+    e = card["verdicts"][-1]
+    study = ref["coverage"]["study"]
+    with pytest.warns(
+        CalibrationWarning,
+        match=rf"alternative: likelihood='npe-diffusion'.*"
+        rf"{study}, {ref['coverage']['n_maps']} maps",
+    ):
+        warn_if_uncalibrated(card, e["likelihood"], 1, 0.0, e["temperature"])
+    with pytest.warns(CalibrationWarning) as got:
+        warn_if_uncalibrated({**card, "name": "lognormal64"}, e["likelihood"], 1, 0.0, 1.0)
+    assert "alternative" not in str(got[0].message)
+    # a copy of the reference whose study failed
+    from diffinfer.likelihoods import npe
+
+    (tmp_path / "ref").mkdir()
+    failed = {**ref, "coverage": {**ref["coverage"], "verdict": "miscalibrated"}}
+    (tmp_path / "ref" / "card.json").write_text(json.dumps(failed))
+    monkeypatch.setitem(npe.DEFAULT_REFERENCES, "npe-diffusion", str(tmp_path / "ref"))
+    verdicts._WARNED.clear()
+    with pytest.warns(CalibrationWarning) as got:
+        warn_if_uncalibrated(card, e["likelihood"], 1, 0.0, e["temperature"])
+    assert "alternative" not in str(got[0].message)

@@ -66,5 +66,10 @@ def warn_if_uncalibrated(card: dict, likelihood: str, n_noise: int, noise_sigma:
             f"{entry['n_maps']} maps): {'; '.join(entry['failed']) or 'see its report'}. "
             "Treat its credible intervals as approximate (docs/calibration.md)"
         )
+    from diffinfer.likelihoods.npe import calibrated_route
+
+    route = calibrated_route(name)
+    if route is not None:
+        msg += f". A calibrated alternative: {route}"
     warnings.warn(msg, CalibrationWarning, stacklevel=3)
     return entry

@@ -372,6 +372,28 @@ def record_coverage(name_or_path: str | os.PathLike, coverage: dict) -> Path:
 _NPE_CACHE: dict[str, NPEReference] = {}
 
 
+def calibrated_route(model_name: str) -> str | None:
+    """A sentence naming the calibrated analysis that compresses maps with ``model_name``:
+    the default ``"npe-diffusion"`` reference, where its compressor is that model and its
+    card records a ``calibrated`` coverage study; None otherwise (or where it is not
+    shipped). Only the reference's card is read."""
+    from diffinfer.diffusion.checkpoint import resolve_model_dir
+
+    try:
+        card = read_json(resolve_model_dir(DEFAULT_REFERENCES["npe-diffusion"]) / CARD_FILE,
+                         what="NPE ensemble card")  # fmt: skip
+    except DataFileError:
+        return None
+    coverage = card.get("coverage") or {}
+    if (card.get("compressor") or {}).get("model") != model_name or (
+        coverage.get("verdict") != "calibrated"
+    ):
+        return None
+    return (f"likelihood='npe-diffusion' (NPE on {model_name}'s compression of the map, "
+            f"{card.get('name')}) is calibrated by its study ({coverage.get('study')}, "
+            f"{coverage.get('n_maps')} maps simulated apart)")  # fmt: skip
+
+
 def npe_reference(likelihood: str, npe: object = None) -> NPEReference:
     """The NPE reference of ``likelihood="npe"``, ``"npe-power"`` or ``"npe-diffusion"``:
     given, or loaded once per process by name or directory (default

@@ -16,6 +16,13 @@ standard errors come from the scatter of the box means:
 A reduced chi^2 over the bins of each statistic compares emulated with simulated means
 given both sets' scatter (1 is agreement within the noise of these sample sizes).
 
+``--corners`` adds the two other near-corners of the prior, (0.15, 0.65) and (0.45, 0.95),
+so that the centre and four corners are tested, and checks the targets of a model that
+follows theta (``targets`` in the JSON; :func:`emulator_targets`): P(k) within 3 % for
+k <= 0.6 h/Mpc and 5 % to k = 1.2 at every cosmology, the mean of ln rho within 2 s.e., and
+the response of P(k) to each parameter, the finite difference of ln P(k) along each edge of
+the four corners (k <= 1.2), within 10 % of the simulations'.
+
     python scripts/nbody_emulator_validation.py --model runs/nbody64/model --maps 256 --card
 
 ``--card`` records the headline (χ² per statistic and cosmology) in ``metrics.emulator`` of
@@ -40,6 +47,14 @@ from diffinfer.store import read_card, resolve_model_dir, update_card
 
 ROOT = Path(__file__).resolve().parents[1]
 COSMOLOGIES = [(0.3, 0.8), (0.15, 0.95), (0.45, 0.65)]
+CORNERS = [(0.15, 0.65), (0.45, 0.95)]
+"""With ``--corners``: the other two near-corners, so that all four are tested."""
+POWER_TOLERANCE = ((0.6, 0.03), (1.2, 0.05))
+"""P(k) targets: |emulated / simulated - 1| at most 3 % for k <= 0.6 h/Mpc, 5 % to 1.2."""
+RESPONSE_TOLERANCE = 0.10
+"""The response of ln P(k) to each parameter within 10 % of the simulations' (k <= 1.2)."""
+MEAN_SE_TOLERANCE = 2.0
+"""The mean of ln rho within this many standard errors of the simulations'."""
 NU_EDGES = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.5, 7.0])
 
 
@@ -99,6 +114,8 @@ def main() -> None:
     p.add_argument("--smooth", type=float, default=1.0, help="peak smoothing, pixels")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--json", type=Path, default=ROOT / "docs/results/nbody_emulator.json")
+    p.add_argument("--corners", action="store_true",
+                   help="test all four near-corners; check the targets")  # fmt: skip
     p.add_argument("--table", action="store_true", help="print the table of --json only")
     p.add_argument(
         "--card",
@@ -127,7 +144,7 @@ def main() -> None:
             report = old
     done = {tuple(c["theta"]) for c in report["cosmologies"]}
     n_boxes = math.ceil(args.maps / cfg.maps_per_box)
-    for theta in COSMOLOGIES:
+    for theta in COSMOLOGIES + (CORNERS if args.corners else []):
         if tuple(theta) in done:
             continue
         t0 = time.perf_counter()
@@ -151,6 +168,10 @@ def main() -> None:
             "k": ps_s.k.tolist(),
             "power_ratio": r.tolist(),
             "power_ratio_se": se.tolist(),
+            "power_emulated": pw_e[0].tolist(),
+            "power_emulated_se": pw_e[1].tolist(),
+            "power_simulated": pw_s[0].tolist(),
+            "power_simulated_se": pw_s[1].tolist(),
             "power_chi2": chi2(pw_e, pw_s),
             "lnrho_moments_emulated": mo_e[0].tolist(),
             "lnrho_moments_simulated": mo_s[0].tolist(),
@@ -169,6 +190,9 @@ def main() -> None:
         })  # fmt: skip
         write_json_atomic(args.json, report)
         print(f"{theta}: done ({t1 - t0:.0f} s simulating, {t2 - t1:.0f} s emulating)")
+    if args.corners:
+        report["targets"] = emulator_targets(report)
+        write_json_atomic(args.json, report)
     write_text_atomic(args.json.with_suffix(".md"), table(report))
     print(table(report))
     if args.card:
@@ -176,6 +200,68 @@ def main() -> None:
         metrics = dict(read_card(model_dir).get("metrics") or {})
         metrics["emulator"] = headline(report)
         print(f"recorded in {update_card(model_dir, {'metrics': metrics})}")
+
+
+def _log_power(c: dict, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """ln of a cosmology's mean P(k), emulated or simulated, and its standard error."""
+    p, se = np.array(c[f"power_{side}"]), np.array(c[f"power_{side}_se"])
+    return np.log(p), se / p
+
+
+def emulator_targets(report: dict) -> dict:
+    """The checks of a model that follows theta, on a report with the centre and four
+    corners: P(k) ratios, the mean of ln rho, and the response of ln P(k) to each
+    parameter along the corners' edges (emulated over simulated finite differences, with
+    first-order errors), for k <= 1.2 h/Mpc."""
+    by = {tuple(c["theta"]): c for c in report["cosmologies"]}
+    corners = [(0.15, 0.65), (0.15, 0.95), (0.45, 0.65), (0.45, 0.95)]
+    missing = [t for t in [(0.3, 0.8), *corners] if t not in by]
+    if missing or any("power_simulated" not in c for c in by.values()):
+        raise SystemExit(f"the targets need the centre and four corners with their mean "
+                         f"spectra (rerun with --corners; missing {missing})")  # fmt: skip
+    k = np.array(report["cosmologies"][0]["k"])
+    out: dict = {"cosmologies": [], "responses": []}
+    for theta, c in by.items():
+        r = np.array(c["power_ratio"])
+        worst = {f"k<={kmax}": float(np.max(np.abs(r[k <= kmax] - 1)))
+                 for kmax, _ in POWER_TOLERANCE}  # fmt: skip
+        power_ok = all(worst[f"k<={kmax}"] <= tol for kmax, tol in POWER_TOLERANCE)
+        d = c["lnrho_moments_emulated"][0] - c["lnrho_moments_simulated"][0]
+        n_se = abs(d) / c["lnrho_moments_se"][0]
+        out["cosmologies"].append({"theta": list(theta), "power_max_abs_dev": worst,
+                                   "power_ok": power_ok, "lnrho_mean_n_se": n_se,
+                                   "lnrho_mean_ok": n_se <= MEAN_SE_TOLERANCE})  # fmt: skip
+    use = k <= POWER_TOLERANCE[-1][0]
+    edges = [
+        ("Omega_m", (0.15, 0.65), (0.45, 0.65)),
+        ("Omega_m", (0.15, 0.95), (0.45, 0.95)),
+        ("sigma_8", (0.15, 0.65), (0.15, 0.95)),
+        ("sigma_8", (0.45, 0.65), (0.45, 0.95)),
+    ]
+    for param, lo, hi in edges:
+        (e_lo, es_lo), (e_hi, es_hi) = (
+            _log_power(by[lo], "emulated"),
+            _log_power(by[hi], "emulated"),
+        )
+        (s_lo, ss_lo), (s_hi, ss_hi) = (_log_power(by[lo], "simulated"),
+                                        _log_power(by[hi], "simulated"))  # fmt: skip
+        de, ds = e_hi - e_lo, s_hi - s_lo
+        ratio = de / ds
+        se = np.abs(ratio) * np.sqrt((es_lo**2 + es_hi**2) / de**2
+                                     + (ss_lo**2 + ss_hi**2) / ds**2)  # fmt: skip
+        # the k-averaged ratio, weighting each bin by its inverse variance
+        w = 1 / se[use] ** 2
+        mean = float(np.sum(w * ratio[use]) / np.sum(w))
+        mean_se = float(1 / np.sqrt(np.sum(w)))
+        out["responses"].append({"parameter": param, "from": list(lo), "to": list(hi),
+                                 "ratio": ratio[use].tolist(), "ratio_se": se[use].tolist(),
+                                 "k": k[use].tolist(), "ratio_mean": mean,
+                                 "ratio_mean_se": mean_se,
+                                 "ok": abs(mean - 1) <= RESPONSE_TOLERANCE})  # fmt: skip
+    out["all_ok"] = all(c["power_ok"] and c["lnrho_mean_ok"] for c in out["cosmologies"]) and (
+        all(r["ok"] for r in out["responses"])
+    )
+    return out
 
 
 def headline(report: dict) -> dict:
@@ -213,7 +299,30 @@ def table(report: dict) -> str:
         theta = f"({c['theta'][0]}, {c['theta'][1]})"
         lines.append(f"| {theta} | {pk} | {c['power_chi2']:.2f} | {mo} | "
                      f"{c['moments_chi2']:.2f} | {peaks} | {c['peaks_chi2']:.2f} |")  # fmt: skip
+    if "targets" in report:
+        lines += ["", targets_table(report["targets"])]
     return "\n".join(lines) + "\n"
+
+
+def targets_table(t: dict) -> str:
+    """The targets of :func:`emulator_targets` as markdown."""
+    ok = {True: "yes", False: "**no**"}
+    lines = ["| θ | max \\|P(k) ratio − 1\\|, k ≤ 0.6 / ≤ 1.2 (target 3 % / 5 %) | met | "
+             "ln ρ mean off by (s.e.; target 2) | met |", "|---|---|---|---|---|"]  # fmt: skip
+    for c in t["cosmologies"]:
+        w = c["power_max_abs_dev"]
+        lines.append(f"| ({c['theta'][0]}, {c['theta'][1]}) | {100 * w['k<=0.6']:.1f} % / "
+                     f"{100 * w['k<=1.2']:.1f} % | {ok[c['power_ok']]} | "
+                     f"{c['lnrho_mean_n_se']:.1f} | {ok[c['lnrho_mean_ok']]} |")  # fmt: skip
+    lines += ["", "| response of ln P(k) to | along | emulated / simulated, k ≤ 1.2 "
+              "(inverse-variance mean) | within 10 % |", "|---|---|---|---|"]  # fmt: skip
+    for r in t["responses"]:
+        lines.append(
+            f"| {r['parameter']} | {tuple(r['from'])} → {tuple(r['to'])} | "
+            f"{r['ratio_mean']:.3f} ± {r['ratio_mean_se']:.3f} | {ok[r['ok']]} |"
+        )
+    lines.append(f"\nAll targets met: {ok[t['all_ok']]}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

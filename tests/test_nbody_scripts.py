@@ -154,3 +154,39 @@ def test_the_independent_checks_pass_a_calibrated_toy_and_fail_an_overconfident_
     assert min(bad["sbc_c2st_ranks"].values()) > max(bad["sbc_c2st_uniform_ranks"].values())
     assert good["tarp_max_deviation"] < 0.1 < bad["tarp_max_deviation"]
     assert bad["tarp_atc"] < good["tarp_atc"]  # too narrow: ecp below the diagonal
+
+
+def test_emulator_targets_follow_the_response_to_theta() -> None:
+    """The emulator targets on synthetic spectra: an emulator whose P(k) is the simulations'
+    within 1 % passes; one whose response to theta is half the simulations' fails the
+    response and the corners' P(k), not the centre's."""
+    emulator = _load("scripts/nbody_emulator_validation.py")
+    k = np.linspace(0.05, 1.5, 20)
+
+    def power(theta, response=1.0):
+        om, s8 = theta
+        slope = response * (np.log(om / 0.3) * 1.5 + np.log(s8 / 0.8) * 2.0)
+        return 1e3 * k**-1.5 * np.exp(slope)
+
+    def report(response):
+        cos = []
+        for theta in [(0.3, 0.8), (0.15, 0.95), (0.45, 0.65), (0.15, 0.65), (0.45, 0.95)]:
+            s, e = power(theta), power(theta, response) * 1.01
+            cos.append({"theta": list(theta), "k": k.tolist(), "power_ratio": (e / s).tolist(),
+                        "power_emulated": e.tolist(), "power_emulated_se": (0.01 * e).tolist(),
+                        "power_simulated": s.tolist(), "power_simulated_se": (0.01 * s).tolist(),
+                        "lnrho_moments_emulated": [0.01, 1.0, 0.0],
+                        "lnrho_moments_simulated": [0.0, 1.0, 0.0],
+                        "lnrho_moments_se": [0.01, 0.01, 0.01]})  # fmt: skip
+        return {"cosmologies": cos}
+
+    good = emulator.emulator_targets(report(1.0))
+    assert good["all_ok"]
+    assert all(r["ratio_mean"] == pytest.approx(1.0) for r in good["responses"])
+    weak = emulator.emulator_targets(report(0.5))
+    assert not weak["all_ok"]
+    assert all(r["ratio_mean"] == pytest.approx(0.5) and not r["ok"] for r in weak["responses"])
+    power_ok = {tuple(c["theta"]): c["power_ok"] for c in weak["cosmologies"]}
+    assert power_ok[(0.3, 0.8)] and not power_ok[(0.15, 0.65)]
+    with pytest.raises(SystemExit, match="four corners"):
+        emulator.emulator_targets({"cosmologies": report(1.0)["cosmologies"][:3]})

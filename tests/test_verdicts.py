@@ -62,29 +62,31 @@ def test_a_calibrated_setting_is_quiet():
 
 
 def test_the_warning_names_the_calibrated_route_through_the_model(tmp_path, monkeypatch):
-    """nbody64's warning points to NPE on its compression, whose card records a calibrated
-    study; a model that is not that reference's compressor gets no such pointer, and neither
-    does nbody64 once the reference's recorded verdict is not calibrated."""
+    """A miscalibrated model's warning points to NPE on its compression where that
+    reference's card records a calibrated study; not where its study failed, and not for a
+    model that is not its compressor."""
+    from diffinfer.likelihoods import npe
+
     ref = json.load(open("models/nbody64-npe-diffusion-ensemble/card.json"))
     card = json.load(open("models/nbody64/card.json"))
     e = card["verdicts"][-1]
-    study = ref["coverage"]["study"]
+    for verdict in ("calibrated", "miscalibrated"):
+        (tmp_path / verdict).mkdir()
+        (tmp_path / verdict / "card.json").write_text(json.dumps(
+            {**ref, "coverage": {**ref["coverage"], "verdict": verdict, "study": "S",
+                                 "n_maps": 1000}}))  # fmt: skip
+    monkeypatch.setitem(npe.DEFAULT_REFERENCES, "npe-diffusion", str(tmp_path / "calibrated"))
     with pytest.warns(
         CalibrationWarning,
-        match=rf"alternative: likelihood='npe-diffusion'.*"
-        rf"{study}, {ref['coverage']['n_maps']} maps",
+        match=r"alternative: likelihood='npe-diffusion' "
+        r"\(NPE on nbody64's.*\(S, 1000 maps",
     ):
         warn_if_uncalibrated(card, e["likelihood"], 1, 0.0, e["temperature"])
     with pytest.warns(CalibrationWarning) as got:
         warn_if_uncalibrated({**card, "name": "lognormal64"}, e["likelihood"], 1, 0.0, 1.0)
     assert "alternative" not in str(got[0].message)
-    # a copy of the reference whose study failed
-    from diffinfer.likelihoods import npe
-
-    (tmp_path / "ref").mkdir()
-    failed = {**ref, "coverage": {**ref["coverage"], "verdict": "miscalibrated"}}
-    (tmp_path / "ref" / "card.json").write_text(json.dumps(failed))
-    monkeypatch.setitem(npe.DEFAULT_REFERENCES, "npe-diffusion", str(tmp_path / "ref"))
+    monkeypatch.setitem(npe.DEFAULT_REFERENCES, "npe-diffusion",
+                        str(tmp_path / "miscalibrated"))  # fmt: skip
     verdicts._WARNED.clear()
     with pytest.warns(CalibrationWarning) as got:
         warn_if_uncalibrated(card, e["likelihood"], 1, 0.0, e["temperature"])

@@ -124,7 +124,12 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.table:
-        print(table(read_json(args.json)))
+        report = read_json(args.json)
+        if args.corners:
+            report["targets"] = emulator_targets(report)
+            write_json_atomic(args.json, report)
+            write_text_atomic(args.json.with_suffix(".md"), table(report))
+        print(table(report))
         return
     model = load_model(args.model)
     cfg = NBodyConfig.from_dict(read_json(args.data / "dataset.json")["config"])
@@ -208,11 +213,22 @@ def _log_power(c: dict, side: str) -> tuple[np.ndarray, np.ndarray]:
     return np.log(p), se / p
 
 
+def _status(dev: float, se: float, tol: float) -> str:
+    """``met`` where a deviation is within ``tol`` by 2 s.e., ``not met`` where it exceeds
+    it by 2 s.e., else ``unresolved`` (the sample cannot tell)."""
+    if dev + 2 * se <= tol:
+        return "met"
+    return "not met" if dev - 2 * se > tol else "unresolved"
+
+
 def emulator_targets(report: dict) -> dict:
     """The checks of a model that follows theta, on a report with the centre and four
     corners: P(k) ratios, the mean of ln rho, and the response of ln P(k) to each
     parameter along the corners' edges (emulated over simulated finite differences, with
-    first-order errors), for k <= 1.2 h/Mpc."""
+    first-order errors), for k <= 1.2 h/Mpc. The P(k) ratio and the response are averaged
+    over their k bins (inverse-variance weights, bins taken as independent): a single bin's
+    error (about 4 % from 18 simulated boxes) cannot resolve 3 %; each is ``met``, ``not
+    met`` or ``unresolved`` (:func:`_status`)."""
     by = {tuple(c["theta"]): c for c in report["cosmologies"]}
     corners = [(0.15, 0.65), (0.15, 0.95), (0.45, 0.65), (0.45, 0.95)]
     missing = [t for t in [(0.3, 0.8), *corners] if t not in by]
@@ -222,14 +238,21 @@ def emulator_targets(report: dict) -> dict:
     k = np.array(report["cosmologies"][0]["k"])
     out: dict = {"cosmologies": [], "responses": []}
     for theta, c in by.items():
-        r = np.array(c["power_ratio"])
-        worst = {f"k<={kmax}": float(np.max(np.abs(r[k <= kmax] - 1)))
-                 for kmax, _ in POWER_TOLERANCE}  # fmt: skip
-        power_ok = all(worst[f"k<={kmax}"] <= tol for kmax, tol in POWER_TOLERANCE)
+        r, r_se = np.array(c["power_ratio"]), np.array(c["power_ratio_se"])
+        bands, low = {}, 0.0
+        for kmax, tol in POWER_TOLERANCE:
+            sel = (k > low) & (k <= kmax)
+            w = 1 / r_se[sel] ** 2
+            mean, se = float(np.sum(w * r[sel]) / np.sum(w)), float(1 / np.sqrt(np.sum(w)))
+            bands[f"{low}<k<={kmax}"] = {"ratio_mean": mean, "ratio_mean_se": se,
+                                         "max_abs_dev": float(np.max(np.abs(r[sel] - 1))),
+                                         "status": _status(abs(mean - 1), se, tol)}  # fmt: skip
+            low = kmax
         d = c["lnrho_moments_emulated"][0] - c["lnrho_moments_simulated"][0]
         n_se = abs(d) / c["lnrho_moments_se"][0]
-        out["cosmologies"].append({"theta": list(theta), "power_max_abs_dev": worst,
-                                   "power_ok": power_ok, "lnrho_mean_n_se": n_se,
+        out["cosmologies"].append({"theta": list(theta), "power": bands,
+                                   "power_ok": all(b["status"] == "met" for b in bands.values()),
+                                   "lnrho_mean_n_se": n_se,
                                    "lnrho_mean_ok": n_se <= MEAN_SE_TOLERANCE})  # fmt: skip
     use = k <= POWER_TOLERANCE[-1][0]
     edges = [
@@ -257,9 +280,10 @@ def emulator_targets(report: dict) -> dict:
                                  "ratio": ratio[use].tolist(), "ratio_se": se[use].tolist(),
                                  "k": k[use].tolist(), "ratio_mean": mean,
                                  "ratio_mean_se": mean_se,
-                                 "ok": abs(mean - 1) <= RESPONSE_TOLERANCE})  # fmt: skip
+                                 "status": _status(abs(mean - 1), mean_se,
+                                                   RESPONSE_TOLERANCE)})  # fmt: skip
     out["all_ok"] = all(c["power_ok"] and c["lnrho_mean_ok"] for c in out["cosmologies"]) and (
-        all(r["ok"] for r in out["responses"])
+        all(r["status"] == "met" for r in out["responses"])
     )
     return out
 
@@ -307,19 +331,19 @@ def table(report: dict) -> str:
 def targets_table(t: dict) -> str:
     """The targets of :func:`emulator_targets` as markdown."""
     ok = {True: "yes", False: "**no**"}
-    lines = ["| θ | max \\|P(k) ratio − 1\\|, k ≤ 0.6 / ≤ 1.2 (target 3 % / 5 %) | met | "
+    lines = ["| θ | P(k) ratio, 0 < k ≤ 0.6 (target 3 %) | 0.6 < k ≤ 1.2 (5 %) | "
              "ln ρ mean off by (s.e.; target 2) | met |", "|---|---|---|---|---|"]  # fmt: skip
     for c in t["cosmologies"]:
-        w = c["power_max_abs_dev"]
-        lines.append(f"| ({c['theta'][0]}, {c['theta'][1]}) | {100 * w['k<=0.6']:.1f} % / "
-                     f"{100 * w['k<=1.2']:.1f} % | {ok[c['power_ok']]} | "
+        cells = [f"{b['ratio_mean']:.3f} ± {b['ratio_mean_se']:.3f}: {b['status']}"
+                 for b in c["power"].values()]  # fmt: skip
+        lines.append(f"| ({c['theta'][0]}, {c['theta'][1]}) | {cells[0]} | {cells[1]} | "
                      f"{c['lnrho_mean_n_se']:.1f} | {ok[c['lnrho_mean_ok']]} |")  # fmt: skip
     lines += ["", "| response of ln P(k) to | along | emulated / simulated, k ≤ 1.2 "
               "(inverse-variance mean) | within 10 % |", "|---|---|---|---|"]  # fmt: skip
     for r in t["responses"]:
         lines.append(
             f"| {r['parameter']} | {tuple(r['from'])} → {tuple(r['to'])} | "
-            f"{r['ratio_mean']:.3f} ± {r['ratio_mean_se']:.3f} | {ok[r['ok']]} |"
+            f"{r['ratio_mean']:.3f} ± {r['ratio_mean_se']:.3f} | {r['status']} |"
         )
     lines.append(f"\nAll targets met: {ok[t['all_ok']]}")
     return "\n".join(lines)

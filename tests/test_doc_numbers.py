@@ -497,3 +497,20 @@ def test_the_compressed_reference_tables_are_the_studies() -> None:
     card = _json("models/nbody64-npe-diffusion-ensemble/card.json")["coverage"]
     assert card["study"] == "calibration/nbody64-npe-diffusion-fresh4"  # the latest test
     assert card["verdict"] == coverage["npe-diffusion"]["verdict"]
+
+
+def test_the_long_run_emulator_table_is_its_check() -> None:
+    """docs/nbody.md's emulator targets of the long N-body run against its committed check."""
+    text = " ".join((ROOT / "docs/nbody.md").read_text().replace("**", "").split())
+    t = _json("docs/results/nbody64_long_emulator.json")["targets"]
+    assert not t["all_ok"]
+    for c in t["cosmologies"]:
+        cells = " | ".join(f"{b['ratio_mean']:.3f} ± {b['ratio_mean_se']:.3f}: {b['status']}"
+                           for b in c["power"].values())  # fmt: skip
+        row = f"| ({c['theta'][0]}, {c['theta'][1]}) | {cells} | {c['lnrho_mean_n_se']:.1f} |"
+        assert row in text, row
+    names = {"Omega_m": "Ωm", "sigma_8": "σ8"}
+    for r in t["responses"]:
+        row = (f"| {names[r['parameter']]} | {tuple(r['from'])} → {tuple(r['to'])} | "
+               f"{r['ratio_mean']:.3f} ± {r['ratio_mean_se']:.3f} | {r['status']} |")  # fmt: skip
+        assert row in text, row

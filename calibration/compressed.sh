@@ -10,7 +10,9 @@
 # choose: the flow's settings, on held-out boxes: flows trained on the 600 boxes of
 #   data/nbody64-fresh2 judged on the 300 validation and test boxes of data/nbody64
 #   (docs/data/npe_holdout/<variant>.json; a few minutes per variant): on their first map,
-#   then MAF with two or three training maps per box on all three maps of each held-out box;
+#   then MAF with two or three training maps per box on all three maps of each held-out box,
+#   and a larger MAF, more boxes (one map of each box of data/nbody64-fresh and -fresh3)
+#   and both, against the lean of the posterior means towards the prior's centre;
 # train: models/nbody64-npe-diffusion-ensemble, an ensemble of 4 flows (MAF, the choice) on
 #   P(k) + that compression of the first two maps of each box (1,800 maps);
 # simulate: the test set, 1,000 boxes simulated with a seed never used before (20261210;
@@ -34,6 +36,12 @@ if [[ $WHAT == compress || $WHAT == all ]]; then
     $PY scripts/compress_maps.py --data data/nbody64-fresh2 --split all \
       --maps-per-box $per --out runs/compressed/nbody64-fresh2.npz
   done
+  # one map of each box of the two earlier test sets, for the held-out check of more boxes
+  # (neither is a test set of what is trained on them)
+  for set in fresh fresh3; do
+    $PY scripts/compress_maps.py --data data/nbody64-$set --split all --maps-per-box 1 \
+      --out runs/compressed/nbody64-$set.npz
+  done
 fi
 
 if [[ $WHAT == choose || $WHAT == all ]]; then
@@ -49,6 +57,15 @@ if [[ $WHAT == choose || $WHAT == all ]]; then
       --test runs/compressed/nbody64-valtest.npz --flow maf --train-maps-per-box $per \
       --test-maps-per-box 3 --tag maf-train$per-test3
   done
+  # the lean towards the prior's centre (TARP): a larger flow, more boxes, both
+  MORE="runs/compressed/nbody64-fresh.npz runs/compressed/nbody64-fresh3.npz"
+  HELD="--test runs/compressed/nbody64-valtest.npz --flow maf --train-maps-per-box 2 --test-maps-per-box 3"
+  $PY scripts/npe_holdout.py --train runs/compressed/nbody64-fresh2.npz $HELD \
+    --hidden 128 --transforms 8 --tag maf-large-train2-test3
+  $PY scripts/npe_holdout.py --train runs/compressed/nbody64-fresh2.npz $MORE $HELD \
+    --tag maf-1400boxes-test3
+  $PY scripts/npe_holdout.py --train runs/compressed/nbody64-fresh2.npz $MORE $HELD \
+    --hidden 128 --transforms 8 --tag maf-large-1400boxes-test3
 fi
 
 if [[ $WHAT == train || $WHAT == all ]]; then

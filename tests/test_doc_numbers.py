@@ -514,3 +514,20 @@ def test_the_long_run_emulator_table_is_its_check() -> None:
         row = (f"| {names[r['parameter']]} | {tuple(r['from'])} → {tuple(r['to'])} | "
                f"{r['ratio_mean']:.3f} ± {r['ratio_mean_se']:.3f} | {r['status']} |")  # fmt: skip
         assert row in text, row
+
+
+def test_the_held_out_lean_table_is_the_check() -> None:
+    """docs/nbody.md's held-out table of the lean towards the prior's centre, against
+    scripts/npe_holdout.py's records."""
+    text = " ".join((ROOT / "docs/nbody.md").read_text().replace("**", "").split())
+    for tag in ("maf-train2-test3", "maf-1400boxes-test3", "maf-large-train2-test3",
+                "maf-large-1400boxes-test3"):  # fmt: skip
+        d = _json(f"docs/data/npe_holdout/{tag}.json")
+        q = d["z_by_posterior_mean_quartile"]
+        lean = " | ".join(", ".join(f"{x:+.2f}" for x in q[p]) for p in ("Omega_m", "sigma_8"))
+        zs = " / ".join(f"{m:.2f} ± {se:.2f}" for m, se in zip(d["z_std"], d["z_std_se"],
+                                                                 strict=True))  # fmt: skip
+        row = (f"| {d['n_train_maps']:,} | {lean} | {d['tarp_max_deviation']:.3f} | "
+               f"{d['hpd_max_deviation']:.3f} | {d['hpd_signed_area']:+.3f} | {zs} | "
+               f"{1e3 * d['area_geometric_mean']:.3f} |").replace("-", "\u2212")  # fmt: skip
+        assert row in text, (tag, row)

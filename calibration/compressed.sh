@@ -66,6 +66,8 @@ if [[ $WHAT == choose || $WHAT == all ]]; then
     --tag maf-1400boxes-test3
   $PY scripts/npe_holdout.py --train runs/compressed/nbody64-fresh2.npz $MORE $HELD \
     --hidden 128 --transforms 8 --tag maf-large-1400boxes-test3
+  $PY scripts/npe_holdout.py --train runs/compressed/nbody64-fresh2.npz $MORE $HELD \
+    --hidden 96 --transforms 6 --tag maf-mid-1400boxes-test3
 fi
 
 if [[ $WHAT == train || $WHAT == all ]]; then

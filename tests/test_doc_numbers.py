@@ -521,7 +521,7 @@ def test_the_held_out_lean_table_is_the_check() -> None:
     scripts/npe_holdout.py's records."""
     text = " ".join((ROOT / "docs/nbody.md").read_text().replace("**", "").split())
     for tag in ("maf-train2-test3", "maf-1400boxes-test3", "maf-large-train2-test3",
-                "maf-large-1400boxes-test3"):  # fmt: skip
+                "maf-large-1400boxes-test3", "maf-mid-1400boxes-test3"):  # fmt: skip
         d = _json(f"docs/data/npe_holdout/{tag}.json")
         q = d["z_by_posterior_mean_quartile"]
         lean = " | ".join(", ".join(f"{x:+.2f}" for x in q[p]) for p in ("Omega_m", "sigma_8"))

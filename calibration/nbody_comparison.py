@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffinfer.calibration.metrics import z_by_mean_quartile
 from diffinfer.calibration.report import analysis_metrics, study_box, study_results
 from diffinfer.io import read_json, write_json_atomic, write_text_atomic
 from diffinfer.parameters import PARAM_NAMES
@@ -153,20 +154,12 @@ def independent_checks(results: list[dict], box, seed: int = 0) -> dict:
 
 
 def z_by_quartile(results: list[dict]) -> dict:
-    """Per parameter: the z-score mean (± s.e.) in each quartile of the posterior mean (a
-    calibrated posterior has mean z 0 given its own mean, unlike given the truth, where
-    means shrink towards the prior's centre)."""
+    """Per parameter: the z-score mean (± s.e.) in each quartile of the posterior mean, from
+    each map's draws (:func:`diffinfer.calibration.metrics.z_by_mean_quartile`)."""
     mean = np.stack([np.mean(np.asarray(r["draws"], float), 0) for r in results])
     sd = np.stack([np.std(np.asarray(r["draws"], float), 0) for r in results])
-    z = (mean - np.stack([np.asarray(r["truth"], float) for r in results])) / sd
-    out = {}
-    for j, name in enumerate(PARAM_NAMES):
-        groups = np.array_split(np.argsort(mean[:, j], kind="stable"), 4)
-        out[name] = [{"posterior_mean": [float(mean[g[0], j]), float(mean[g[-1], j])],
-                      "n_maps": len(g), "z_mean": float(z[g, j].mean()),
-                      "z_mean_se": float(z[g, j].std(ddof=1) / math.sqrt(len(g)))}
-                     for g in groups]  # fmt: skip
-    return out
+    truths = np.stack([np.asarray(r["truth"], float) for r in results])
+    return z_by_mean_quartile(mean, sd, truths, PARAM_NAMES)
 
 
 def one_per_box(results: list[dict]) -> list[dict]:

@@ -180,3 +180,28 @@ def test_bad_input():
         metrics.sbc_ranks(np.zeros((3, 10)), np.zeros((3, 2)))
     with pytest.raises(InputError, match="finite"):
         metrics.sbc_ranks(np.full((3, 10, 2), np.nan), np.zeros((3, 2)))
+
+
+def test_the_quartile_lean_is_zero_when_calibrated_and_signed_when_means_shrink() -> None:
+    """Gaussian posteriors with a known truth: means drawn about the truths with the
+    posterior's own sd (calibrated: E[theta | map] = mean) give mean z 0 in every quartile of
+    the posterior mean; means pulled halfway to the prior's centre give + in the lowest
+    quartile and - in the highest."""
+    from diffinfer.calibration.metrics import z_by_mean_quartile
+
+    rng = np.random.default_rng(3)
+    n, sd = 4000, 0.05
+    # calibrated: theta | x ~ N(x, sd^2) with x the posterior mean
+    x = rng.uniform(0.2, 0.8, (n, 2))
+    truths = x + sd * rng.normal(size=(n, 2))
+    std = np.full((n, 2), sd)
+    good = z_by_mean_quartile(x, std, truths, ("a", "b"))
+    for q in good.values():
+        assert len(q) == 4 and sum(e["n_maps"] for e in q) == n
+        for e in q:
+            assert abs(e["z_mean"]) < 3 * e["z_mean_se"], e
+    shrunk = 0.5 + 0.5 * (x - 0.5)
+    lean = z_by_mean_quartile(shrunk, std, truths, ("a", "b"))["a"]
+    assert lean[0]["z_mean"] > 10 * lean[0]["z_mean_se"]
+    assert lean[-1]["z_mean"] < -10 * lean[-1]["z_mean_se"]
+    assert lean[0]["posterior_mean"][0] < lean[-1]["posterior_mean"][0]

@@ -308,7 +308,7 @@ ENTRIES: list[Entry] = [
      (".3f",) * 4),
     *(("docs/nbody.md", f"| {step:,} | {{}} | {{}} | {{}} | {{}} | {{}} | {{}} |",
         lambda step=step: _long_run_row(step), (".4f",) * 6)
-      for step in (1000, 3000, 5000, 6000, 7000, 8000, 9000)),
+      for step in (1000, 3000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000)),
 ]  # fmt: skip
 
 

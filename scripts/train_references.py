@@ -156,6 +156,9 @@ def compressed_maps(
     """
     from diffinfer.data.camels import CamelsMaps
 
+    if maps_per_box is not None and maps_per_box < 1:
+        raise SystemExit(f"--maps-per-box must be at least 1 (or left out for every map the "
+                         f"files hold), got {maps_per_box}")  # fmt: skip
     density, theta, compressed, sources, meta = [], [], [], [], None
     for file in files:
         with np.load(file, allow_pickle=False) as f:

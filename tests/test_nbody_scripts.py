@@ -192,3 +192,12 @@ def test_emulator_targets_follow_the_response_to_theta() -> None:
     assert power_ok[(0.3, 0.8)] and not power_ok[(0.15, 0.65)]
     with pytest.raises(SystemExit, match="four corners"):
         emulator.emulator_targets({"cosmologies": report(1.0)["cosmologies"][:3]})
+
+
+def test_compressed_maps_keep_the_first_maps_of_each_box_and_refuse_none() -> None:
+    refs = _load("scripts/train_references.py")
+    boxes = np.array([3, 5, 7, 3, 5, 7, 3, 5, 7])  # breadth first, as compress_maps writes
+    assert refs.first_maps_per_box(boxes, 2).tolist() == [True] * 6 + [False] * 3
+    assert refs.first_maps_per_box(boxes, 1).sum() == 3
+    with pytest.raises(SystemExit, match="--maps-per-box must be at least 1"):
+        refs.compressed_maps([], maps_per_box=0)
